@@ -1,0 +1,1 @@
+"""The ``pbip`` command line: a thin shell over the library functions."""

@@ -1,0 +1,43 @@
+"""Exceptions raised by napari-pbip.
+
+Every message names the bad value, what was expected and what to do about it.
+"""
+
+
+class PbipError(Exception):
+    """Base class of all napari-pbip errors; the CLI prints these without a traceback."""
+
+
+class SettingsError(PbipError, ValueError):
+    """A settings field has a value outside its valid range."""
+
+
+class DatasetError(PbipError):
+    """A data set folder, file name or mask cannot be read as expected."""
+
+
+class LabelParseError(DatasetError, ValueError):
+    """An image-level label could not be parsed from a file name."""
+
+
+class ModelNotFoundError(PbipError, KeyError):
+    """A model name is not registered, or its weights are not available offline."""
+
+    def __str__(self) -> str:  # KeyError would add quotes around the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BankError(PbipError):
+    """An image bank is missing, inconsistent, or cannot be edited as asked."""
+
+
+class CheckpointError(PbipError):
+    """A checkpoint does not match the model, classes or bank it is used with."""
+
+
+class SlideError(PbipError):
+    """A slide cannot be opened or lacks what the job needs (e.g. its um/px)."""
+
+
+class OutputExistsError(PbipError, FileExistsError):
+    """An output exists and overwriting was not asked for."""

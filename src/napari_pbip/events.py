@@ -1,0 +1,55 @@
+"""Progress events: long jobs are generators that yield these and return their result.
+
+The CLI drains a job with :func:`run`, the napari widgets wrap the same generator in
+``thread_worker`` and tests call :func:`run` directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class Progress:
+    """One progress report from a long job.
+
+    Attributes:
+        stage: short name of the job part ("encode", "kmeans", "train", "segment", ...).
+        step: units done so far within ``stage``.
+        total: units in ``stage`` (None when unknown).
+        message: one human-readable line.
+        metrics: named scalars (losses, lr, images/s, ...).
+        payload: larger objects for live views (CAM previews, finished chunks); may be None.
+    """
+
+    stage: str
+    step: int = 0
+    total: int | None = None
+    message: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    payload: Any = None
+
+    @property
+    def fraction(self) -> float | None:
+        """Share of ``stage`` done, in [0, 1], or None when the total is unknown."""
+        if not self.total:
+            return None
+        return min(1.0, self.step / self.total)
+
+
+Job = Generator[Progress, None, T]
+
+
+def run(job: Job[T], on_event: Callable[[Progress], None] | None = None) -> T:
+    """Drain ``job``, passing each event to ``on_event``, and return the job's result."""
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)
