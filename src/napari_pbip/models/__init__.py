@@ -3,10 +3,13 @@
 from .registry import (
     create_backbone,
     create_encoder,
+    create_segmenter,
     list_backbones,
     list_encoders,
+    list_segmenters,
     register_backbone,
     register_encoder,
+    register_segmenter,
 )
 
 __all__ = [
@@ -14,6 +17,9 @@ __all__ = [
     "create_encoder",
     "list_backbones",
     "list_encoders",
+    "list_segmenters",
     "register_backbone",
     "register_encoder",
+    "register_segmenter",
+    "create_segmenter",
 ]

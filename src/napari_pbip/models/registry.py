@@ -37,6 +37,7 @@ class Entry:
 
 _ENCODERS: dict[str, Entry] = {}
 _BACKBONES: dict[str, Entry] = {}
+_SEGMENTERS: dict[str, Entry] = {}
 
 
 def _register(table: dict[str, Entry], kind: str, name: str, description: str, offline: bool):
@@ -59,10 +60,18 @@ def register_backbone(name: str, description: str = "", offline: bool = False):
     return _register(_BACKBONES, "backbone", name, description, offline)
 
 
+def register_segmenter(name: str, description: str = "", offline: bool = False):
+    """Decorator registering ``factory(n_classes: int, pretrained: bool = True, **kw) -> segmenter``.
+
+    A segmenter maps (B, 3, H, W) in [0, 1] to logits (B, n_classes, H, W) at input resolution.
+    """
+    return _register(_SEGMENTERS, "segmenter", name, description, offline)
+
+
 def _load_builtins() -> None:
     # Importing these modules runs their @register_* decorators; torch stays unimported
     # until a factory is called.
-    from . import efficientnet_lite0, hub, tiny  # noqa: F401
+    from . import efficientnet_lite0, hub, segmenters, tiny  # noqa: F401
 
 
 def list_encoders() -> dict[str, Entry]:
@@ -104,3 +113,17 @@ def create_encoder(name: str, pretrained: bool = True, **kwargs: Any):
 def create_backbone(name: str, pretrained: bool = True, **kwargs: Any):
     """Build a multi-scale backbone by name."""
     return _create(_BACKBONES, "backbone", name, pretrained, kwargs)
+
+
+def list_segmenters() -> dict[str, Entry]:
+    """Registered stage-2 segmenters by name."""
+    _load_builtins()
+    return dict(_SEGMENTERS)
+
+
+def create_segmenter(name: str, n_classes: int, pretrained: bool = True, **kwargs: Any):
+    """Build a stage-2 segmenter by name."""
+    _load_builtins()
+    if name not in _SEGMENTERS:
+        raise ModelNotFoundError(f"unknown segmenter {name!r}; registered segmenters: {', '.join(sorted(_SEGMENTERS))}")
+    return _SEGMENTERS[name].factory(n_classes=n_classes, pretrained=pretrained, **kwargs)

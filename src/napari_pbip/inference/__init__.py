@@ -1,0 +1,1 @@
+"""Dense prediction over images and whole slides."""

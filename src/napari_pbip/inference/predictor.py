@@ -1,0 +1,77 @@
+"""Dense predictors: the one interface slide inference, the CLI and the widgets use.
+
+A trained model folder holds ``model.json`` whose ``"kind"`` names how to load it. Stage-1 runs
+register ``"pbip-stage1"`` (CAM-based), stage-2 segmenters ``"pbip-segmenter"``. Loaders are
+registered lazily by module path so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import CheckpointError
+
+
+@runtime_checkable
+class DensePredictor(Protocol):
+    """Per-pixel class probabilities for batches of RGB tiles.
+
+    Attributes:
+        classes: tissue class names in mask-index order.
+        palette: RGB colour per mask index (tissue classes, then background).
+        background_index: mask index of background.
+        mpp: resolution (um/px) the model was trained at, or None when unknown.
+        tile: preferred tile side in pixels.
+    """
+
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    background_index: int
+    mpp: float | None
+    tile: int
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` uint8 (B, H, W, 3) -> float32 (B, C, H, W) probabilities, C = mask indices."""
+        ...
+
+
+# kind -> "module:function" (imported on first use) or a callable(path, device) -> DensePredictor
+_LOADERS: dict[str, str | Callable[..., DensePredictor]] = {
+    "pbip-stage1": "napari_pbip.cam.predict:load_stage1_predictor",
+    "pbip-segmenter": "napari_pbip.training.segmenter_predictor:load_segmenter_predictor",
+}
+
+
+def register_predictor_kind(kind: str, loader: str | Callable[..., DensePredictor]) -> None:
+    """Register ``loader(path, device) -> DensePredictor`` for folders whose model.json has ``kind``."""
+    _LOADERS[kind] = loader
+
+
+def load_predictor(path: str | os.PathLike, device: str = "auto") -> DensePredictor:
+    """Load the trained model folder at ``path`` as a :class:`DensePredictor`.
+
+    Raises:
+        CheckpointError: ``path`` has no ``model.json`` or names an unknown kind.
+    """
+    path = Path(path)
+    meta_path = path / "model.json"
+    if not meta_path.is_file():
+        raise CheckpointError(
+            f"{path} is not a trained model folder (no model.json); give a stage-1 run folder "
+            f"(pbip train --out) or a segmenter folder (pbip train-seg --out)"
+        )
+    kind = json.loads(meta_path.read_text()).get("kind")
+    if kind not in _LOADERS:
+        raise CheckpointError(f"{meta_path} has kind={kind!r}; known kinds: {sorted(_LOADERS)}")
+    loader = _LOADERS[kind]
+    if isinstance(loader, str):
+        module, func = loader.split(":")
+        loader = getattr(importlib.import_module(module), func)
+    return loader(path, device=device)
