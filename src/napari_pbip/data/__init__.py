@@ -1,0 +1,1 @@
+"""Data sets: labels in file names, layouts, images and masks, weak tiling, synthetic data."""
