@@ -1,0 +1,43 @@
+"""``pbip evaluate``: score predicted masks against a data set split."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    """Add the ``evaluate`` subcommand."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score predicted masks: mIoU, FwIoU, Dice, Boundary IoU (ground-truth background excluded)",
+        description="Score a folder of predicted masks (index or palette PNGs named like the images) against "
+        "the masks of a data set split. Prints a table (scores in %%); --json writes every number as fractions.",
+    )
+    p.add_argument("--dataset", required=True, help="data set folder (any layout `pbip` reads)")
+    p.add_argument(
+        "--split", required=True, choices=("val", "test"), help="split with masks to score against"
+    )
+    p.add_argument(
+        "--pred", required=True, help="folder of predicted masks, one per image, named like the images"
+    )
+    p.add_argument(
+        "--json", metavar="OUT.json", help="also write the full result as JSON (written atomically)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the table and write the JSON."""
+    from .. import _atomic
+    from ..evaluate import evaluate_folder_job, format_table
+    from ._common import drain
+
+    if args.json:
+        _atomic.check_writable(args.json, args.overwrite)
+    result = drain(evaluate_folder_job(args.dataset, args.split, args.pred), quiet=args.quiet)
+    print(format_table(result))
+    if args.json:
+        _atomic.write_json(args.json, result)
+    return 0
