@@ -190,6 +190,29 @@ class Dataset:
         return _masked_samples(images_dir, self.root / split / "mask", self.spec)
 
 
+def describe(dataset: Dataset) -> dict[str, Any]:
+    """A JSON-able summary: layout, classes, palette, background and per-split counts."""
+    splits = {}
+    for split in dataset.splits():
+        samples = dataset.samples(split)
+        counts = [0] * dataset.spec.n_classes
+        for s in samples:
+            for i, on in enumerate(s.labels or ()):
+                counts[i] += on
+        splits[split] = {
+            "images": len(samples),
+            "labelled": sum(s.labels is not None for s in samples),
+            "masks": sum(s.mask is not None for s in samples),
+            "class_counts": dict(zip(dataset.spec.classes, counts, strict=True)),
+        }
+    return {
+        "root": str(dataset.root),
+        **dataset.spec.to_json(dataset.root.name),
+        "layout": dataset.spec.layout,
+        "splits": splits,
+    }
+
+
 def _split_images_dir(root: Path, split: str) -> Path | None:
     candidates = (root / split, root / split / "img") if split == "train" else (root / split / "img",)
     for candidate in candidates:
