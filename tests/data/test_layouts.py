@@ -145,6 +145,12 @@ def test_nothing_recognised_lists_what_was_looked_for(tmp_path):
         open_dataset(tmp_path / "absent")
 
 
+def test_a_single_image_folder_is_not_a_class_layout(tmp_path):
+    _touch_images(tmp_path / "scans", ["1.png"])
+    with pytest.raises(DatasetError, match="at least 2"):
+        open_dataset(tmp_path)
+
+
 def test_a_split_folder_is_not_mistaken_for_class_folders(tmp_path):
     _val(tmp_path, DatasetSpec("generic", ("a",), ((0, 0, 0), (9, 9, 9)), 1, "space"))
     with pytest.raises(DatasetError, match="no data set layout"):

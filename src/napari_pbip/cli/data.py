@@ -53,10 +53,12 @@ def run_info(args: argparse.Namespace) -> int:
     for index, (name, colour) in enumerate(zip(info["classes"], info["palette"], strict=False)):
         print(f"  class {index} {name:<12} colour {tuple(colour)}")
     for split, counts in info["splits"].items():
-        per_class = ", ".join(f"{k} {v}" for k, v in counts["class_counts"].items())
-        print(
-            f"  {split:<5} {counts['images']} images, {counts['labelled']} labelled ({per_class}), {counts['masks']} masks"
+        line = (
+            f"  {split:<5} {counts['images']} images, {counts['masks']} masks, {counts['labelled']} labelled"
         )
+        if counts["labelled"]:
+            line += " (" + ", ".join(f"{k} {v}" for k, v in counts["class_counts"].items()) + ")"
+        print(line)
     return 0
 
 

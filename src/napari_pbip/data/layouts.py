@@ -9,7 +9,8 @@ Supported layouts (:func:`open_dataset` detects them in this order):
   ``"layout": "folder"`` for a folder-per-class set.
 * **luad-histoseg**, **bcss-wsss**, **wsss4luad**: the public data sets as distributed, recognised by
   how the labels in ``train/`` are written (or, without ``train/``, by the palette of the masks).
-* **folder**: ``root/<class>/*.png``, every image belonging to its folder's class only.
+* **folder**: ``root/<class>/*.png`` (two or more class folders), every image belonging to its
+  folder's class only.
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ class DatasetSpec:
         except DatasetError as exc:
             raise DatasetError(f"{source}: {exc}") from None
         except (TypeError, ValueError) as exc:
-            raise DatasetError(f"{source} is malformed ({exc}); see docs for the dataset.json keys") from None
+            raise DatasetError(
+                f"{source} is malformed ({exc}); expected keys name, classes, palette, background_index, label_format"
+            ) from None
 
 
 LUAD_HISTOSEG = DatasetSpec(
@@ -313,13 +316,13 @@ def open_dataset(root: str | os.PathLike) -> Dataset:
     if spec is not None:
         return Dataset(root, spec)
     classes = _class_folders(root)
-    if classes:
+    if len(classes) >= 2:
         return Dataset(root, folder_spec(classes))
     raise DatasetError(
         f"no data set layout recognised in {root}: looked for dataset.json; train/ images with labels in "
         "their names (-[1 0 0 1] LUAD-HistoSeg, [1101] BCSS-WSSS, -[1, 1, 0] WSSS4LUAD); val|test/img with "
-        "val|test/mask palette PNGs of a known data set; one folder of images per class. Found: "
-        f"{sorted(p.name for p in root.iterdir())[:12]}. Add a dataset.json (see docs) to describe the layout"
+        "val|test/mask palette PNGs of a known data set; one folder of images per class (at least 2). Found: "
+        f"{sorted(p.name for p in root.iterdir())[:12]}. Add a dataset.json (keys: name, classes, palette, background_index, label_format) to describe it"
     )
 
 
