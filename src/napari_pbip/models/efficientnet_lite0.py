@@ -129,10 +129,11 @@ def map_state_dict(source: Mapping[str, Any], target: Mapping[str, Any]) -> dict
             f"{[k for k, _ in tgt_groups]}; the weights file is not EfficientNet-Lite0"
         )
     mapped: dict[str, Any] = {}
-    for (s_key, s_names), (t_key, t_names) in zip(src_groups, tgt_groups, strict=True):
+    for (_, s_names), (_, t_names) in zip(src_groups, tgt_groups, strict=True):
         if len(s_names) != len(t_names):
             raise ModelNotFoundError(
-                f"part {s_key!r} of the source has {len(s_names)} tensors but timm's {t_key!r} has {len(t_names)}"
+                f"source tensors {s_names[0]!r}..{s_names[-1]!r} ({len(s_names)}) do not line up with timm's "
+                f"{t_names[0]!r}..{t_names[-1]!r} ({len(t_names)}); expected the same layers in the same order"
             )
         for s_name, t_name in zip(s_names, t_names, strict=True):
             s_role, t_role = s_name.rsplit(".", 1)[1], t_name.rsplit(".", 1)[1]

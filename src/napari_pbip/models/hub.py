@@ -122,21 +122,29 @@ def _modules() -> SimpleNamespace:
             return getattr(self.net(pixel_values=x), self.output)
 
     class HFBackbone(Normalized):
-        """A hierarchical transformers model returning its stage maps, finest first."""
+        """A hierarchical transformers model returning its stage maps, finest first.
 
-        def __init__(self, net, mean, std, family: str, **attrs: Any):
+        Swin (transformers) breaks when a stage is smaller than its attention window, so inputs
+        smaller than ``min_side`` are zero-padded (after normalisation) at the bottom/right and the
+        maps cropped back to ``ceil(H / stride) x ceil(W / stride)``.
+        """
+
+        def __init__(self, net, mean, std, family: str, min_side: int = 0, **attrs: Any):
             super().__init__(net, mean, std, **attrs)
-            self.family = family
+            self.family, self.min_side = family, min_side
 
         def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
             x = self.normalize(x)
             if self.family == "segformer":
                 return list(self.net(pixel_values=x, output_hidden_states=True).hidden_states)
+            h, w = x.shape[-2:]
+            x = F.pad(x, (0, max(0, self.min_side - w), 0, max(0, self.min_side - h)))
             emb, dims = self.net.embeddings(x)[:2]  # swin: maps before each patch merging, stem dropped
             out = self.net.encoder(
                 emb, dims, output_hidden_states=True, output_hidden_states_before_downsampling=True
             )
-            return list(out.reshaped_hidden_states[1:])
+            maps = out.reshaped_hidden_states[1:]
+            return [m[..., : -(-h // s), : -(-w // s)] for m, s in zip(maps, self.strides, strict=True)]
 
     return SimpleNamespace(Normalized=Normalized, HFEncoder=HFEncoder, HFBackbone=HFBackbone)
 
@@ -222,10 +230,15 @@ def _create_local(kind: str, path: Path, pretrained: bool, kwargs: dict[str, Any
 
 def _not_cached(kind: str, name: str, files: str, exc: BaseException) -> ModelNotFoundError:
     home = os.environ.get("HF_HOME", "~/.cache/huggingface")
-    why = "HF_HUB_OFFLINE=1 is set" if hub_offline() else "this machine has no network to download it"
+    if hub_offline():
+        why = "HF_HUB_OFFLINE=1 forbids downloading it"
+    else:
+        why = (
+            "it could not be downloaded (no network here?; set HF_HUB_OFFLINE=1 to fail fast without retries)"
+        )
     return ModelNotFoundError(
         f"{kind} {name!r} is not in the local model cache (HF_HOME={home}) and {why} "
-        f"({type(exc).__name__}). Pass a local directory holding {files} instead, "
+        f"[{type(exc).__name__}]. Pass a local directory holding {files} instead, "
         f"or set HF_HOME to a cache that already holds {name!r}"
     )
 
@@ -328,8 +341,9 @@ def _create_transformers(
         config = _clip_vision_config(config)
     try:
         if pretrained:
+            safe_only = Path(source).is_dir() or None  # a local directory: safetensors, never pickles
             net = cls.from_pretrained(
-                source, local_files_only=local_only, use_safetensors=Path(source).is_dir() or None
+                source, config=config, local_files_only=local_only, use_safetensors=safe_only
             )
         else:
             net = cls(config)
@@ -364,7 +378,14 @@ def _wrap_transformers(kind: str, family: str, net, mean, std, size: int, weight
             channels = tuple(int(cfg.embed_dim * 2**i) for i in range(n))
             strides = [cfg.patch_size * 2**i for i in range(n)]
         return m.HFBackbone(
-            net, mean, std, family, channels=channels, strides=tuple(strides), weights_id=weights_id
+            net,
+            mean,
+            std,
+            family,
+            min_side=_swin_min_side(cfg) if family == "swin" else 0,
+            channels=channels,
+            strides=tuple(strides),
+            weights_id=weights_id,
         )
     output, dim = {
         "segformer": ("mean_last_map", lambda: cfg.hidden_sizes[-1]),
@@ -377,7 +398,7 @@ def _wrap_transformers(kind: str, family: str, net, mean, std, size: int, weight
         mean,
         std,
         output,
-        fixed_size=family == "clip",
+        fixed_size=family in ("clip", "swin"),
         feature_dim=int(dim()),
         input_size=size,
         weights_id=weights_id,
@@ -399,7 +420,14 @@ def _preprocessing(source: str, family: str, config, local_only: bool) -> tuple[
         )
     if family == "clip":
         size = int(config.image_size)  # its position embeddings fix the input size
+    if family == "swin":
+        size = max(size, _swin_min_side(config))
     return mean, std, size
+
+
+def _swin_min_side(config) -> int:
+    """Smallest input side whose last stage still holds a whole attention window."""
+    return int(config.patch_size * 2 ** (len(config.depths) - 1) * config.window_size)
 
 
 def _side(value: Any) -> int | None:
@@ -424,3 +452,23 @@ def _read_preprocessor_config(source: str, local_only: bool) -> dict[str, Any] |
         except _download_errors():
             return None
     return json.loads(path.read_text())
+
+
+def catalog() -> dict[str, Any]:
+    """Registered encoders, backbones and segmenters plus the hub families, as plain JSON-able data.
+
+    Returns:
+        ``{"encoders": [{"name", "description", "offline"}, ...], "backbones": [...],
+        "segmenters": [...], "hub": {family: example ids}}``.
+    """
+    from .registry import list_backbones, list_encoders, list_segmenters
+
+    def rows(table) -> list[dict[str, Any]]:
+        return [{"name": e.name, "description": e.description, "offline": e.offline} for e in table.values()]
+
+    return {
+        "encoders": rows(list_encoders()),
+        "backbones": rows(list_backbones()),
+        "segmenters": rows(list_segmenters()),
+        "hub": dict(HUB_EXAMPLES),
+    }
