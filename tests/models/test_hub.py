@@ -191,3 +191,20 @@ def test_pbip_models_json_lists_offline_models(capsys):
     assert encoders["efficientnet_lite0"]["offline"] is True and encoders["tiny-encoder"]["offline"] is True
     assert {r["name"] for r in out["backbones"]} >= {"efficientnet_lite0", "tiny-backbone"}
     assert "segmenters" in out and "nvidia/mit-b0" in out["hub"]["segformer"]
+
+
+def test_sharded_checkpoint_directory_loads(tmp_path):
+    """Large models are saved in shards (model.safetensors.index.json): they load from a directory too."""
+    import torch
+    import transformers
+
+    ref = transformers.Dinov2Model(
+        transformers.Dinov2Config(
+            hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
+        )
+    ).eval()
+    ref.save_pretrained(tmp_path, max_shard_size="10KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    enc = create_encoder(str(tmp_path))
+    x = _x()
+    torch.testing.assert_close(enc(x), ref(pixel_values=_norm(x, IMAGENET_MEAN, IMAGENET_STD)).pooler_output)

@@ -210,13 +210,15 @@ def _create_local(kind: str, path: Path, pretrained: bool, kwargs: dict[str, Any
             f"as written by save_pretrained) or {_TIMM_FILES} (timm, as written by timm's save_for_hf)"
         )
     weights = path / "model.safetensors"
+    if not weights.is_file() and (path / "model.safetensors.index.json").is_file():
+        weights = path / "model.safetensors.index.json"  # sharded: the index names every shard
     if pretrained and not weights.is_file():
         found = sorted(p.name for p in path.iterdir())
         raise ModelNotFoundError(
             f"{path} has no model.safetensors (found: {found}); only safetensors weights are loaded, never "
             "pickled ones: convert them with safetensors.torch.save_file, or save with safe_serialization"
         )
-    weights_id = f"dir:{path}:" + (_atomic.sha256_file(weights)[:16] if pretrained else "random")
+    weights_id = f"dir:{path}:" + (_weights_digest(weights)[:16] if pretrained else "random")
     cfg = json.loads(cfg_file.read_text())
     if "architecture" in cfg:
         return _create_timm(kind, f"local-dir:{path}", weights_id, pretrained, kwargs)
@@ -226,6 +228,14 @@ def _create_local(kind: str, path: Path, pretrained: bool, kwargs: dict[str, Any
         f"{cfg_file} has neither 'model_type' (transformers) nor 'architecture' (timm); "
         f"expected {_TRANSFORMERS_FILES} or {_TIMM_FILES}"
     )
+
+
+def _weights_digest(weights: Path) -> str:
+    """sha256 of the weights; for a sharded checkpoint, of its shards' sha256s in index order."""
+    if weights.name.endswith(".index.json"):
+        shards = sorted(set(json.loads(weights.read_text())["weight_map"].values()))
+        return _atomic.sha256_bytes("".join(_atomic.sha256_file(weights.parent / f) for f in shards).encode())
+    return _atomic.sha256_file(weights)
 
 
 def _not_cached(kind: str, name: str, files: str, exc: BaseException) -> ModelNotFoundError:
