@@ -30,6 +30,7 @@ BACKGROUND_COLOR = (255, 255, 255)
 _H = np.array([0.650, 0.704, 0.286])
 _E = np.array([0.072, 0.990, 0.105])
 _OD_STEPS = 256  # optical density resolution of the RGB lookup table
+_BLOCK = 256  # classes are drawn over their bounding box within blocks of this size
 _LUT = np.round(255.0 * np.exp(-np.arange(6 * _OD_STEPS) / _OD_STEPS)).astype(np.uint8)
 
 
@@ -86,8 +87,8 @@ def _tumor(r: Region) -> tuple[np.ndarray, np.ndarray]:
     rough = 0.35 * (r.noise(103, 3.0) - 0.5)
     cover = np.minimum(r.splat(ell, rough), 1.4)
     chromatin = 0.45 + 0.9 * r.noise(104, 2.2)
-    h = 0.16 + 0.10 * r.noise(105, 14.0, 2) + cover * chromatin
-    e = (0.30 + 0.22 * r.noise(106, 9.0, 2)) * (1.0 - 0.4 * np.minimum(cover, 1.0))
+    h = 0.16 + 0.10 * r.noise(105, 14.0) + cover * chromatin
+    e = (0.30 + 0.22 * r.noise(106, 9.0)) * (1.0 - 0.4 * np.minimum(cover, 1.0))
     lumen = np.clip((r.blobs(107, 40.0) - 0.7) * 8.0, 0.0, 0.9)
     return h * (1.0 - lumen), e * (1.0 - lumen)
 
@@ -175,6 +176,27 @@ def _stain(seed: int) -> tuple[np.ndarray, np.ndarray, float, float]:
     return h_vec, e_vec, 0.85 + 0.3 * float(u[6]), 0.85 + 0.3 * float(u[7])
 
 
+def _paint_block(
+    labels: np.ndarray, seed: int, origin: tuple[int, int], styles: tuple[str, ...], fields: list[np.ndarray]
+) -> None:
+    """Fill the stain fields of one block, each class computed over its bounding box only."""
+    n = len(styles)
+    for index in np.flatnonzero(np.bincount(labels.ravel(), minlength=n + 1)):
+        hit = labels == index
+        rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
+        ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        region = Region(
+            seed, (origin[0] + ys.start, origin[1] + xs.start), (ys.stop - ys.start, xs.stop - xs.start)
+        )
+        if index == n:
+            parts = (0.0, 0.0, 0.03 + 0.025 * region.noise(950, 40.0))
+        else:
+            h, e = STYLES[styles[index]](region)
+            parts = (h, e, 0.04)
+        for field, part in zip(fields, parts, strict=True):
+            np.copyto(field[ys, xs], part, where=hit[ys, xs])
+
+
 def render_tissue(
     labels: np.ndarray,
     seed: int,
@@ -205,30 +227,22 @@ def render_tissue(
         lo, hi = int(labels.min()), int(labels.max())
         check(lo >= 0 and hi <= n, "labels range", (lo, hi), f"indices 0..{n} ({n} = background)")
     h_vec, e_vec, h_gain, e_gain = _stain(seed)
-    od = np.zeros((*labels.shape, 3), np.float32)
-    for index in np.unique(labels):
-        rows, cols = (
-            np.nonzero(np.any(labels == index, axis=1))[0],
-            np.nonzero(np.any(labels == index, axis=0))[0],
-        )
-        ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-        region = Region(
-            seed, (origin[0] + ys.start, origin[1] + xs.start), (ys.stop - ys.start, xs.stop - xs.start)
-        )
-        mask = labels[ys, xs] == index
-        if index == n:
-            glass = 0.03 + 0.025 * region.noise(950, 40.0)
-            od_sub = np.repeat(glass[..., None], 3, axis=2) + (0.02 * glass)[..., None] * e_vec.astype(
-                np.float32
+    fields = [np.zeros(labels.shape, np.float32) for _ in range(3)]  # haematoxylin, eosin, neutral
+    for by in range(0, labels.shape[0], _BLOCK):
+        for bx in range(0, labels.shape[1], _BLOCK):
+            block = (slice(by, by + _BLOCK), slice(bx, bx + _BLOCK))
+            _paint_block(
+                labels[block], seed, (origin[0] + by, origin[1] + bx), styles, [f[block] for f in fields]
             )
-        else:
-            h, e = STYLES[styles[index]](region)
-            drift_h = 0.85 + 0.3 * region.noise(951, 300.0)
-            drift_e = 0.85 + 0.3 * region.noise(952, 300.0)
-            h = (h * drift_h * h_gain)[..., None]
-            e = (e * drift_e * e_gain)[..., None]
-            od_sub = 0.04 + h * h_vec.astype(np.float32) + e * e_vec.astype(np.float32)
-        od[ys, xs][mask] = od_sub[mask]
-    od += 0.035 * tx.pixel_noise(seed, 953, origin, labels.shape)[..., None]
-    steps = np.clip(np.round(od * _OD_STEPS), 0, len(_LUT) - 1).astype(np.intp)
-    return _LUT[steps]
+    if fields[0].size:
+        fields[0] *= h_gain * (0.85 + 0.3 * tx.value_noise(seed, 951 * 16, origin, labels.shape, 300.0))
+        fields[1] *= e_gain * (0.85 + 0.3 * tx.value_noise(seed, 952 * 16, origin, labels.shape, 300.0))
+    noise = 0.035 * tx.pixel_noise(seed, 953, origin, labels.shape)
+    rgb = np.empty((*labels.shape, 3), np.uint8)
+    for channel in range(3):
+        od = fields[2] + noise
+        od += fields[0] * np.float32(h_vec[channel])
+        od += fields[1] * np.float32(e_vec[channel])
+        steps = np.clip(od * np.float32(_OD_STEPS) + np.float32(0.5), 0, len(_LUT) - 1).astype(np.intp)
+        rgb[..., channel] = _LUT[steps]
+    return rgb
