@@ -71,7 +71,7 @@ def register_segmenter(name: str, description: str = "", offline: bool = False):
 def _load_builtins() -> None:
     # Importing these modules runs their @register_* decorators; torch stays unimported
     # until a factory is called.
-    from . import efficientnet_lite0, hub, segmenters, tiny  # noqa: F401
+    from . import efficientnet_lite0, hub, tiny  # noqa: F401
 
 
 def list_encoders() -> dict[str, Entry]:
@@ -115,15 +115,19 @@ def create_backbone(name: str, pretrained: bool = True, **kwargs: Any):
     return _create(_BACKBONES, "backbone", name, pretrained, kwargs)
 
 
+def _load_segmenters() -> None:
+    from . import segmenters  # noqa: F401
+
+
 def list_segmenters() -> dict[str, Entry]:
     """Registered stage-2 segmenters by name."""
-    _load_builtins()
+    _load_segmenters()
     return dict(_SEGMENTERS)
 
 
 def create_segmenter(name: str, n_classes: int, pretrained: bool = True, **kwargs: Any):
     """Build a stage-2 segmenter by name."""
-    _load_builtins()
+    _load_segmenters()
     if name not in _SEGMENTERS:
         raise ModelNotFoundError(f"unknown segmenter {name!r}; registered segmenters: {', '.join(sorted(_SEGMENTERS))}")
     return _SEGMENTERS[name].factory(n_classes=n_classes, pretrained=pretrained, **kwargs)
