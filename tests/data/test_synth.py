@@ -152,3 +152,15 @@ def test_dataset_reads_back_through_the_layout_reader(dataset):
     train = ds.samples("train")
     assert len(train) == 10 and all(s.labels is not None and sum(s.labels) >= 1 for s in train)
     assert all(s.mask is not None for s in ds.samples("val"))
+
+
+def test_cli_synth_writes_the_same_dataset_as_the_api(dataset, tmp_path, capsys):
+    from napari_pbip.cli.main import main
+
+    out = tmp_path / "cli"
+    args = ["data", "synth", "--out", str(out), "--seed", "3", "--n-train", "10", "--n-val", "4"]
+    assert main([*args, "--n-test", "4", "--size", "64", "--quiet"]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert _files(out) == _files(dataset)
+    assert main([*args, "--n-test", "4", "--size", "64", "--quiet"]) == 1
+    assert "already exists" in capsys.readouterr().err
