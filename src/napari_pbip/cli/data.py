@@ -6,7 +6,9 @@ import argparse
 
 
 def register(subparsers) -> None:
-    """Add the ``data`` command group and its subcommands."""
+    """Add the ``data`` command group and its subcommands (``synth*`` come from :mod:`.data_synth`)."""
+    from . import data_synth
+
     parser = subparsers.add_parser(
         "data",
         help="data sets: inspect a layout, tile annotated images into weak labels, synthesise data",
@@ -17,10 +19,6 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     _add_info(sub)
     _add_weak(sub)
-    try:  # TODO(data helper): import unconditionally once cli/data_synth.py has landed
-        from . import data_synth
-    except ImportError:
-        return
     data_synth.register(sub)
 
 
