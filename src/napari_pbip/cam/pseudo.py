@@ -1,0 +1,173 @@
+"""CAMs -> per-class scores -> label maps (pseudo-masks and predictions).
+
+Per level: upsample to the image, ReLU, min-max per class; multiply by the class presence (the
+image label for pseudo-masks of labelled training images, the classifier's decision for unlabelled
+images: never a ground-truth mask); fuse the levels with the fusion weights; then add a background
+channel (white-region prior and/or ``(1 - max)^alpha``) and take the argmax over mask indices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..settings import Settings, check
+from .background import power_background, white_mask
+
+BACKGROUND_MODES = ("white", "power", "white+power", "none")
+_TIE = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class CamSettings(Settings):
+    """How CAMs become masks.
+
+    Attributes:
+        background: ``"white"`` (grey-level prior), ``"power"`` (``(1 - max)^bg_power`` channel),
+            ``"white+power"`` (either) or ``"none"`` (every pixel gets a tissue class).
+        white_level: grey level (0..255) above which a pixel may be background.
+        white_max_saturation: a white pixel's max minus min of R, G, B stays below this (0..255).
+        min_white_size: white regions smaller than this (pixels) stay tissue.
+        bg_power: exponent alpha of the ``(1 - max)^alpha`` background channel.
+        presence_threshold: a class is present in an unlabelled image when the classifier's
+            probability (mean over levels, fusion-weighted) reaches this; the most probable class
+            is always kept.
+        fusion_weights: per-level weights; None uses the run's ``fusion_weights``.
+    """
+
+    background: str = "white"
+    white_level: float = 200.0
+    white_max_saturation: float = 30.0
+    min_white_size: int = 64
+    bg_power: float = 1.0
+    presence_threshold: float = 0.5
+    fusion_weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check(
+            self.background in BACKGROUND_MODES, "background", self.background, f"one of {BACKGROUND_MODES}"
+        )
+        check(
+            0 <= self.white_level <= 255, "white_level", self.white_level, "a grey level in 0..255 (e.g. 200)"
+        )
+        check(
+            0 <= self.white_max_saturation <= 255,
+            "white_max_saturation",
+            self.white_max_saturation,
+            "a value in 0..255 (255: no limit)",
+        )
+        check(self.min_white_size >= 0, "min_white_size", self.min_white_size, "a pixel count >= 0")
+        check(self.bg_power > 0, "bg_power", self.bg_power, "a positive exponent")
+        check(
+            0 < self.presence_threshold < 1,
+            "presence_threshold",
+            self.presence_threshold,
+            "a probability in (0, 1), e.g. 0.5",
+        )
+        check(
+            self.fusion_weights is None or (len(self.fusion_weights) > 0 and min(self.fusion_weights) >= 0),
+            "fusion_weights",
+            self.fusion_weights,
+            "None (the run's) or one non-negative weight per level",
+        )
+
+
+def class_scores(
+    cams: Sequence,
+    size: tuple[int, int],
+    presence,
+    weights: Sequence[float],
+    crop: tuple[int, int] | None = None,
+):
+    """Fused, gated class scores in [0, 1].
+
+    Args:
+        cams: per-level CAM tensors ``(B, N, h_i, w_i)``.
+        size: ``(H, W)`` the CAMs are upsampled to (the network's input size).
+        presence: ``(B, N)`` tensor in [0, 1] multiplying each class (labels or classifier decisions).
+        weights: one fusion weight per level.
+        crop: keep the top-left ``(h, w)`` of ``size`` (the image before padding); None keeps all.
+
+    Returns:
+        ``(B, N, H, W)`` float tensor (``crop``-sized when given).
+    """
+    import torch.nn.functional as F
+
+    if len(weights) != len(cams):
+        from ..errors import SettingsError
+
+        raise SettingsError(
+            f"fusion_weights={tuple(weights)} has {len(weights)} weights for {len(cams)} CAM levels"
+        )
+    total = float(sum(weights)) or 1.0
+    fused = 0.0
+    for cam, w in zip(cams, weights, strict=True):
+        up = F.relu(F.interpolate(cam.float(), size=size, mode="bilinear", align_corners=False))
+        if crop is not None:
+            up = up[..., : crop[0], : crop[1]]
+        lo = up.amin(dim=(2, 3), keepdim=True)
+        hi = up.amax(dim=(2, 3), keepdim=True)
+        fused = fused + (w / total) * (up - lo) / (hi - lo).clamp_min(1e-6)
+    gate = presence.float()[:, :, None, None]
+    return (fused + _TIE) * gate / (1 + _TIE)  # _TIE: a present class beats an absent one where all are 0
+
+
+def presence_probabilities(logits: Sequence, weights: Sequence[float]):
+    """Classifier probability per class: fusion-weighted mean over levels of sigmoid(logit) -> ``(B, N)``."""
+    import torch
+
+    total = float(sum(weights)) or 1.0
+    return sum((w / total) * torch.sigmoid(lg.float()) for lg, w in zip(logits, weights, strict=True))
+
+
+def decide_presence(probs, threshold: float):
+    """Classes with probability >= ``threshold``, always including each image's most probable one -> ``(B, N)``."""
+    import torch
+
+    present = (probs >= threshold).float()
+    top = torch.nn.functional.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
+    return torch.maximum(present, top)
+
+
+def mask_channels(
+    scores: np.ndarray, image: np.ndarray, n_channels: int, background_index: int, settings: CamSettings
+) -> np.ndarray:
+    """Scores per mask index for one image: tissue classes then the background channel.
+
+    Args:
+        scores: ``(N, H, W)`` class scores in [0, 1] (from :func:`class_scores`).
+        image: the RGB ``uint8 (H, W, 3)`` image (for the white-region prior).
+        n_channels: number of mask indices (the palette's length).
+        background_index: mask index of background (tissue class i has mask index i).
+        settings: background options.
+
+    Returns:
+        ``float32 (n_channels, H, W)``; its argmax is the label map.
+    """
+    n = scores.shape[0]
+    out = np.zeros((n_channels, *scores.shape[1:]), dtype=np.float32)
+    out[:n] = scores
+    bg = np.zeros(scores.shape[1:], dtype=np.float32)
+    if settings.background in ("power", "white+power"):
+        bg = power_background(scores, settings.bg_power).astype(np.float32)
+    if settings.background in ("white", "white+power"):
+        white = white_mask(
+            image, settings.white_level, settings.white_max_saturation, settings.min_white_size
+        )
+        out[:n, white] = 0.0
+        bg = np.where(white, 1.0, bg).astype(np.float32)
+    out[background_index] = bg
+    return out
+
+
+def label_map(channels: np.ndarray) -> np.ndarray:
+    """Argmax over mask indices -> ``uint8 (H, W)``."""
+    return channels.argmax(axis=0).astype(np.uint8)
+
+
+def probabilities(channels: np.ndarray) -> np.ndarray:
+    """Channel scores normalised to sum to 1 per pixel (same argmax) -> ``float32``."""
+    c = channels.astype(np.float32) + 1e-6
+    return c / c.sum(axis=0, keepdims=True)

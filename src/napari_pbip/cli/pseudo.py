@@ -1,0 +1,75 @@
+"""``pbip pseudo``: pseudo-masks for labelled training images from a stage-1 run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_cam_args(p: argparse.ArgumentParser) -> None:
+    """Flags of :class:`~napari_pbip.cam.pseudo.CamSettings` shared by ``pseudo`` and ``predict``."""
+    from ..cam.pseudo import BACKGROUND_MODES, CamSettings
+
+    d = CamSettings()
+    p.add_argument("--background", choices=BACKGROUND_MODES, help=f"background rule (default {d.background})")
+    p.add_argument(
+        "--white-level",
+        type=float,
+        help=f"grey level above which white is background (default {d.white_level:g})",
+    )
+    p.add_argument(
+        "--bg-power", type=float, help=f"alpha of the (1 - max)^alpha background (default {d.bg_power:g})"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--device", default="auto", help="torch device: auto (CUDA if present), cpu, cuda, ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cam_settings(args: argparse.Namespace):
+    """CamSettings from the flags that were given."""
+    from ..cam.pseudo import CamSettings
+
+    given = {
+        "background": args.background,
+        "white_level": args.white_level,
+        "bg_power": args.bg_power,
+        "presence_threshold": getattr(args, "threshold", None),
+    }
+    return CamSettings(**{k: v for k, v in given.items() if v is not None})
+
+
+def register(subparsers) -> None:
+    """Add ``pbip pseudo``."""
+    p = subparsers.add_parser(
+        "pseudo",
+        help="pseudo-masks for the labelled images of a data set split, from a `pbip train` run",
+        description="Fuse the run's CAMs into masks for the images of SPLIT, keeping only each image's labelled "
+        "classes (ReLU, min-max, label gating, level fusion, argmax; white regions become background). Writes "
+        "palette PNGs named like the images into OUT (for stage-2 training).",
+    )
+    p.add_argument("--run", required=True, help="stage-1 run folder (pbip train --out)")
+    p.add_argument("--dataset", required=True, help="data set folder")
+    p.add_argument("--split", default="train", help="split whose images get masks (default train)")
+    p.add_argument("--out", required=True, help="output folder of masks")
+    add_cam_args(p)
+    p.set_defaults(func=run_pseudo)
+
+
+def run_pseudo(args: argparse.Namespace) -> int:
+    """Write the pseudo-masks and say where."""
+    from ..cam import make_pseudo_masks
+    from ._common import drain
+
+    job = make_pseudo_masks(
+        args.run,
+        args.dataset,
+        args.out,
+        args.split,
+        cam_settings(args),
+        args.device,
+        args.overwrite,
+        args.batch_size,
+    )
+    out = drain(job, quiet=args.quiet)
+    print(f"pseudo-masks written to {out}")
+    return 0

@@ -1,0 +1,124 @@
+"""``pbip train``: stage-1 training (PBIP ClassNet + ImgMatchNet, or the plain-CAM baseline)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+# CLI flag -> TrainSettings field, for the flags that map one to one (None: not given).
+_FIELDS = {
+    "backbone": "backbone",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "image_size": "image_size",
+    "match_size": "match_size",
+    "threshold_mode": "threshold_mode",
+    "delta": "delta",
+    "tau_s": "tau_s",
+    "seed": "seed",
+    "device": "device",
+    "max_minutes": "max_minutes",
+    "preview_every": "preview_every",
+}
+
+
+def register(subparsers) -> None:
+    """Add ``pbip train``."""
+    from ..training.settings import THRESHOLD_MODES, TrainSettings
+
+    d = TrainSettings()
+    p = subparsers.add_parser(
+        "train",
+        help="train stage 1 (PBIP ClassNet + ImgMatchNet, or --baseline-cam) on image-level labels",
+        description="Train the stage-1 CAM model on the train split of DATASET with the prototypes of BANK. "
+        "Writes OUT/model.json + model.safetensors (used by `pbip pseudo`, `pbip predict` and slide inference), "
+        "OUT/settings.json, OUT/log.jsonl and checkpoints OUT/last, OUT/best (by val mIoU when the data set has "
+        "val masks). Ctrl-C stops cleanly and keeps the last step; --resume continues exactly.",
+    )
+    p.add_argument(
+        "--dataset", required=True, help="data set folder (train split with labels in the file names)"
+    )
+    p.add_argument("--bank", help="image bank folder (`pbip bank build`); not needed with --baseline-cam")
+    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
+    p.add_argument("--backbone", help=f"backbone name (default {d.backbone}; see `pbip models`)")
+    p.add_argument("--epochs", type=int, help=f"passes over the training images (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"images per step (default {d.batch_size})")
+    p.add_argument(
+        "--lr", type=float, help=f"backbone learning rate; heads x{d.head_lr_mult:g} (default {d.lr:g})"
+    )
+    p.add_argument(
+        "--image-size", type=int, help=f"training image side, multiple of 32 (default {d.image_size})"
+    )
+    p.add_argument(
+        "--match-size", type=int, help=f"FG/BG image side for the encoder (default {d.match_size})"
+    )
+    p.add_argument(
+        "--levels", type=int, nargs="+", help="backbone levels, e.g. -3 -2 -1 (paper) or -4 -3 -2 -1"
+    )
+    p.add_argument(
+        "--threshold-mode", choices=THRESHOLD_MODES, help="eq. 4: class (paper) or global (reference)"
+    )
+    p.add_argument("--delta", type=float, help="threshold fraction (default 0.15 class, 0.5 global)")
+    p.add_argument(
+        "--tau-s", type=float, help=f"similarity temperature (default {d.tau_s:g}; reference 0.07)"
+    )
+    p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
+    p.add_argument(
+        "--baseline-cam", action="store_true", help="train the plain 1x1-conv CAM baseline instead"
+    )
+    p.add_argument("--max-minutes", type=float, help="stop cleanly after this many minutes (resumable)")
+    p.add_argument("--preview-every", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--device", help="torch device: auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_train)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """TrainSettings from the flags (on top of the saved ones with ``--resume``)."""
+    from ..training import TrainSettings, resume_settings
+
+    given = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag) is not None}
+    if args.levels:
+        given["levels"] = tuple(args.levels)
+        n = len(args.levels)
+        given.setdefault("level_weights", (1.0,) * n)
+        given.setdefault("fusion_weights", (0.3, 0.3, 0.4) if n == 3 else (1.0 / n,) * n)
+    if args.threshold_mode and args.delta is None:
+        given["delta"] = None  # re-resolve the mode's default delta
+    if args.baseline_cam:
+        given["baseline"] = True
+    if args.resume:
+        return resume_settings(args.out, **given)
+    return TrainSettings(**given)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train and print where the run is and how it ended."""
+    from ..training import train
+    from ._common import drain, print_json
+
+    settings = settings_from_args(args)
+    job = train(settings, args.dataset, args.bank, args.out, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = drain(job, quiet=args.quiet)
+    except KeyboardInterrupt:
+        job.close()  # checkpoints the last completed step
+        print(
+            f"pbip train: stopped; the last step is kept in {args.out}/last; continue with --resume",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        print_json({"run": result.run, "step": result.step, "total_steps": result.total_steps,
+                    "stopped": result.stopped, "best": result.best})  # fmt: skip
+        return 0
+    print(f"{result.run}: {result.stopped} at step {result.step}/{result.total_steps}")
+    if result.best:
+        print(f"best val mIoU {100 * (result.best['miou'] or 0):.2f} at step {result.best['step']}")
+    if result.stopped != "finished":
+        print("continue with: pbip train --resume --out", result.run, "--dataset ... [--bank ...]")
+    return 0
