@@ -5,11 +5,12 @@ resolution tags) that OpenSlide opens as a generic tiled TIFF and tifffile as a 
 covers an irregular central region; inside it, class regions hundreds of um wide follow a random
 field sampled every 16 pixels and interpolated per tile, painted by :func:`.tissue.render_tissue`.
 Level 0 is rendered one row of tiles at a time; each lower level is the 2x2 mean of the one above,
-kept in a temporary memory-mapped file rather than in RAM.
+kept in a temporary file rather than in RAM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -184,13 +185,11 @@ def synthetic_slide_job(
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".pbip-synth-slide-", dir=out.parent) as scratch:
         scratch = Path(scratch)
-        truth = np.lib.format.open_memmap(scratch / "labels.npy", "w+", np.uint8, (size, size))
-        with _atomic.atomic_path(out) as tmp_slide:
+        with _RowFile(scratch / "labels.raw", (size, size)) as truth, _atomic.atomic_path(out) as tmp_slide:
             pyramid = _Pyramid(field, threshold, shapes, tile, classes, truth, scratch)
             yield from _in_thread(functools.partial(pyramid.write, tmp_slide, compression))
             with _atomic.atomic_path(labels_path) as tmp_labels:
                 yield from _in_thread(functools.partial(_write_labels, tmp_labels, truth, tile, meta))
-        del truth, pyramid  # release the memory maps before their folder is removed
     return SynthSlide(
         out, labels_path, (size, size), float(mpp), classes, palette, len(classes), tuple(shapes)
     )
@@ -212,12 +211,44 @@ def _tiff_options(tile: int, mpp: float, compression: str) -> dict:
     return options
 
 
+class _RowFile:
+    """A uint8 array on disk, written and read by whole rows with plain file I/O.
+
+    Unlike a memory map, its pages do not count towards the process's resident memory, so the
+    memory a slide needs does not grow with its size.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.shape = shape
+        self._row = int(np.prod(shape[1:]))
+        self._file = open(path, "w+b")  # noqa: SIM115 - closed by __exit__
+        self._file.truncate(shape[0] * self._row)
+
+    def write(self, y: int, rows: np.ndarray) -> None:
+        """Store ``rows`` (uint8, full width) from row ``y`` on."""
+        self._file.seek(y * self._row)
+        self._file.write(np.ascontiguousarray(rows, np.uint8).tobytes())
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``y0`` to ``y1`` (clipped to the array)."""
+        y1 = min(y1, self.shape[0])
+        self._file.seek(y0 * self._row)
+        data = self._file.read(max(0, y1 - y0) * self._row)
+        return np.frombuffer(data, np.uint8).reshape(-1, *self.shape[1:])
+
+    def __enter__(self) -> _RowFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
 @dataclass
 class _Pyramid:
     """Writes the RGB pyramid: level 0 rendered per row of tiles, each lower level the 2x2 mean.
 
     Level 0's labels go into ``truth`` (for the label image); levels below 0 are gathered in
-    memory-mapped files under ``scratch`` while the level above is written.
+    row files under ``scratch`` while the level above is written.
     """
 
     field: SlideField
@@ -225,7 +256,7 @@ class _Pyramid:
     shapes: list[tuple[int, int]]
     tile: int
     classes: tuple[str, ...]
-    truth: np.ndarray
+    truth: _RowFile
     scratch: Path
 
     def write(self, path: Path, compression: str, report: Callable[[Progress], None]) -> None:
@@ -236,15 +267,16 @@ class _Pyramid:
         description = f"napari-pbip synthetic H&E slide; seed={f.seed} size={f.size} mpp={f.mpp}"
         total = sum(-(-h // self.tile) for h, _ in self.shapes)
         done = iter(range(1, total + 1))
-        below = [
-            np.lib.format.open_memmap(self.scratch / f"level{k}.npy", "w+", np.uint8, (*shape, 3))
-            for k, shape in enumerate(self.shapes[1:], 1)
-        ] + [None]
 
         def tick(level: int) -> None:
             report(Progress("slide", next(done), total, f"level {level}"))
 
-        with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        with contextlib.ExitStack() as stack:
+            tif = stack.enter_context(tifffile.TiffWriter(path, bigtiff=True))
+            below = [
+                stack.enter_context(_RowFile(self.scratch / f"level{k}.raw", (*shape, 3)))
+                for k, shape in enumerate(self.shapes[1:], 1)
+            ] + [None]
             for k, shape in enumerate(self.shapes):
                 tiles = (
                     self._level0(below[0], tick) if k == 0 else self._lower(below[k - 1], below[k], k, tick)
@@ -260,37 +292,40 @@ class _Pyramid:
                     **options,
                 )
 
-    def _level0(self, below: np.ndarray | None, tick: Callable[[int], None]) -> Iterator[np.ndarray]:
+    def _level0(self, below: _RowFile | None, tick: Callable[[int], None]) -> Iterator[np.ndarray]:
         size, tile = self.field.size, self.tile
         chunk = max(tile, _CHUNK // tile * tile)
         for y in range(0, size, tile):
             strip = np.empty((tile, -(-size // tile) * tile, 3), np.uint8)
+            labels = np.empty(strip.shape[:2], np.uint8)
             for x in range(0, size, chunk):
                 width = min(chunk, strip.shape[1] - x)
-                labels = self.field.labels((y, x), (tile, width), self.threshold)
-                self.truth[y : y + tile, x : x + width] = labels[: size - y, : size - x]
-                strip[:, x : x + width] = render_tissue(labels, self.field.seed, (y, x), self.classes)
+                labels[:, x : x + width] = self.field.labels((y, x), (tile, width), self.threshold)
+                strip[:, x : x + width] = render_tissue(
+                    labels[:, x : x + width], self.field.seed, (y, x), self.classes
+                )
+            self.truth.write(y, labels[: size - y, :size])
             # Before yielding: tifffile stops pulling after the last tile, so code after it may not run.
             if below is not None:
                 _store_half(below, strip, y, size, size)
             tick(0)
             yield from _tiles(strip, tile, size, 255)
 
-    def _lower(self, level: np.ndarray, below: np.ndarray | None, k: int, tick) -> Iterator[np.ndarray]:
+    def _lower(self, level: _RowFile, below: _RowFile | None, k: int, tick) -> Iterator[np.ndarray]:
         height, width = level.shape[:2]
         for y in range(0, height, self.tile):
-            strip = np.asarray(level[y : y + self.tile])
+            strip = level.read(y, y + self.tile)
             if below is not None:
                 _store_half(below, strip, y, height, width)
             tick(k)
             yield from _tiles(_pad_rows(strip, self.tile), self.tile, width, 255)
 
 
-def _store_half(below: np.ndarray, strip: np.ndarray, y: int, height: int, width: int) -> None:
+def _store_half(below: _RowFile, strip: np.ndarray, y: int, height: int, width: int) -> None:
     """Write the 2x2 mean of the valid rows of ``strip`` (starting at row ``y``) into ``below``."""
     rows = min(strip.shape[0], height - y) // 2
     if rows > 0:
-        below[y // 2 : y // 2 + rows] = _halve(strip, rows, width // 2)
+        below.write(y // 2, _halve(strip, rows, width // 2))
 
 
 def _pad_rows(strip: np.ndarray, tile: int, fill: int = 255) -> np.ndarray:
@@ -301,7 +336,7 @@ def _pad_rows(strip: np.ndarray, tile: int, fill: int = 255) -> np.ndarray:
     return padded
 
 
-def _write_labels(path: Path, truth: np.ndarray, tile: int, meta: dict, report) -> None:
+def _write_labels(path: Path, truth: _RowFile, tile: int, meta: dict, report) -> None:
     """Write ``truth`` as deflated uint8 tiles; classes, palette and mpp go in the description."""
     import tifffile
 
@@ -311,7 +346,7 @@ def _write_labels(path: Path, truth: np.ndarray, tile: int, meta: dict, report) 
     def tiles() -> Iterator[np.ndarray]:
         for r, y in enumerate(range(0, height, tile)):
             report(Progress("labels", r + 1, rows))
-            yield from _tiles(_pad_rows(np.asarray(truth[y : y + tile]), tile, fill), tile, width, fill)
+            yield from _tiles(_pad_rows(truth.read(y, y + tile), tile, fill), tile, width, fill)
 
     res = 1e4 / meta["mpp"]
     options = {"compression": "zlib", "compressionargs": {"level": 6}, "metadata": None}
