@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bank_data import write_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bank_data.py, under --import-mode=importlib
+
+from bank_data import write_dataset  # noqa: E402
 
 
 class Counter:

@@ -63,7 +63,7 @@ def test_build_is_deterministic_and_reports_short_clusters(dataset, build, tmp_p
     b = build(dataset, out=tmp_path / "b", per_cluster=100)
     assert a.content_hash == b.content_hash
     report = json.loads((a.root / "report.json").read_text())
-    assert any("fewer than per_cluster=100; all kept" in n for n in report["notes"])
+    assert any("fewer than per_cluster=100; all of them kept" in n for n in report["notes"])
     assert (a.root / "settings.json").is_file() and (a.root / "versions" / "000001" / "bank.json").is_file()
 
 

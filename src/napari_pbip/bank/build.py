@@ -270,11 +270,13 @@ def _summary(ds: Any, settings: BankSettings, draft: store.Draft) -> str:
 def _report(ds, settings, info, reference, counts, pool, clusters, skipped, stats) -> dict[str, Any]:
     notes = []
     for cls, c in clusters.items():
-        for k, (size, kept) in enumerate(zip(c["sizes"], c["selected"], strict=True)):
-            if kept < settings.per_cluster:
-                notes.append(
-                    f"{cls} sub-cluster {k}: {size} images, fewer than per_cluster={settings.per_cluster}; all kept"
-                )
+        short = [f"{k}: {size}" for k, (size, kept) in enumerate(zip(c["sizes"], c["selected"], strict=True))
+                 if kept < settings.per_cluster]  # fmt: skip
+        if short:
+            notes.append(
+                f"{cls}: sub-cluster(s) {', '.join(short)} image(s), fewer than per_cluster={settings.per_cluster}; "
+                "all of them kept"
+            )
     rate = stats["encoded"] / stats["encode_seconds"] if stats["encode_seconds"] else None
     return {
         "dataset": str(ds.root),

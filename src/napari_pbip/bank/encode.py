@@ -74,7 +74,11 @@ def to_batch(images: Sequence[np.ndarray], size: int, device: Any) -> Any:
         return resize(t.permute(0, 3, 1, 2).float().div_(255.0))
     parts = [
         resize(
-            torch.from_numpy(np.ascontiguousarray(im)).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+            torch.from_numpy(np.array(im, dtype=np.uint8))
+            .to(device)
+            .permute(2, 0, 1)[None]
+            .float()
+            .div_(255.0)
         )
         for im in images
     ]
