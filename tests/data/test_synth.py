@@ -133,6 +133,8 @@ def test_overlapping_regions_render_identically():
 def test_render_rejects_bad_labels_and_styles():
     with pytest.raises(SettingsError, match=r"\(0, 7\).*0\.\.4"):
         render_tissue(np.array([[0, 7]]), seed=0)
+    with pytest.raises(SettingsError, match="float32"):
+        render_tissue(np.zeros((4, 4), np.float32), seed=0)
     with pytest.raises(SettingsError, match="bone"):
         render_tissue(np.zeros((4, 4), int), seed=0, styles=("tumor", "bone"))
 

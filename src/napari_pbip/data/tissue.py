@@ -222,6 +222,7 @@ def render_tissue(
     styles = check_styles(styles)
     labels = np.asarray(labels)
     check(labels.ndim == 2, "labels.shape", labels.shape, "a 2-D (H, W) label map")
+    check(np.issubdtype(labels.dtype, np.integer), "labels.dtype", str(labels.dtype), "integer class indices")
     n = len(styles)
     if labels.size:
         lo, hi = int(labels.min()), int(labels.max())
