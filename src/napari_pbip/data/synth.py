@@ -3,7 +3,7 @@
 Patches come from a few virtual "slides" per split (each with its own stain), mixing single-class
 patches (what the prototype bank needs) with patches of two or three classes separated by
 irregular boundaries, some with white background. Training images carry their image-level label
-in the file name (``synth-0007-[1 0 1 0].png``); val and test images have exact palette masks.
+in the file name (``synth-train-0007-[1 0 1 0].png``); val and test images have exact palette masks.
 """
 
 from __future__ import annotations

@@ -185,8 +185,8 @@ def fbm(
 def pixel_noise(seed: int, layer: int, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
     """Per-pixel noise in [-0.5, 0.5) (float32, triangular), a function of global position.
 
-    Drawn from two periodic tables (256 and 241 pixels) rather than a hash per pixel: ten
-    times faster, and at the amplitude of sensor noise the very long joint period is invisible.
+    Drawn from two periodic tables (256 and 241 pixels) rather than a hash per pixel, which is
+    much faster; at the amplitude of sensor noise the long joint period is invisible.
     """
     (y0, x0), (h, w) = origin, shape
     out = np.zeros(shape, np.float32)
@@ -236,7 +236,7 @@ def scatter(
     """Candidate points of the cells whose points can reach a region (within ``margin`` pixels).
 
     Each cell of ``cell`` x ``cell`` pixels holds ``slots`` candidate points at hashed positions;
-    callers thin them with the returned uniforms to reach the density they want.
+    callers thin them with :func:`draw` on the returned keys to reach the density they want.
 
     Returns:
         (cy, cx, keys): centres (float64) and a uint64 key per point for drawing its attributes.

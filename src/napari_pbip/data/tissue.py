@@ -67,9 +67,14 @@ Style = Callable[[Region], tuple[np.ndarray, np.ndarray]]
 
 
 def _nuclei(
-    r: Region, layer: int, cell: int, slots: int, keep: np.ndarray | float, size: tuple[float, float], **kw
-) -> tuple[tx.Ellipses, np.ndarray]:
-    """Random nuclei: ``size`` is the range of the long semi-axis; kw sets shape and darkness ranges."""
+    r: Region, layer: int, cell: int, slots: int, keep: Callable | float, size: tuple[float, float], **kw
+) -> tx.Ellipses:
+    """Random nuclei near the region.
+
+    Each ``cell`` x ``cell`` block has ``slots`` candidates, each kept with probability ``keep``
+    (a number or a function of the centre); ``size`` is the range of the long semi-axis and the
+    keywords ``aspect``, ``darkness`` (ranges) and ``direction`` (a function) shape the rest.
+    """
     cy, cx, keys = r.scatter(layer, cell, slots, margin=int(size[1]) + 3)
     kept = tx.draw(keys, 0) < (keep(cy, cx) if callable(keep) else keep)
     cy, cx, keys = cy[kept], cx[kept], keys[kept]
@@ -77,13 +82,13 @@ def _nuclei(
     b = a * tx.draw(keys, 2, *kw.get("aspect", (0.7, 1.0)))
     dy, dx = kw["direction"](cy, cx) if "direction" in kw else tx.unit_vectors(keys, 3)
     weight = tx.draw(keys, 5, *kw.get("darkness", (1.0, 1.5)))
-    return tx.Ellipses(cy, cx, a, b, dy, dx, weight), keys
+    return tx.Ellipses(cy, cx, a, b, dy, dx, weight)
 
 
 def _tumor(r: Region) -> tuple[np.ndarray, np.ndarray]:
     """Dense sheets of large pleomorphic nuclei with vesicular chromatin, purple cytoplasm, lumens."""
     nests = lambda y, x: 0.3 + 0.7 * r.at(101, y, x, 70.0)  # noqa: E731
-    ell, _ = _nuclei(r, 102, 26, 4, nests, (5.5, 10.0), aspect=(0.6, 0.95), darkness=(0.55, 1.1))
+    ell = _nuclei(r, 102, 26, 4, nests, (5.5, 10.0), aspect=(0.6, 0.95), darkness=(0.55, 1.1))
     rough = 0.35 * (r.noise(103, 3.0) - 0.5)
     cover = np.minimum(r.splat(ell, rough), 1.4)
     chromatin = 0.45 + 0.9 * r.noise(104, 2.2)
@@ -118,7 +123,7 @@ def _stroma(r: Region) -> tuple[np.ndarray, np.ndarray]:
         norm = np.sqrt(dpy * dpy + dpx * dpx) + 1e-9
         return dpx / norm, -dpy / norm
 
-    ell, _ = _nuclei(
+    ell = _nuclei(
         r, 307, 40, 2, 0.35, (6.0, 11.0), aspect=(0.18, 0.3), darkness=(0.9, 1.4), direction=along_fibres
     )
     cover = np.minimum(r.splat(ell), 1.4)
@@ -128,7 +133,7 @@ def _stroma(r: Region) -> tuple[np.ndarray, np.ndarray]:
 def _lymphocyte(r: Region) -> tuple[np.ndarray, np.ndarray]:
     """Crowded small round dark-blue nuclei with little pale cytoplasm between them."""
     crowd = lambda y, x: 0.5 + 0.5 * r.at(201, y, x, 90.0)  # noqa: E731
-    ell, _ = _nuclei(r, 202, 16, 5, crowd, (3.0, 4.4), aspect=(0.8, 1.0), darkness=(1.4, 2.0))
+    ell = _nuclei(r, 202, 16, 5, crowd, (3.0, 4.4), aspect=(0.8, 1.0), darkness=(1.4, 2.0))
     cover = np.minimum(r.splat(ell, 0.12 * (r.noise(203, 2.5) - 0.5)), 2.0)
     h = 0.12 + 0.08 * r.noise(204, 12.0) + cover * (0.85 + 0.3 * r.noise(205, 2.0))
     e = (0.22 + 0.12 * r.noise(206, 10.0, 2)) * (1.0 - 0.5 * np.minimum(cover, 1.0))
@@ -137,8 +142,8 @@ def _lymphocyte(r: Region) -> tuple[np.ndarray, np.ndarray]:
 
 def _necrosis(r: Region) -> tuple[np.ndarray, np.ndarray]:
     """Pale pink-purple granular debris with karyorrhectic fragments and faint ghost nuclei."""
-    dust, _ = _nuclei(r, 402, 14, 4, 0.45, (0.8, 2.2), aspect=(0.5, 1.0), darkness=(0.5, 1.4))
-    ghosts, _ = _nuclei(r, 403, 32, 2, 0.5, (4.0, 7.0), aspect=(0.6, 1.0), darkness=(0.12, 0.3))
+    dust = _nuclei(r, 402, 14, 4, 0.45, (0.8, 2.2), aspect=(0.5, 1.0), darkness=(0.5, 1.4))
+    ghosts = _nuclei(r, 403, 32, 2, 0.5, (4.0, 7.0), aspect=(0.6, 1.0), darkness=(0.12, 0.3))
     frag = np.minimum(r.splat(dust), 1.4) + r.splat(ghosts)
     grain = r.noise(404, 2.0)
     pale = np.clip((r.blobs(405, 70.0) - 0.6) * 3.0, 0.0, 0.55)
