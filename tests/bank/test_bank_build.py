@@ -137,3 +137,14 @@ def test_interrupted_build_resumes_without_re_encoding(dataset, settings, encode
 def test_unlabelled_split_is_refused(dataset, build):
     with pytest.raises(BankError, match=r"split 'val' .* has no image-level labels"):
         build(dataset, split="val")
+
+
+def test_folder_per_class_layout_builds(tmp_path, build):
+    root = tmp_path / "curated"
+    for ci, cls in enumerate(CLASSES):
+        for i in range(3):
+            write_rgb(root / cls / f"{i}.png", patch(cls, i % 2, 10 * ci + i))
+    bank = build(root, k=1)
+    assert bank.classes == tuple(sorted(CLASSES))  # class folders are read in name order
+    assert [len(bank.members(c)) for c in CLASSES] == [3, 3, 3]
+    assert all(f"/{m.class_name}/" in m.path for m in bank.members())
