@@ -25,7 +25,7 @@ def blob_labels(shape: tuple[int, int], seed: int = 0, cell: int = 96) -> np.nda
     h, w = shape
     small = rng.normal(size=(3, max(2, h // cell + 2), max(2, w // cell + 2)))
     fields = np.stack(
-        [ndi.zoom(f, (h / (f.shape[0] - 1), w / (f.shape[1] - 1)), order=3)[:h, :w] for f in small]
+        [ndi.zoom(f, (h / (f.shape[0] - 1), w / (f.shape[1] - 1)), order=1)[:h, :w] for f in small]
     )
     labels = fields.argmax(0).astype(np.uint8)
     yy, xx = np.mgrid[0:h, 0:w]

@@ -1,0 +1,103 @@
+"""``pbip segment``: segment a whole slide into OME-Zarr labels, optionally GeoJSON and an area table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ._common import add_device, drain, print_json
+
+
+def register(subparsers) -> None:
+    """Add the ``segment`` subcommand."""
+    p = subparsers.add_parser(
+        "segment",
+        help="segment a whole slide (tiled, resumable) into an OME-Zarr label pyramid",
+        description=(
+            "Segment SLIDE with a trained model at a physical resolution. Chunks of --chunk pixels run as dask tasks "
+            "(threads here, or a dask.distributed cluster with --scheduler); chunks without tissue are skipped. "
+            "An interrupted run resumes when rerun with the same arguments."
+        ),
+    )
+    p.add_argument(
+        "slide", type=Path, help="slide file (SVS, NDPI, MRXS, SCN, (OME-)TIFF, OME-Zarr, PNG/JPEG)"
+    )
+    p.add_argument(
+        "--model", required=True, type=Path, help="trained model folder (pbip train-seg or pbip train --out)"
+    )
+    p.add_argument("--out", required=True, type=Path, help="output OME-Zarr folder (e.g. slide.zarr)")
+    p.add_argument("--geojson", type=Path, help="also write QuPath GeoJSON polygons per class here")
+    p.add_argument("--areas", type=Path, help="also write a per-class area table (CSV) here")
+    p.add_argument("--mpp", type=float, help="inference resolution in um/px (default: the model's)")
+    p.add_argument("--slide-mpp", type=float, help="the slide's own um/px, for files that do not record it")
+    p.add_argument("--tile", type=int, help="tile side in pixels (default: the model's)")
+    p.add_argument("--overlap", type=int, help="overlap between tiles in pixels, blended (default: tile/4)")
+    p.add_argument("--batch", type=int, default=16, help="tiles per model call (default: 16)")
+    p.add_argument(
+        "--chunk", type=int, default=4096, help="pixels per dask task side, multiple of 256 (default: 4096)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="chunks in parallel with the threads scheduler (default: 1)"
+    )
+    add_device(p)
+    p.add_argument(
+        "--scheduler",
+        default="threads",
+        help="'threads' (default), 'sync', or a dask.distributed scheduler address such as tcp://10.0.0.5:8786",
+    )
+    p.add_argument("--probabilities", action="store_true", help="also store per-class probabilities (uint8)")
+    p.add_argument("--no-tissue-skip", action="store_true", help="run the model on glass too")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs instead of refusing/resuming"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``pbip segment``."""
+    from .._atomic import check_writable
+    from ..export import export_areas, export_geojson
+    from ..inference.segment import SegmentSettings, segment_slide
+
+    for extra in (args.geojson, args.areas):
+        if extra is not None:
+            check_writable(extra, args.overwrite)  # fail before hours of work, not after
+    settings = SegmentSettings(
+        mpp=args.mpp,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch=args.batch,
+        chunk=args.chunk,
+        device=args.device,
+        probabilities=args.probabilities,
+        scheduler=args.scheduler,
+        num_workers=args.workers,
+        skip_background=not args.no_tissue_skip,
+    )
+    job = segment_slide(
+        args.slide, args.model, args.out, settings, overwrite=args.overwrite, slide_mpp=args.slide_mpp
+    )
+    result = drain(job, quiet=args.json)
+    summary = result.to_dict()
+    if args.geojson is not None:
+        summary["geojson"] = str(export_geojson(result.out, args.geojson, overwrite=args.overwrite))
+    if args.areas is not None:
+        summary["areas"] = str(export_areas(result.out, args.areas, overwrite=args.overwrite))
+    if args.json:
+        print_json(summary)
+    else:
+        tissue = sum(v for k, v in result.class_pixels.items() if k != "background") or 1
+        shares = ", ".join(
+            f"{k} {100 * v / tissue:.1f}%" for k, v in result.class_pixels.items() if k != "background"
+        )
+        print(
+            f"wrote {result.out} ({result.shape[1]}x{result.shape[0]} px at {result.mpp:g} um/px): {shares}"
+        )
+        print(
+            json.dumps(
+                {"tiles": result.tiles, "chunks": result.chunks, "seconds": round(result.seconds["wall"], 1)}
+            )
+        )
+    return 0

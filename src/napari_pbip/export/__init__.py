@@ -1,0 +1,17 @@
+"""Exports of segmentations: OME-Zarr label pyramids, QuPath GeoJSON, per-class area tables."""
+
+from .areas import area_rows, export_areas, write_area_table
+from .geojson import export_geojson, labels_to_features, write_geojson
+from .ome_zarr import NGFF_VERSION, open_labels, write_labels_ome_zarr
+
+__all__ = [
+    "NGFF_VERSION",
+    "area_rows",
+    "export_areas",
+    "export_geojson",
+    "labels_to_features",
+    "open_labels",
+    "write_area_table",
+    "write_geojson",
+    "write_labels_ome_zarr",
+]

@@ -1,0 +1,493 @@
+"""Whole-slide segmentation: one dask task per chunk, written into an OME-Zarr label pyramid.
+
+The slide is cut into chunks of ``chunk`` pixels at the inference resolution. Each task reads its
+chunk plus a halo, predicts overlapping tiles in batches (:func:`~.tiled.predict_block`), writes
+every pyramid level of its chunk and then a done marker. Chunks without tissue are not run (their
+pixels are background, the store's fill value). A rerun on the same output resumes: only chunks
+without a marker are computed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _atomic
+from ..errors import OutputExistsError, SettingsError
+from ..events import Job, Progress
+from ..export.ome_zarr import LabelsStore, create_labels_store
+from ..settings import Settings, check
+from ..slide import Slide, TissueMask, TissueSettings, detect_tissue, open_slide
+from ..slide._backends import stamp
+from . import _scheduling
+from .predictor import DensePredictor, load_predictor
+from .tiled import Cancelled, predict_block
+
+_SCHEDULER = re.compile(r"^(threads|sync|(tcp|tls|inproc|ucx|ws|wss)://.+)$")
+
+
+@dataclass(frozen=True)
+class SegmentSettings(Settings):
+    """How a slide is segmented.
+
+    Attributes:
+        mpp: inference resolution in um/px; None uses the model's training resolution.
+        tile: tile side in pixels; None uses the model's preferred tile.
+        overlap: pixels shared by neighbouring tiles and blended; None is a quarter tile.
+        batch: tiles per model call.
+        chunk: side of one dask task's block in pixels (a multiple of 256).
+        device: torch device ("auto", "cpu", "cuda", ...).
+        probabilities: also store per-class uint8 probabilities.
+        scheduler: "threads", "sync" (one thread, for debugging) or a dask.distributed address
+            such as "tcp://10.0.0.5:8786".
+        num_workers: concurrent chunks with the threads scheduler.
+        skip_background: skip chunks and tiles without tissue (they become background).
+        tissue_mpp: resolution of tissue detection in um/px.
+    """
+
+    mpp: float | None = None
+    tile: int | None = None
+    overlap: int | None = None
+    batch: int = 16
+    chunk: int = 4096
+    device: str = "auto"
+    probabilities: bool = False
+    scheduler: str = "threads"
+    num_workers: int = 1
+    skip_background: bool = True
+    tissue_mpp: float = 8.0
+
+    def __post_init__(self) -> None:
+        check(self.mpp is None or 0.05 <= self.mpp <= 50, "mpp", self.mpp, "None or 0.05-50 um/px")
+        check(self.tile is None or 32 <= self.tile <= 4096, "tile", self.tile, "None or 32-4096 px")
+        tile = self.tile or 32
+        check(
+            self.overlap is None or 0 <= self.overlap <= tile // 2,
+            "overlap",
+            self.overlap,
+            f"0..tile/2 ({tile // 2}) px",
+            "use a larger tile or a smaller overlap",
+        )
+        check(self.batch >= 1, "batch", self.batch, ">= 1")
+        check(
+            self.chunk >= 256 and self.chunk % 256 == 0, "chunk", self.chunk, "a multiple of 256 (e.g. 4096)"
+        )
+        check(self.tile is None or self.chunk >= self.tile, "chunk", self.chunk, f">= tile ({self.tile})")
+        check(
+            bool(_SCHEDULER.match(self.scheduler)),
+            "scheduler",
+            self.scheduler,
+            "'threads', 'sync' or tcp://host:port",
+        )
+        check(self.num_workers >= 1, "num_workers", self.num_workers, ">= 1")
+        check(0.5 <= self.tissue_mpp <= 100, "tissue_mpp", self.tissue_mpp, "0.5-100 um/px")
+
+    @property
+    def distributed(self) -> bool:
+        """True when chunks run on a dask.distributed cluster."""
+        return "://" in self.scheduler
+
+    def resolve(self, predictor: DensePredictor) -> SegmentSettings:
+        """Fill ``mpp``, ``tile`` and ``overlap`` from the model where they are None."""
+        mpp = self.mpp if self.mpp is not None else predictor.mpp
+        if mpp is None:
+            raise SettingsError("mpp=None and the model records no training resolution; pass --mpp (um/px)")
+        tile = self.tile or int(predictor.tile)
+        overlap = self.overlap if self.overlap is not None else tile // 4
+        return self.replace(mpp=float(mpp), tile=tile, overlap=overlap)
+
+
+@dataclass
+class ChunkTask:
+    """Everything one chunk task needs; pickles small (no pixels, no model, no file handles)."""
+
+    index: tuple[int, int]
+    core: tuple[int, int, int, int]
+    extent: tuple[int, int]
+    slide: Slide
+    store: LabelsStore
+    settings: SegmentSettings
+    tissue: TissueMask | None
+    model_path: str | None
+
+
+@dataclass
+class ChunkSummary:
+    """What a finished chunk reports back (also stored in its done marker)."""
+
+    index: tuple[int, int]
+    core: tuple[int, int, int, int]
+    counts: list[int]
+    skipped: bool = False
+    tiles_run: int = 0
+    tiles_skipped: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    cancelled: bool = False
+
+
+@dataclass
+class ChunkDone:
+    """Event payload for live display: where a finished chunk lies; its pixels are read on demand."""
+
+    index: tuple[int, int]
+    box: tuple[int, int, int, int]  # (y0, x0, y1, x1) in pixels at ``mpp``
+    mpp: float
+    path: Path
+    skipped: bool
+
+    def labels(self, level: int = 0) -> np.ndarray:
+        """The chunk's labels at pyramid ``level`` (level 0 is at ``mpp``)."""
+        import zarr
+
+        f = 2**level
+        y0, x0, y1, x1 = self.box[0] // f, self.box[1] // f, -(-self.box[2] // f), -(-self.box[3] // f)
+        return zarr.open_array(store=str(self.path), path=str(level), mode="r")[y0:y1, x0:x1]
+
+
+@dataclass
+class SegmentResult:
+    """A finished segmentation."""
+
+    out: Path
+    shape: tuple[int, int]
+    mpp: float
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    background_index: int
+    class_pixels: dict[str, int]
+    tissue_fraction: float | None
+    chunks: dict[str, int]
+    tiles: dict[str, int]
+    seconds: dict[str, float]
+    settings: SegmentSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (for ``--json``)."""
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["settings"] = self.settings.to_dict()
+        return d
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_predictor(path: str, device: str) -> DensePredictor:
+    """One model per process and model folder (dask workers load it once, never per task)."""
+    return load_predictor(path, device=device)
+
+
+def run_chunk(
+    task: ChunkTask, predictor: DensePredictor | None = None, cancel: threading.Event | None = None
+) -> ChunkSummary:
+    """Segment one chunk, write it into the store with its pyramid, then write its done marker."""
+    s, (y0, x0, y1, x1) = task.settings, task.core
+    n_ch = len(task.store.palette)
+    bg = task.store.background_index
+    if cancel is not None and cancel.is_set():
+        return ChunkSummary(task.index, task.core, [0] * n_ch, cancelled=True)
+    margin = s.overlap * s.mpp  # a tile reaching tissue within its blend ramp still runs
+    summary = ChunkSummary(task.index, task.core, [0] * n_ch)
+    t = time.perf_counter()
+    if task.tissue is not None and not task.tissue.any(y0, x0, y1, x1, s.mpp, margin):
+        summary.skipped = True
+        summary.counts[bg] = (y1 - y0) * (x1 - x0)
+        labels = np.full((y1 - y0, x1 - x0), bg, np.uint8)
+        probs = None
+        if task.store.probabilities:
+            probs = np.zeros((n_ch, y1 - y0, x1 - x0), np.uint8)
+            probs[bg] = 255
+    else:
+        model = predictor if predictor is not None else _cached_predictor(task.model_path, s.device)
+        tissue = task.tissue
+        try:
+            pred = predict_block(
+                model,
+                lambda y, x, h, w: task.slide.read_region(y, x, h, w, s.mpp),
+                task.core,
+                task.extent,
+                s.tile,
+                s.overlap,
+                s.batch,
+                has_tissue=None
+                if tissue is None
+                else lambda a, b, c, d: tissue.any(a, b, c, d, s.mpp, margin),
+                probabilities=task.store.probabilities,
+                cancel=cancel,
+            )
+        except Cancelled:
+            return ChunkSummary(task.index, task.core, [0] * n_ch, cancelled=True)
+        labels, probs = pred.labels, pred.probs
+        summary.counts = np.bincount(labels.ravel(), minlength=n_ch)[:n_ch].tolist()
+        summary.tiles_run, summary.tiles_skipped = pred.tiles_run, pred.tiles_skipped
+        summary.seconds.update(pred.seconds)
+    t_write = time.perf_counter()
+    task.store.write_block(y0, x0, labels, probs)
+    summary.seconds["write"] = time.perf_counter() - t_write
+    summary.seconds["total"] = time.perf_counter() - t
+    _atomic.write_json(_marker(task.store.path, task.index), asdict(summary))
+    return summary
+
+
+def _marker(out: Path, index: tuple[int, int]) -> Path:
+    return Path(out) / "pbip" / "done" / f"{index[0]}_{index[1]}.json"
+
+
+def _read_markers(out: Path) -> dict[tuple[int, int], ChunkSummary]:
+    done = {}
+    for p in (Path(out) / "pbip" / "done").glob("*.json"):
+        d = json.loads(p.read_text())
+        d["index"], d["core"] = tuple(d["index"]), tuple(d["core"])
+        done[d["index"]] = ChunkSummary(**d)
+    return done
+
+
+def _fingerprint(slide: Slide, model_id: str, s: SegmentSettings, shape: tuple[int, int]) -> dict[str, Any]:
+    """What must match for a rerun to resume an existing output."""
+    keep = ("mpp", "tile", "overlap", "chunk", "probabilities", "skip_background", "tissue_mpp")
+    return {
+        "slide": str(slide.path.resolve()),
+        "slide_stamp": list(stamp(slide.path)),
+        "slide_mpp": slide.mpp[0],
+        "model": model_id,
+        "shape": list(shape),
+        **{k: getattr(s, k) for k in keep},
+    }
+
+
+def _prepare_output(
+    out: Path, fingerprint: dict, predictor: DensePredictor, s: SegmentSettings, overwrite: bool
+):
+    """Create the store, or reopen it for resuming; returns (store, done markers)."""
+    import shutil
+
+    import zarr
+
+    if out.exists() and not overwrite:
+        try:
+            attrs = zarr.open_group(str(out), mode="r").attrs.asdict().get("pbip", {})
+        except Exception:
+            attrs = {}
+        if attrs.get("status") == "complete":
+            raise OutputExistsError(
+                f"{out} already holds a finished segmentation; pass --overwrite to redo it"
+            )
+        if attrs.get("fingerprint") != fingerprint:
+            raise OutputExistsError(
+                f"{out} exists but was not started by this slide/model/settings, so it cannot be resumed; "
+                f"choose another output or pass --overwrite"
+            )
+        ome = zarr.open_group(str(out), mode="r").attrs["ome"]
+        store = LabelsStore(
+            out,
+            tuple(fingerprint["shape"]),
+            s.mpp,
+            len(ome["multiscales"][0]["datasets"]),
+            s.chunk,
+            tuple(predictor.classes),
+            tuple(tuple(c) for c in predictor.palette),
+            predictor.background_index,
+            s.probabilities,
+        )
+        return store, _read_markers(out)
+    if out.exists():
+        if out.is_dir() and any(out.iterdir()) and not (out / "zarr.json").exists():
+            raise OutputExistsError(
+                f"{out} is a non-empty folder that is not a zarr store; refusing to delete it"
+            )
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    attrs = {"pbip": {"status": "running", "fingerprint": fingerprint}}
+    store = create_labels_store(
+        out,
+        tuple(fingerprint["shape"]),
+        s.mpp,
+        predictor.classes,
+        predictor.palette,
+        predictor.background_index,
+        s.chunk,
+        s.probabilities,
+        attrs,
+    )
+    zarr.open_group(str(out / "pbip"), mode="w", zarr_format=3)
+    s.save(out / "pbip" / "settings.json")
+    return store, {}
+
+
+def _load_model(
+    model: str | os.PathLike | DensePredictor, s: SegmentSettings
+) -> tuple[DensePredictor, str | None]:
+    if isinstance(model, str | os.PathLike):
+        path = str(Path(model).resolve())
+        return _cached_predictor(path, s.device), path
+    if s.distributed:
+        raise SettingsError(
+            f"scheduler={s.scheduler!r} needs the model as a folder path so each worker loads it once; "
+            f"got an in-memory {type(model).__name__}"
+        )
+    return model, None
+
+
+def _chunk_boxes(
+    shape: tuple[int, int], chunk: int
+) -> list[tuple[tuple[int, int], tuple[int, int, int, int]]]:
+    h, w = shape
+    return [
+        ((i, j), (y, x, min(y + chunk, h), min(x + chunk, w)))
+        for i, y in enumerate(range(0, h, chunk))
+        for j, x in enumerate(range(0, w, chunk))
+    ]
+
+
+def segment_slide(
+    slide: str | os.PathLike | Slide,
+    model: str | os.PathLike | DensePredictor,
+    out: str | os.PathLike,
+    settings: SegmentSettings | None = None,
+    overwrite: bool = False,
+    slide_mpp: float | None = None,
+) -> Job[SegmentResult]:
+    """Segment a whole slide into an OME-Zarr label pyramid (a job: iterate it or ``events.run`` it).
+
+    Args:
+        slide: slide path or an opened :class:`Slide`.
+        model: trained model folder (``model.json``) or a :class:`DensePredictor` (threads only).
+        out: output ``.zarr`` folder; an unfinished one from the same inputs is resumed.
+        settings: :class:`SegmentSettings` (defaults: model resolution and tile, threads).
+        overwrite: replace an existing output instead of refusing or resuming.
+        slide_mpp: the slide's level-0 um/px when the file lacks it.
+
+    Yields:
+        ``Progress("tissue")`` once with the :class:`TissueMask` as payload, then
+        ``Progress("segment")`` per finished chunk with a :class:`ChunkDone` payload.
+
+    Returns:
+        :class:`SegmentResult`. Closing the generator early stops after the running chunks'
+        current batch; finished chunks are kept for resuming.
+    """
+    s = settings or SegmentSettings()
+    t_start = time.perf_counter()
+    slide = slide if isinstance(slide, Slide) else open_slide(slide, mpp=slide_mpp)
+    predictor, model_path = _load_model(model, s)
+    s = s.resolve(predictor)
+    shape = slide.size_at(s.mpp)
+    out = Path(out)
+    model_id = model_path or f"{type(predictor).__module__}.{type(predictor).__qualname__}"
+    fingerprint = _fingerprint(slide, model_id, s, shape)
+    store, done = _prepare_output(out, fingerprint, predictor, s, overwrite)
+
+    tissue = None
+    if s.skip_background:
+        yield Progress("tissue", 0, 1, "detecting tissue")
+        tissue = detect_tissue(slide, TissueSettings(mpp=s.tissue_mpp))
+        _save_tissue_png(out / "pbip" / "tissue.png", tissue)
+        yield Progress("tissue", 1, 1, f"tissue covers {tissue.fraction:.1%} of the slide", payload=tissue)
+
+    boxes = _chunk_boxes(shape, s.chunk)
+    halo = (s.tile + s.overlap) * s.mpp
+    tasks = [
+        ChunkTask(
+            index,
+            core,
+            shape,
+            slide,
+            store,
+            s,
+            None if tissue is None else tissue.crop(*core, s.mpp, halo),
+            model_path,
+        )
+        for index, core in boxes
+        if index not in done
+    ]
+    summaries = dict(done)
+    t_run = time.perf_counter()
+    tiles_now = 0
+    yield Progress("segment", len(summaries), len(boxes), f"{len(done)} chunks already done")
+    if s.distributed:
+        results = _scheduling.run_distributed(run_chunk, tasks, s.scheduler)
+    else:
+        results = _scheduling.run_local(run_chunk, tasks, (predictor,), s.num_workers, s.scheduler == "sync")
+    with _closing(results):
+        for summary in results:
+            if summary.cancelled:
+                continue
+            summaries[summary.index] = summary
+            tiles_now += summary.tiles_run
+            rate = tiles_now / max(time.perf_counter() - t_run, 1e-9)
+            payload = ChunkDone(summary.index, summary.core, s.mpp, out, summary.skipped)
+            msg = f"chunk {summary.index} {'skipped (no tissue)' if summary.skipped else 'done'}"
+            yield Progress("segment", len(summaries), len(boxes), msg, {"tiles/s": rate}, payload)
+    return _finish(
+        out, slide, predictor, s, shape, tissue, summaries, len(done), time.perf_counter() - t_start
+    )
+
+
+class _closing:
+    """Close a generator on leaving the block (so cancellation reaches running tasks)."""
+
+    def __init__(self, gen):
+        self.gen = gen
+
+    def __enter__(self):
+        return self.gen
+
+    def __exit__(self, *exc):
+        self.gen.close()
+        return False
+
+
+def _save_tissue_png(path: Path, tissue: TissueMask) -> None:
+    from PIL import Image
+
+    with _atomic.atomic_path(path) as tmp:
+        Image.fromarray((tissue.mask * 255).astype(np.uint8)).save(tmp, format="PNG")
+
+
+def _finish(out, slide, predictor, s, shape, tissue, summaries, resumed, seconds) -> SegmentResult:
+    import zarr
+
+    names = list(predictor.classes)
+    names.insert(predictor.background_index, "background")
+    counts = np.sum([sm.counts for sm in summaries.values()], axis=0).astype(int)
+    timing: dict[str, float] = {}
+    for sm in summaries.values():
+        for k, v in sm.seconds.items():
+            timing[k] = timing.get(k, 0.0) + v
+    timing["wall"] = seconds
+    tiles_run = sum(sm.tiles_run for sm in summaries.values())
+    result = SegmentResult(
+        out=out,
+        shape=shape,
+        mpp=s.mpp,
+        classes=tuple(predictor.classes),
+        palette=tuple(tuple(int(v) for v in c[:3]) for c in predictor.palette),
+        background_index=predictor.background_index,
+        class_pixels={n: int(c) for n, c in zip(names, counts, strict=True)},
+        tissue_fraction=None if tissue is None else tissue.fraction,
+        chunks={
+            "total": len(summaries),
+            "skipped": sum(sm.skipped for sm in summaries.values()),
+            "resumed": resumed,
+        },
+        tiles={"run": tiles_run, "skipped": sum(sm.tiles_skipped for sm in summaries.values())},
+        seconds=timing,
+        settings=s,
+    )
+    root = zarr.open_group(str(out), mode="r+")
+    pbip = dict(root.attrs["pbip"])
+    pbip.update(
+        status="complete",
+        slide=str(slide.path),
+        slide_mpp=slide.mpp[0],
+        slide_shape=list(slide.shape),
+        class_pixels=result.class_pixels,
+        tissue_fraction=result.tissue_fraction,
+    )
+    root.attrs["pbip"] = pbip
+    return result

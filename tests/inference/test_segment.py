@@ -1,0 +1,138 @@
+"""segment_slide: output against ground truth, pyramid, skipping glass, resuming, refusing to overwrite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pbip_toy as toy
+import pytest
+import zarr
+
+from napari_pbip.errors import OutputExistsError, SettingsError
+from napari_pbip.events import run
+from napari_pbip.export.ome_zarr import downsample_mode
+from napari_pbip.inference.segment import ChunkDone, SegmentSettings, segment_slide
+from napari_pbip.metrics import confusion_matrix, scores
+
+SHAPE = (800, 1300)
+FAST = SegmentSettings(chunk=512, batch=8, tissue_mpp=4.0)
+
+
+@pytest.fixture(scope="module")
+def toy_slide(tmp_path_factory):
+    labels = toy.blob_labels(SHAPE, seed=11)
+    labels[:, 1000:] = toy.BACKGROUND  # a glass strip: whole chunks without tissue
+    path = toy.write_tiff_slide(
+        tmp_path_factory.mktemp("slide") / "toy.tif", toy.render(labels, seed=11), mpp=0.5
+    )
+    return path, labels
+
+
+def test_segmentation_matches_ground_truth_with_pyramid_and_metadata(tmp_path, toy_slide):
+    path, truth = toy_slide
+    model = toy.ColourPredictor()
+    events = []
+    result = run(segment_slide(path, model, tmp_path / "out.zarr", FAST), events.append)
+
+    root = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    level0 = root["0"][:]
+    assert level0.shape == SHAPE and result.shape == SHAPE and result.mpp == 0.5
+    miou = scores(confusion_matrix(truth, level0, 3, toy.BACKGROUND))["miou"]
+    assert miou > 0.97
+    assert (level0 == truth).mean() > 0.98
+    assert np.array_equal(root["1"][:], downsample_mode(level0))
+    ome = root.attrs["ome"]
+    assert ome["version"] == "0.5"
+    assert [d["coordinateTransformations"][0]["scale"] for d in ome["multiscales"][0]["datasets"]][:2] == [
+        [0.5, 0.5],
+        [1.0, 1.0],
+    ]
+    props = {p["label-value"]: p["class"] for p in ome["image-label"]["properties"]}
+    assert props == {0: "tumor", 1: "stroma", 2: "lymph", 3: "background"}
+    assert root.attrs["pbip"]["status"] == "complete"
+    assert sum(result.class_pixels.values()) == SHAPE[0] * SHAPE[1]
+    assert result.class_pixels["tumor"] == int((level0 == 0).sum())
+
+    # glass chunks were skipped, not run
+    assert result.chunks["skipped"] == 2 and result.chunks["total"] == 2 * 3
+    assert result.tiles["skipped"] > 0
+    # one event per chunk, whose payload reads back that chunk's labels
+    chunk_events = [e for e in events if e.stage == "segment" and isinstance(e.payload, ChunkDone)]
+    assert len(chunk_events) == 6 and chunk_events[-1].step == chunk_events[-1].total == 6
+    done = chunk_events[0].payload
+    y0, x0, y1, x1 = done.box
+    assert np.array_equal(done.labels(), level0[y0:y1, x0:x1])
+    assert [e.payload.fraction for e in events if e.stage == "tissue" and e.payload is not None][0] > 0.3
+
+
+def test_interrupted_run_resumes_and_computes_only_the_rest(tmp_path, toy_slide):
+    path, _ = toy_slide
+    first = toy.ColourPredictor()
+    reference = run(segment_slide(path, first, tmp_path / "ref.zarr", FAST))
+    settings = FAST.replace(num_workers=1)
+    job = segment_slide(path, toy.ColourPredictor(), tmp_path / "out.zarr", settings)
+    finished = 0
+    for event in job:
+        if isinstance(event.payload, ChunkDone):
+            finished += 1
+            if finished == 3:
+                job.close()  # the user cancels
+                break
+    root = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    assert root.attrs["pbip"]["status"] == "running"
+    second = toy.ColourPredictor()
+    result = run(segment_slide(path, second, tmp_path / "out.zarr", settings))
+    assert result.chunks["resumed"] >= 3
+    assert 0 < second.calls < first.calls  # only the missing chunks ran
+    assert np.array_equal(
+        zarr.open_array(str(tmp_path / "out.zarr" / "0"))[:],
+        zarr.open_array(str(tmp_path / "ref.zarr" / "0"))[:],
+    )
+    assert result.class_pixels == reference.class_pixels
+
+
+def test_existing_output_is_not_overwritten_unless_asked(tmp_path, toy_slide):
+    path, _ = toy_slide
+    out = tmp_path / "out.zarr"
+    run(segment_slide(path, toy.ColourPredictor(), out, FAST))
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run(segment_slide(path, toy.ColourPredictor(), out, FAST))
+    again = run(
+        segment_slide(path, toy.ColourPredictor(), out, FAST.replace(probabilities=True), overwrite=True)
+    )
+    probs = zarr.open_array(str(out / "probabilities" / "0"))[:]
+    assert again.settings.probabilities and probs.shape == (4, *SHAPE)
+    assert (probs[toy.BACKGROUND][:, 1100:] == 255).all()  # skipped glass chunks: background probability 1
+
+
+def test_unfinished_output_from_other_settings_is_not_resumed(tmp_path, toy_slide):
+    path, _ = toy_slide
+    job = segment_slide(path, toy.ColourPredictor(), tmp_path / "out.zarr", FAST)
+    for event in job:
+        if isinstance(event.payload, ChunkDone):
+            job.close()
+            break
+    with pytest.raises(OutputExistsError, match="cannot be resumed"):
+        run(segment_slide(path, toy.ColourPredictor(), tmp_path / "out.zarr", FAST.replace(overlap=8)))
+
+
+def test_settings_are_checked_and_resolved_from_the_model():
+    with pytest.raises(SettingsError, match="chunk"):
+        SegmentSettings(chunk=1000)
+    with pytest.raises(SettingsError, match="overlap"):
+        SegmentSettings(tile=64, overlap=40)
+    with pytest.raises(SettingsError, match="scheduler"):
+        SegmentSettings(scheduler="processes")
+    resolved = SegmentSettings().resolve(toy.ColourPredictor())
+    assert (resolved.mpp, resolved.tile, resolved.overlap) == (0.5, 64, 16)
+
+
+def test_in_memory_model_cannot_go_to_a_cluster(tmp_path, toy_slide):
+    with pytest.raises(SettingsError, match="folder path"):
+        run(
+            segment_slide(
+                toy_slide[0],
+                toy.ColourPredictor(),
+                tmp_path / "o.zarr",
+                FAST.replace(scheduler="tcp://127.0.0.1:1"),
+            )
+        )

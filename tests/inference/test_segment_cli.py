@@ -1,0 +1,52 @@
+"""``pbip segment`` end to end: OME-Zarr, GeoJSON and area table that other programs read back."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pbip_toy as toy
+import pytest
+import zarr
+
+from napari_pbip.cli.main import main
+
+
+def test_pbip_segment_writes_all_outputs_and_refuses_to_overwrite(tmp_path, capsys):
+    labels = toy.blob_labels((600, 700), seed=31)
+    slide = toy.write_tiff_slide(tmp_path / "s.tif", toy.render(labels, seed=31), mpp=None)
+    model = toy.save_toy_model(tmp_path / "model", "colour")
+    toy.register()
+    out, geo, areas = tmp_path / "s.zarr", tmp_path / "s.geojson", tmp_path / "s.csv"
+    args = ["segment", str(slide), "--model", str(model), "--out", str(out), "--geojson", str(geo)]
+    args += ["--areas", str(areas), "--chunk", "512", "--batch", "4", "--slide-mpp", "0.5", "--json"]
+
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["shape"] == [600, 700] and summary["geojson"] == str(geo)
+
+    level0 = zarr.open_array(str(out / "0"))[:]
+    assert (level0 == labels).mean() > 0.98
+    rows = list(csv.DictReader(areas.open()))
+    by_class = {r["class"]: r for r in rows}
+    assert set(by_class) == {"tumor", "stroma", "lymph", "background"}
+    assert int(by_class["tumor"]["pixels"]) == int((level0 == 0).sum())
+    assert float(by_class["tumor"]["area_um2"]) == pytest.approx((level0 == 0).sum() * 0.25, abs=0.01)
+    assert abs(sum(float(r["percent_of_tissue"]) for r in rows if r["percent_of_tissue"]) - 100) < 0.01
+    assert by_class["background"]["percent_of_tissue"] == ""
+    collection = json.loads(geo.read_text())
+    names = {f["properties"]["classification"]["name"] for f in collection["features"]}
+    assert names == {"tumor", "stroma", "lymph"}
+
+    # a second run without --overwrite stops with a one-line error and exit code 1
+    assert main(args) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_pbip_segment_without_slide_resolution_says_how_to_fix(tmp_path, capsys):
+    slide = toy.write_tiff_slide(tmp_path / "s.tif", toy.render(toy.blob_labels((300, 300)), 0), mpp=None)
+    model = toy.save_toy_model(tmp_path / "model", "colour")
+    toy.register()
+    assert main(["segment", str(slide), "--model", str(model), "--out", str(tmp_path / "o.zarr")]) == 1
+    assert "--slide-mpp" in capsys.readouterr().err
