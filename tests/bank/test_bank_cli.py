@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from bank_data import patch
 
 from napari_pbip.bank import open_bank
@@ -12,7 +11,6 @@ from napari_pbip.cli.main import main
 from napari_pbip.data.images import write_rgb
 
 
-@pytest.mark.slow
 def test_build_info_edit_undo_eval(dataset, tmp_path, capsys):
     out = tmp_path / "bank"
     args = ["--encoder", "tiny-encoder", "--k", "2", "--per-cluster", "2", "--device", "cpu", "--quiet"]
