@@ -76,7 +76,7 @@ class SlideField:
     size: int
     n_classes: int
     mpp: float = 0.5
-    region_um: float = 350.0
+    region_um: float = 500.0
     tissue_share: float = 0.6
 
     def _scores(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -84,9 +84,9 @@ class SlideField:
         y, x = ys.astype(np.float64)[:, None], xs.astype(np.float64)[None, :]
         centre, radius = self.size / 2.0, self.size / 2.0
         edge = ((y - centre) / radius) ** 2 + ((x - centre) / radius) ** 2
-        tissue = _octaves(self.seed, 10, y, x, self.size * 0.3, 3) - 0.55 * edge
+        tissue = _octaves(self.seed, 10, y, x, self.size * 0.3, 3, 0.45) - edge
         period = self.region_um / self.mpp
-        scores = [tissue] + [_octaves(self.seed, 20 + c, y, x, period, 3) for c in range(self.n_classes)]
+        scores = [tissue] + [_octaves(self.seed, 20 + c, y, x, period, 3, 0.3) for c in range(self.n_classes)]
         return np.stack([np.broadcast_to(s, (len(ys), len(xs))) for s in scores]).astype(np.float32)
 
     @property
@@ -116,8 +116,10 @@ class SlideField:
         return out
 
 
-def _octaves(seed: int, layer: int, y: np.ndarray, x: np.ndarray, period: float, octaves: int) -> np.ndarray:
-    """Multi-octave noise at points, each octave on a lattice rotated differently (no grid look)."""
+def _octaves(
+    seed: int, layer: int, y: np.ndarray, x: np.ndarray, period: float, octaves: int, decay: float
+) -> np.ndarray:
+    """Noise at points: octaves 2.5x finer and ``decay`` x weaker each, on differently rotated lattices."""
     total, weight = 0.0, 1.0
     for k in range(octaves):
         angle = 0.5 + 1.1 * k
@@ -126,7 +128,7 @@ def _octaves(seed: int, layer: int, y: np.ndarray, x: np.ndarray, period: float,
         total = total + weight * tx.value_noise_at(
             seed, layer * 16 + k, y * cos - x * sin, x * cos + y * sin, p
         )
-        weight *= 0.45
+        weight *= decay
     return total
 
 
