@@ -99,21 +99,30 @@ class SlideField:
         self, origin: tuple[int, int], shape: tuple[int, int], threshold: float | None = None
     ) -> np.ndarray:
         """uint8 labels of the region at global ``origin`` with ``shape`` (background off the slide)."""
-        (y0, x0), (h, w) = origin, shape
         threshold = self.threshold if threshold is None else threshold
-        iy, wy = tx._axis(y0, h, _COARSE, smooth=False)
-        ix, wx = tx._axis(x0, w, _COARSE, smooth=False)
-        grids = self._scores(np.arange(iy[0], iy[-1] + 2) * _COARSE, np.arange(ix[0], ix[-1] + 2) * _COARSE)
-        fields = [tx._separable(lambda ry, rx, g=g: g, iy, wy, ix, wx) for g in grids]
+        grids = self._scores(*tx.grid_points(origin, shape, _COARSE))
+        fields = [tx.upsample(grid, origin, shape, _COARSE) for grid in grids]
         jitter = tx.value_noise(self.seed, 30, origin, shape, 40.0) - np.float32(0.5)
-        for c, score in enumerate(fields[1:]):  # roughen class borders, differently for each class
+        out = np.zeros(shape, np.uint8)
+        best = fields[1]
+        for c, score in enumerate(fields[1:]):  # argmax, with class borders roughened per class
             score += np.float32(0.05 * ((-1) ** c) / (1 + c // 2)) * jitter
-        out = np.argmax(np.stack(fields[1:]), axis=0).astype(np.uint8)
+            if c:
+                out[score > best] = c
+                np.maximum(best, score, out=best)
         off = fields[0] + np.float32(0.03) * jitter < np.float32(threshold)
-        ys, xs = np.arange(y0, y0 + h)[:, None], np.arange(x0, x0 + w)[None, :]
-        off |= (ys >= self.size) | (xs >= self.size) | (ys < 0) | (xs < 0)
+        _mark_outside(off, origin, self.size)
         out[off] = self.n_classes
         return out
+
+
+def _mark_outside(off: np.ndarray, origin: tuple[int, int], size: int) -> None:
+    """Set ``off`` where the region at ``origin`` extends past a ``size`` x ``size`` slide."""
+    (y0, x0), (h, w) = origin, off.shape
+    off[: max(0, min(h, -y0))] = True
+    off[:, : max(0, min(w, -x0))] = True
+    off[max(0, size - y0) :] = True
+    off[:, max(0, size - x0) :] = True
 
 
 def _octaves(

@@ -144,6 +144,22 @@ def _rotated_points(
     return value_noise_at(seed, layer, (y * cos - x * sin), (x * cos + y * sin), period).astype(np.float32)
 
 
+def grid_points(origin: tuple[int, int], shape: tuple[int, int], step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Global rows and columns, multiples of ``step``, of a coarse grid covering a region."""
+    (y0, x0), (h, w) = origin, shape
+    return (
+        np.arange(y0 // step, (y0 + h - 1) // step + 2) * step,
+        np.arange(x0 // step, (x0 + w - 1) // step + 2) * step,
+    )
+
+
+def upsample(grid: np.ndarray, origin: tuple[int, int], shape: tuple[int, int], step: int) -> np.ndarray:
+    """Linear interpolation onto a region of values sampled at :func:`grid_points` (float32)."""
+    iy, wy = _axis(origin[0], shape[0], step, smooth=False)
+    ix, wx = _axis(origin[1], shape[1], step, smooth=False)
+    return _separable(lambda ry, rx: grid.astype(np.float32, copy=False), iy, wy, ix, wx)
+
+
 def blobs(
     seed: int, layer: int, origin: tuple[int, int], shape: tuple[int, int], period: float
 ) -> np.ndarray:
@@ -235,37 +251,46 @@ def scatter(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate points of the cells whose points can reach a region (within ``margin`` pixels).
 
-    Each cell of ``cell`` x ``cell`` pixels holds ``slots`` candidate points at hashed positions;
-    callers thin them with :func:`draw` on the returned keys to reach the density they want.
+    Each cell of ``cell`` x ``cell`` pixels holds ``slots`` candidate points at hashed positions
+    (row-major by cell); callers thin them with :func:`draws` on the returned keys.
 
     Returns:
         (cy, cx, keys): centres (float64) and a uint64 key per point for drawing its attributes.
     """
     (y0, x0), (h, w) = origin, shape
-    cy0, cy1 = (y0 - margin) // cell, (y0 + h + margin) // cell
-    cx0, cx1 = (x0 - margin) // cell, (x0 + w + margin) // cell
-    gy, gx, k = np.meshgrid(
-        np.arange(cy0, cy1 + 1), np.arange(cx0, cx1 + 1), np.arange(slots), indexing="ij", sparse=False
-    )
-    keys = hash_u64(seed, layer, gy.ravel(), gx.ravel(), k.ravel())
-    cy = gy.ravel() * cell + _unit(keys, 1) * cell
-    cx = gx.ravel() * cell + _unit(keys, 2) * cell
+    gy = np.arange((y0 - margin) // cell, (y0 + h + margin) // cell + 1)
+    gx = np.arange((x0 - margin) // cell, (x0 + w + margin) // cell + 1)
+    keys = hash_u64(seed, layer, gy[:, None, None], gx[None, :, None], np.arange(slots)[None, None, :])
+    keys = keys.ravel()
+    cy = np.repeat(gy * cell, len(gx) * slots) + _field(keys, 0) * cell
+    cx = np.tile(np.repeat(gx * cell, slots), len(gy)) + _field(keys, 1) * cell
     near = (cy > y0 - margin) & (cy < y0 + h + margin) & (cx > x0 - margin) & (cx < x0 + w + margin)
     return cy[near], cx[near], keys[near]
 
 
-def _unit(keys: np.ndarray, draw: int) -> np.ndarray:
-    return (hash_u64(keys, draw) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+def _field(bits: np.ndarray, index: int) -> np.ndarray:
+    """The ``index``-th 16-bit field of 64-bit hashes as a uniform float in (0, 1)."""
+    word = (bits >> np.uint64(16 * index)) & np.uint64(0xFFFF)
+    return (word.astype(np.float64) + 0.5) * (1.0 / 65536)
 
 
-def draw(keys: np.ndarray, index: int, low: float = 0.0, high: float = 1.0) -> np.ndarray:
-    """The ``index``-th uniform draw in [low, high) attached to each point key."""
-    return low + (high - low) * _unit(keys, 16 + index)
+def draws(keys: np.ndarray, count: int) -> np.ndarray:
+    """``count`` independent uniforms in (0, 1) per point key, shape (count, len(keys)).
+
+    Four 16-bit draws come from each hash, so attributes cost one hash per four.
+    """
+    out = np.empty((count, len(keys)))
+    for group in range(-(-count // 4)):
+        with np.errstate(over="ignore"):
+            bits = _mix(keys ^ np.uint64(0x5851F42D4C957F2D * (group + 1) % (1 << 64)))
+        for i in range(4 * group, min(count, 4 * group + 4)):
+            out[i] = _field(bits, i % 4)
+    return out
 
 
-def unit_vectors(keys: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """A random direction (dy, dx) per point key, normalised without trigonometry."""
-    vy, vx = draw(keys, index, -1.0, 1.0), draw(keys, index + 1, -1.0, 1.0)
+def unit_vector(uy: np.ndarray, ux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A direction (dy, dx) from two uniforms in (0, 1), normalised without trigonometry."""
+    vy, vx = 2.0 * uy - 1.0, 2.0 * ux - 1.0
     norm = np.sqrt(vy * vy + vx * vx) + 1e-9
     return vy / norm, vx / norm
 
@@ -276,9 +301,14 @@ def splat(
     shape: tuple[int, int],
     edge: float = 1.0,
     roughness: np.ndarray | None = None,
+    rough_bound: float = 0.25,
     batch: int = 1024,
 ) -> np.ndarray:
     """Sum of antialiased filled ellipses over a region (float32, overlapping ones add up).
+
+    Each ellipse is drawn on a square stamp sized from its own axes, so what it adds to a pixel
+    does not depend on the region or on the other ellipses; weights are rounded to 1/1024 so sums
+    are exact in any order.
 
     Args:
         ellipses: what to draw, ideally ordered by row (as :func:`scatter` gives them).
@@ -286,41 +316,64 @@ def splat(
         shape: (height, width) of the region.
         edge: width in pixels of the soft edge.
         roughness: optional field of ``shape`` added to the normalised radius (bumpy outlines).
+        rough_bound: roughness below ``-rough_bound`` is clipped (bounds how far outlines reach).
         batch: ellipses drawn per vectorised step (bounds memory).
     """
-    (y0, x0), (h, w) = origin, shape
+    h, w = shape
     out = np.zeros(h * w, np.float64)
     if len(ellipses.cy) == 0 or h == 0 or w == 0:
         return out.reshape(shape).astype(np.float32)
-    reach = int(np.ceil(float(ellipses.a.max()) + edge + 1.0))
-    off = np.arange(-reach, reach + 1)
-    slack = float(-roughness.min()) if roughness is not None and roughness.size else 0.0
-    for start in range(0, len(ellipses.cy), batch):
-        e = ellipses.subset(slice(start, start + batch))
-        ry = (np.floor(e.cy).astype(np.int64) - y0)[:, None] + off  # region rows of each stamp
-        rx = (np.floor(e.cx).astype(np.int64) - x0)[:, None] + off
-        dy = (ry + y0 - e.cy[:, None]).astype(np.float32)[:, :, None]
-        dx = (rx + x0 - e.cx[:, None]).astype(np.float32)[:, None, :]
-        cos, sin = e.dx.astype(np.float32)[:, None, None], e.dy.astype(np.float32)[:, None, None]
-        inv_a = (1.0 / e.a).astype(np.float32)[:, None, None]
-        inv_b = (1.0 / e.b).astype(np.float32)[:, None, None]
-        along = (dx * cos + dy * sin) * inv_a
-        across = (dy * cos - dx * sin) * inv_b
-        r2 = along * along + across * across
-        limit = ((1.0 + 0.5 * edge / e.b + slack) ** 2).astype(np.float32)[:, None, None]
-        inside = ((ry >= 0) & (ry < h))[:, :, None] & ((rx >= 0) & (rx < w))[:, None, :]
-        sel = inside & (r2 < limit)
-        flat = (ry * w)[:, :, None] + rx[:, None, :]
-        flat = flat[sel]
-        r = np.sqrt(r2[sel])
-        if roughness is not None:
-            r += roughness.ravel()[flat]
-        b = np.broadcast_to(e.b.astype(np.float32)[:, None, None], sel.shape)[sel]
-        weight = np.broadcast_to(e.weight.astype(np.float32)[:, None, None], sel.shape)[sel]
-        cover = np.clip((1.0 - r) * b * np.float32(1.0 / edge) + np.float32(0.5), 0.0, 1.0) * weight
-        cover = np.round(cover * np.float32(_QUANT)) * np.float32(1.0 / _QUANT)
-        if flat.size:
-            lo = int(flat.min())
-            counts = np.bincount(flat - lo, cover.astype(np.float64))
-            out[lo : lo + counts.size] += counts
+    slack = rough_bound if roughness is not None else 0.0
+    reach = np.ceil(ellipses.a * (1.0 + slack + 0.5 * edge / ellipses.b) + 1.0).astype(np.int64)
+    for size in np.unique(reach):
+        group = ellipses.subset(np.flatnonzero(reach == size))
+        for start in range(0, len(group.cy), batch):
+            _splat_batch(
+                out,
+                group.subset(slice(start, start + batch)),
+                origin,
+                shape,
+                int(size),
+                edge,
+                roughness,
+                slack,
+            )
     return out.reshape(shape).astype(np.float32)
+
+
+def _splat_batch(
+    out: np.ndarray,
+    e: Ellipses,
+    origin: tuple[int, int],
+    shape: tuple[int, int],
+    reach: int,
+    edge: float,
+    roughness: np.ndarray | None,
+    slack: float,
+) -> None:
+    (y0, x0), (h, w) = origin, shape
+    off = np.arange(-reach, reach + 1)
+    ry = (np.floor(e.cy).astype(np.int64) - y0)[:, None] + off  # region rows of each stamp
+    rx = (np.floor(e.cx).astype(np.int64) - x0)[:, None] + off
+    dy = (ry + y0 - e.cy[:, None]).astype(np.float32)[:, :, None]
+    dx = (rx + x0 - e.cx[:, None]).astype(np.float32)[:, None, :]
+    cos, sin = e.dx.astype(np.float32)[:, None, None], e.dy.astype(np.float32)[:, None, None]
+    along = (dx * cos + dy * sin) * (1.0 / e.a).astype(np.float32)[:, None, None]
+    across = (dy * cos - dx * sin) * (1.0 / e.b).astype(np.float32)[:, None, None]
+    r2 = along * along + across * across
+    limit = ((1.0 + 0.5 * edge / e.b + slack) ** 2).astype(np.float32)[:, None, None]
+    inside = ((ry >= 0) & (ry < h))[:, :, None] & ((rx >= 0) & (rx < w))[:, None, :]
+    sel = inside & (r2 < limit)
+    flat = ((ry * w)[:, :, None] + rx[:, None, :])[sel]
+    if flat.size == 0:
+        return
+    r = np.sqrt(r2[sel])
+    if roughness is not None:
+        r += np.maximum(roughness.ravel()[flat], np.float32(-slack))
+    b = np.broadcast_to(e.b.astype(np.float32)[:, None, None], sel.shape)[sel]
+    weight = np.broadcast_to(e.weight.astype(np.float32)[:, None, None], sel.shape)[sel]
+    cover = np.clip((1.0 - r) * b * np.float32(1.0 / edge) + np.float32(0.5), 0.0, 1.0) * weight
+    cover = np.round(cover * np.float32(_QUANT)) * np.float32(1.0 / _QUANT)
+    lo = int(flat.min())
+    counts = np.bincount(flat - lo, cover.astype(np.float64))
+    out[lo : lo + counts.size] += counts

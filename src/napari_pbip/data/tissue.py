@@ -30,7 +30,7 @@ BACKGROUND_COLOR = (255, 255, 255)
 _H = np.array([0.650, 0.704, 0.286])
 _E = np.array([0.072, 0.990, 0.105])
 _OD_STEPS = 256  # optical density resolution of the RGB lookup table
-_BLOCK = 256  # classes are drawn over their bounding box within blocks of this size
+_BLOCK = 512  # classes are drawn over their bounding box within blocks of this size
 _LUT = np.round(255.0 * np.exp(-np.arange(6 * _OD_STEPS) / _OD_STEPS)).astype(np.uint8)
 
 
@@ -58,9 +58,11 @@ class Region:
         """Candidate points near the region (see :func:`.texture.scatter`)."""
         return tx.scatter(self.seed, layer, self.origin, self.shape, cell, slots, margin)
 
-    def splat(self, ellipses: tx.Ellipses, roughness: np.ndarray | None = None) -> np.ndarray:
-        """Coverage of ``ellipses`` over the region."""
-        return tx.splat(ellipses, self.origin, self.shape, roughness=roughness)
+    def splat(
+        self, ellipses: tx.Ellipses, roughness: np.ndarray | None = None, bound: float = 0.0
+    ) -> np.ndarray:
+        """Coverage of ``ellipses`` over the region; ``roughness`` within +-``bound`` bumps outlines."""
+        return tx.splat(ellipses, self.origin, self.shape, roughness=roughness, rough_bound=bound)
 
 
 Style = Callable[[Region], tuple[np.ndarray, np.ndarray]]
@@ -76,12 +78,17 @@ def _nuclei(
     keywords ``aspect``, ``darkness`` (ranges) and ``direction`` (a function) shape the rest.
     """
     cy, cx, keys = r.scatter(layer, cell, slots, margin=int(size[1]) + 3)
-    kept = tx.draw(keys, 0) < (keep(cy, cx) if callable(keep) else keep)
-    cy, cx, keys = cy[kept], cx[kept], keys[kept]
-    a = tx.draw(keys, 1, *size)
-    b = a * tx.draw(keys, 2, *kw.get("aspect", (0.7, 1.0)))
-    dy, dx = kw["direction"](cy, cx) if "direction" in kw else tx.unit_vectors(keys, 3)
-    weight = tx.draw(keys, 5, *kw.get("darkness", (1.0, 1.5)))
+    u = tx.draws(keys, 6)
+    kept = u[0] < (keep(cy, cx) if callable(keep) else keep)
+    cy, cx, u = cy[kept], cx[kept], u[:, kept]
+
+    def spread(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+        return bounds[0] + (bounds[1] - bounds[0]) * values
+
+    a = spread(u[1], size)
+    b = a * spread(u[2], kw.get("aspect", (0.7, 1.0)))
+    dy, dx = kw["direction"](cy, cx) if "direction" in kw else tx.unit_vector(u[3], u[4])
+    weight = spread(u[5], kw.get("darkness", (1.0, 1.5)))
     return tx.Ellipses(cy, cx, a, b, dy, dx, weight)
 
 
@@ -90,7 +97,7 @@ def _tumor(r: Region) -> tuple[np.ndarray, np.ndarray]:
     nests = lambda y, x: 0.3 + 0.7 * r.at(101, y, x, 70.0)  # noqa: E731
     ell = _nuclei(r, 102, 26, 4, nests, (5.5, 10.0), aspect=(0.6, 0.95), darkness=(0.55, 1.1))
     rough = 0.35 * (r.noise(103, 3.0) - 0.5)
-    cover = np.minimum(r.splat(ell, rough), 1.4)
+    cover = np.minimum(r.splat(ell, rough, 0.175), 1.4)
     chromatin = 0.45 + 0.9 * r.noise(104, 2.2)
     h = 0.16 + 0.10 * r.noise(105, 14.0) + cover * chromatin
     e = (0.30 + 0.22 * r.noise(106, 9.0)) * (1.0 - 0.4 * np.minimum(cover, 1.0))
@@ -134,7 +141,7 @@ def _lymphocyte(r: Region) -> tuple[np.ndarray, np.ndarray]:
     """Crowded small round dark-blue nuclei with little pale cytoplasm between them."""
     crowd = lambda y, x: 0.5 + 0.5 * r.at(201, y, x, 90.0)  # noqa: E731
     ell = _nuclei(r, 202, 16, 5, crowd, (3.0, 4.4), aspect=(0.8, 1.0), darkness=(1.4, 2.0))
-    cover = np.minimum(r.splat(ell, 0.12 * (r.noise(203, 2.5) - 0.5)), 2.0)
+    cover = np.minimum(r.splat(ell, 0.12 * (r.noise(203, 2.5) - 0.5), 0.06), 2.0)
     h = 0.12 + 0.08 * r.noise(204, 12.0) + cover * (0.85 + 0.3 * r.noise(205, 2.0))
     e = (0.22 + 0.12 * r.noise(206, 10.0, 2)) * (1.0 - 0.5 * np.minimum(cover, 1.0))
     return h, e
