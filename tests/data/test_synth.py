@@ -123,11 +123,17 @@ def test_background_is_near_white_glass():
 def test_overlapping_regions_render_identically():
     """A region drawn alone equals the same pixels of a larger drawing: no seams between tiles."""
     rng = np.random.default_rng(0)
-    big = np.repeat(np.repeat(rng.integers(0, 5, (6, 8)), 24, axis=0), 24, axis=1)  # 144 x 192, all classes
+    big = np.repeat(np.repeat(rng.integers(0, 5, (23, 8)), 24, axis=0), 24, axis=1)  # 552 x 192, all classes
     whole = render_tissue(big, seed=5, origin=(1000, 3000))
-    for y, x, h, w in [(0, 0, 64, 64), (40, 70, 80, 100), (100, 150, 44, 42)]:
+    for y, x, h, w in [
+        (0, 0, 64, 64),
+        (40, 70, 80, 100),
+        (100, 150, 44, 42),
+        (490, 5, 50, 60),
+        (300, 31, 7, 9),
+    ]:
         part = render_tissue(big[y : y + h, x : x + w], seed=5, origin=(1000 + y, 3000 + x))
-        assert np.array_equal(part, whole[y : y + h, x : x + w])
+        assert np.array_equal(part, whole[y : y + h, x : x + w]), (y, x, h, w)
 
 
 def test_render_rejects_bad_labels_and_styles():
