@@ -1,0 +1,446 @@
+"""Whole-slide segmentation speed: ``segment_slide`` vs the naive per-tile loop vs TIAToolbox.
+
+All methods run in this one process, on the same synthetic slide, with the same torch model (an
+EfficientNet-Lite0 backbone with ImageNet weights plus a small segmentation head), the same tile
+size and resolution, and produce a label map of the whole slide:
+
+* ``pbip``: :func:`napari_pbip.inference.segment_slide` (chunks as dask tasks, batched tiles,
+  glass skipped, OME-Zarr written), with its default overlap and with no overlap;
+* ``naive``: what a researcher writes first: OpenSlide ``read_region`` per tile, the model on one
+  tile at a time, argmax into a numpy canvas;
+* ``tiatoolbox``: ``SemanticSegmentor.run(..., patch_mode=False)`` with the same model wrapped as a
+  TIAToolbox ``ModelABC`` (tiatoolbox is imported from ``--tia``, a separate install location).
+
+Throughput is reported as *slide tiles per second*: the number of ``tile`` x ``tile`` tiles that
+cover the whole slide divided by the wall time, so methods that skip glass or add overlap are
+compared on the same work to be done. Medians over ``--repeats`` runs.
+
+    python benchmarks/bench_segment.py --size 4096 --repeats 3 --tia /tmp/tia
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build_model(n_classes: int):
+    """EfficientNet-Lite0 features (strides 4-32) fused at stride 4 by a small head, upsampled to the input."""
+    import torch
+    from torch import nn
+
+    from napari_pbip.models import create_backbone
+
+    class LiteSeg(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = create_backbone("efficientnet_lite0")
+            self.proj = nn.ModuleList(nn.Conv2d(c, 64, 1) for c in self.backbone.channels)
+            self.head = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, n_classes, 1))
+
+        def forward(self, x):
+            feats = self.backbone(x)
+            size = feats[0].shape[-2:]
+            fused = sum(
+                nn.functional.interpolate(p(f), size=size, mode="bilinear", align_corners=False)
+                for p, f in zip(self.proj, feats, strict=True)
+            )
+            logits = self.head(fused)
+            return nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    torch.manual_seed(0)
+    return LiteSeg().eval()
+
+
+class TorchPredictor:
+    """The DensePredictor wrapper used by pbip and the naive loop."""
+
+    def __init__(self, module, classes, palette, background_index, mpp, tile):
+        self.module, self.classes, self.palette = module, tuple(classes), tuple(palette)
+        self.background_index, self.mpp, self.tile = background_index, mpp, tile
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255)
+            return torch.softmax(self.module(x), 1).numpy()
+
+
+class ColourPredictor:
+    """A per-pixel colour-prototype model (torch): class = nearest class colour, softly.
+
+    The colours are measured on the synthetic slide against its ground truth, so this is the
+    "simple colour-based predictor" used for the mIoU against ground truth and the memory runs
+    (cheap enough to run over a 40k x 40k slide on two cores).
+    """
+
+    def __init__(
+        self, colours: np.ndarray, classes, palette, background_index, mpp, tile=512, sigma=25.0, smooth=31
+    ):
+        self.colours = np.asarray(colours, np.float32)
+        self.smooth = smooth  # mean colour over this window: stain density tells the synthetic classes apart
+        self.classes, self.palette, self.background_index = tuple(classes), tuple(palette), background_index
+        self.mpp, self.tile, self.sigma = mpp, tile, sigma
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).float()  # B, H, W, 3
+            x = _local_mean(x, self.smooth)
+            c = torch.from_numpy(self.colours)
+            d2 = (x * x).sum(-1, keepdim=True) - 2 * x @ c.T + (c * c).sum(-1)
+            return torch.softmax(-d2 / (2 * self.sigma**2), -1).permute(0, 3, 1, 2).contiguous().numpy()
+
+
+def _local_mean(x, size: int):
+    import torch
+
+    if size <= 1:
+        return x
+    pool = torch.nn.functional.avg_pool2d
+    y = pool(x.permute(0, 3, 1, 2), (size, 1), 1, (size // 2, 0), count_include_pad=False)
+    y = pool(
+        y, (1, size), 1, (0, size // 2), count_include_pad=False
+    )  # separable box: 2 x size ops per pixel
+    return y.permute(0, 2, 3, 1)
+
+
+def colour_predictor(slide_path: Path, labels_path: Path, smooth: int = 31) -> ColourPredictor:
+    """Median (local mean) colour per class from a central 2048 px region of the slide and its label image."""
+    import tifffile
+
+    from napari_pbip.slide import open_slide
+
+    slide = open_slide(slide_path)
+    h, w = slide.shape
+    y, x = max(0, h // 2 - 1024), max(0, w // 2 - 1024)
+    rgb = slide.read_region(y, x, min(2048, h), min(2048, w), slide.mpp[0])
+    import torch
+
+    rgb = _local_mean(torch.from_numpy(rgb)[None].float(), smooth)[0].numpy()
+    with tifffile.TiffFile(labels_path) as tif:
+        meta = json.loads(tif.pages[0].description)
+        lab = tif.pages[0].asarray()[y : y + rgb.shape[0], x : x + rgb.shape[1]]
+    n = len(meta["palette"])
+    colours = np.array(
+        [np.median(rgb[lab == k], axis=0) if (lab == k).any() else (255, 255, 255) for k in range(n)]
+    )
+    return ColourPredictor(
+        colours, meta["classes"], meta["palette"], meta["background_index"], slide.mpp[0], smooth=smooth
+    )
+
+
+def memory_child(slide_path: Path, out: Path, smooth: int) -> dict:
+    """Segment one slide with the colour model in this process; peak RSS, time and mIoU vs ground truth."""
+    import resource
+
+    import tifffile
+    import zarr
+
+    from napari_pbip.events import run
+    from napari_pbip.inference.segment import SegmentSettings, segment_slide
+    from napari_pbip.metrics import confusion_matrix, scores
+
+    labels_path = slide_path.with_name(slide_path.stem + ".labels.tif")
+    model = colour_predictor(slide_path, labels_path, smooth)
+    t = time.perf_counter()
+    result = run(segment_slide(slide_path, model, out, SegmentSettings(tile=512, overlap=32), overwrite=True))
+    seconds = time.perf_counter() - t
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pred = zarr.open_array(str(out / "0"), mode="r")
+    truth = zarr.open(tifffile.imread(labels_path, aszarr=True), mode="r")
+    n = len(model.classes)
+    conf = np.zeros((n, n + 1), np.int64)
+    for y in range(0, pred.shape[0], 4096):  # blockwise: the check itself stays small
+        for x in range(0, pred.shape[1], 4096):
+            conf += confusion_matrix(
+                truth[y : y + 4096, x : x + 4096], pred[y : y + 4096, x : x + 4096], n, model.background_index
+            )
+    sc = scores(conf)
+    return {
+        "slide": slide_path.name,
+        "shape": list(result.shape),
+        "colour_window": smooth,
+        "peak_rss_mb": round(peak_mb, 1),
+        "seconds": round(seconds, 1),
+        "miou_vs_truth": round(sc["miou"], 4),
+        "iou": [round(float(v), 4) for v in sc["iou"]],
+        "tiles": result.tiles,
+        "chunks": result.chunks,
+    }
+
+
+def memory_runs(slides: list[Path], workdir: Path, smooth: int) -> list[dict]:
+    """One fresh subprocess per slide, so each peak RSS is that slide's alone."""
+    import subprocess
+
+    rows = []
+    for slide in slides:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--memory-child",
+            str(slide),
+            str(workdir / f"{slide.stem}.mem.zarr"),
+        ]
+        cmd += ["--smooth", str(smooth)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def slide_tiles(shape: tuple[int, int], tile: int) -> int:
+    return math.ceil(shape[0] / tile) * math.ceil(shape[1] / tile)
+
+
+def run_pbip(slide: Path, predictor, out: Path, tile: int, overlap: int | None, batch: int, chunk: int):
+    from napari_pbip.events import run
+    from napari_pbip.inference.segment import SegmentSettings, segment_slide
+    from napari_pbip.slide import open_slide
+
+    settings = SegmentSettings(tile=tile, overlap=overlap, batch=batch, chunk=chunk)
+    t = time.perf_counter()
+    result = run(segment_slide(slide, predictor, out, settings, overwrite=True))
+    seconds = time.perf_counter() - t
+    import zarr
+
+    labels = zarr.open_array(str(out / "0"), mode="r")[:]
+    assert labels.shape == open_slide(slide).size_at(result.mpp)
+    return seconds, labels, result
+
+
+def run_naive(slide: Path, predictor, tile: int):
+    import openslide
+
+    osr = openslide.OpenSlide(str(slide))
+    w, h = osr.dimensions
+    t = time.perf_counter()
+    canvas = np.zeros((h, w), np.uint8)
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            rgba = np.asarray(osr.read_region((x, y), 0, (tile, tile)))
+            probs = predictor.predict(rgba[None, :, :, :3])
+            hh, ww = min(tile, h - y), min(tile, w - x)
+            canvas[y : y + hh, x : x + ww] = probs[0].argmax(0)[:hh, :ww]
+    return time.perf_counter() - t, canvas
+
+
+def run_tiatoolbox(slide: Path, module, tile: int, batch: int, mpp: float, workdir: Path):
+    import torch
+    from tiatoolbox.models.engine.io_config import IOSegmentorConfig
+    from tiatoolbox.models.engine.semantic_segmentor import SemanticSegmentor
+    from tiatoolbox.models.models_abc import ModelABC
+
+    class TiaModel(ModelABC):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x)
+
+        @staticmethod
+        def postproc(image):
+            return image.argmax(-1).astype(np.uint8)  # labels, as TIAToolbox's own segmentation models do
+
+        @staticmethod
+        def infer_batch(model, batch_data, *, device):
+            with torch.inference_mode():
+                x = torch.as_tensor(batch_data).to(device).permute(0, 3, 1, 2).float().div_(255)
+                return torch.softmax(model(x), 1).permute(0, 2, 3, 1).cpu().numpy()
+
+    io = IOSegmentorConfig(
+        input_resolutions=[{"units": "mpp", "resolution": mpp}],
+        output_resolutions=[{"units": "mpp", "resolution": mpp}],
+        patch_input_shape=(tile, tile),
+        patch_output_shape=(tile, tile),
+        stride_shape=(tile, tile),
+        save_resolution={"units": "mpp", "resolution": mpp},
+    )
+    engine = SemanticSegmentor(
+        model=TiaModel(module), batch_size=batch, num_workers=0, device="cpu", verbose=False
+    )
+    save_dir = workdir / "tia-out"
+    t = time.perf_counter()
+    out = engine.run(
+        [slide], patch_mode=False, ioconfig=io, save_dir=save_dir, overwrite=True, output_type="zarr"
+    )
+    seconds = time.perf_counter() - t
+    labels = _tia_labels(out)
+    return seconds, labels
+
+
+def _tia_labels(out) -> np.ndarray | None:
+    import zarr
+
+    path = out[0] if isinstance(out, list) else (next(iter(out.values())) if isinstance(out, dict) else out)
+    root = zarr.open(str(path), mode="r")
+    for key in ("predictions", "probabilities"):
+        if key in root:
+            arr = np.asarray(root[key])
+            return arr if arr.ndim == 2 else arr.argmax(-1)
+    return None
+
+
+def agreement(a: np.ndarray | None, b: np.ndarray) -> float | None:
+    if a is None:
+        return None
+    h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+    return float((a[:h, :w] == b[:h, :w]).mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--slide", type=Path, help="slide to use (default: a synthetic one of --size px)")
+    p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pbip-bench-segment")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tile", type=int, default=224)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--chunk", type=int, default=4096)
+    p.add_argument("--tia", type=Path, help="folder where tiatoolbox was pip-installed with --target")
+    p.add_argument(
+        "--skip", nargs="*", default=[], help="methods to leave out: pbip pbip-overlap0 naive tiatoolbox"
+    )
+    p.add_argument(
+        "--memory", nargs="+", type=Path, help="instead: peak RSS / mIoU of segmenting these synthetic slides"
+    )
+    p.add_argument(
+        "--smooth", type=int, default=31, help="colour model window for --memory (1: per pixel, fastest)"
+    )
+    p.add_argument("--memory-child", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(*args.memory_child, args.smooth)))
+        return 0
+    if args.memory:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        rows = memory_runs(args.memory, args.workdir, args.smooth)
+        if len(rows) > 1:
+            a, b = rows[0]["peak_rss_mb"], rows[-1]["peak_rss_mb"]
+            print(json.dumps({"memory": rows, "peak_ratio_last_vs_first": round(b / a, 3)}))
+        return 0
+    import torch
+
+    from napari_pbip.data.synth_slide import write_synthetic_slide
+    from napari_pbip.slide import open_slide
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.slide is None:
+        args.slide = args.workdir / f"synth{args.size}.tif"
+        if not args.slide.exists():
+            write_synthetic_slide(args.slide, size=args.size, seed=0)
+    meta = open_slide(args.slide)
+    bg = 4
+    classes = ("tumor", "stroma", "lymphocyte", "necrosis")
+    palette = ((205, 51, 51), (0, 255, 0), (65, 105, 225), (153, 0, 255), (255, 255, 255))
+    module = build_model(len(palette))
+    predictor = TorchPredictor(module, classes, palette, bg, meta.mpp[0], args.tile)
+    tiles = slide_tiles(meta.shape, args.tile)
+    predictor.predict(np.zeros((2, args.tile, args.tile, 3), np.uint8))  # warm up
+
+    methods = {
+        "pbip": lambda: run_pbip(
+            args.slide, predictor, args.workdir / "pbip.zarr", args.tile, None, args.batch, args.chunk
+        ),
+        "pbip-overlap0": lambda: run_pbip(
+            args.slide, predictor, args.workdir / "pbip0.zarr", args.tile, 0, args.batch, args.chunk
+        ),
+        "naive": lambda: run_naive(args.slide, predictor, args.tile),
+    }
+    tia_note = None
+    if args.tia is not None:
+        sys.path.append(str(args.tia))  # after the venv: its torch/numpy/zarr win
+    try:
+        import tiatoolbox
+
+        tia_note = f"tiatoolbox {tiatoolbox.__version__}"
+        methods["tiatoolbox"] = lambda: run_tiatoolbox(
+            args.slide, module, args.tile, args.batch, meta.mpp[0], args.workdir
+        )
+    except Exception as exc:  # reported, not hidden
+        tia_note = f"tiatoolbox unavailable: {type(exc).__name__}: {exc}"
+    for name in args.skip:
+        methods.pop(name, None)
+
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    labels: dict[str, np.ndarray | None] = {}
+    extra: dict[str, object] = {}
+    errors: dict[str, str] = {}
+    for _ in range(args.repeats):
+        for name, fn in methods.items():
+            if name in errors:
+                continue
+            try:
+                out = fn()
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"[:500]
+                continue
+            times[name].append(out[0])
+            labels[name] = out[1]
+            if name == "pbip":
+                extra = {
+                    "pbip_seconds_split": {k: round(v, 2) for k, v in out[2].seconds.items()},
+                    "pbip_tiles": out[2].tiles,
+                }
+
+    naive = statistics.median(times["naive"]) if times.get("naive") else None
+    rows = []
+    for name, ts in times.items():
+        if not ts:
+            continue
+        med = statistics.median(ts)
+        rows.append(
+            {
+                "method": name,
+                "seconds": round(med, 2),
+                "tiles_per_s": round(tiles / med, 2),
+                "vs_naive": round(naive / med, 2) if naive else None,
+                "agree_with_naive": agreement(labels.get(name), labels["naive"])
+                if "naive" in labels
+                else None,
+            }
+        )
+    print(
+        f"slide {args.slide.name}: {meta.shape[1]}x{meta.shape[0]} px at {meta.mpp[0]:g} um/px, {tiles} tiles of {args.tile} px"
+    )
+    print(
+        f"CPU only (no GPU in this run), torch threads {torch.get_num_threads()}, batch {args.batch}, repeats {args.repeats}"
+    )
+    print(f"{'method':<16}{'median s':>10}{'tiles/s':>10}{'x naive':>9}{'agree':>8}")
+    for r in rows:
+        agree = "" if r["agree_with_naive"] is None else f"{r['agree_with_naive']:.3f}"
+        print(
+            f"{r['method']:<16}{r['seconds']:>10.2f}{r['tiles_per_s']:>10.2f}{(r['vs_naive'] or 0):>9.2f}{agree:>8}"
+        )
+    if tia_note:
+        print(tia_note)
+    for name, err in errors.items():
+        print(f"{name} failed: {err}")
+    summary = {
+        "slide": str(args.slide),
+        "shape": list(meta.shape),
+        "tile": args.tile,
+        "tiles": tiles,
+        "rows": rows,
+    }
+    summary.update(
+        extra, tiatoolbox=tia_note, errors=errors, device="cpu", torch_threads=torch.get_num_threads()
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
