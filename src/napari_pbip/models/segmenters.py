@@ -4,6 +4,8 @@ Every segmenter maps RGB ``(B, 3, H, W)`` in ``[0, 1]`` (normalised inside) to l
 ``(B, n_classes, H, W)`` at input resolution, and carries two attributes:
 
 * ``weights_id``: names the weights it was built with (pretrained source or ``random``);
+* ``encoder_prefix``: parameter-name prefix of the (pre)trained encoder, so training can give
+  the new head a larger learning rate;
 * ``config``: JSON-able keyword arguments that rebuild the same architecture with
   ``create_segmenter(name, n_classes, pretrained=False, **config)``; a checkpoint stores it so
   loading needs neither the network nor the original pretrained weights.
@@ -72,6 +74,8 @@ def _modules() -> SimpleNamespace:
     class BackboneFPN(nn.Module):
         """A registered multi-scale backbone with :class:`FPNHead`; logits at input resolution."""
 
+        encoder_prefix = "backbone."
+
         def __init__(self, backbone: nn.Module, head: nn.Module, weights_id: str, config: dict[str, Any]):
             super().__init__()
             self.backbone, self.head = backbone, head
@@ -83,6 +87,8 @@ def _modules() -> SimpleNamespace:
 
     class DeepLabV2(nn.Module):
         """Dilated ResNet (output stride 8) + ASPP (rates 6/12/18/24, branch outputs summed)."""
+
+        encoder_prefix = "body."
 
         def __init__(self, body: nn.Module, n_classes: int, rates: tuple[int, ...], weights_id: str, config):
             super().__init__()
@@ -103,6 +109,8 @@ def _modules() -> SimpleNamespace:
 
     class SegFormer(nn.Module):
         """transformers SegFormer with normalisation inside and logits upsampled to the input."""
+
+        encoder_prefix = "net.segformer."
 
         def __init__(self, net: nn.Module, weights_id: str, config: dict[str, Any]):
             super().__init__()

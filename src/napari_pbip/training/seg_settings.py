@@ -1,0 +1,112 @@
+"""Stage-2 training settings: a fully supervised segmenter on the pseudo-masks."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..settings import Settings, check
+
+# Fields that may change when a run is resumed (they do not change what has been learnt).
+RESUMABLE_FIELDS = ("device", "max_minutes", "num_workers", "amp", "channels_last")
+
+
+@dataclasses.dataclass(frozen=True)
+class SegSettings(Settings):
+    """Everything that defines a stage-2 training run.
+
+    Attributes:
+        segmenter: registered segmenter name (``pbip models``): ``lite0-seg`` (offline default),
+            ``deeplabv2`` (paper), ``segformer``.
+        backbone: the segmenter's backbone (a registered backbone for ``lite0-seg``, a timm ResNet
+            for ``deeplabv2``, an MiT id or folder for ``segformer``); None: the segmenter's default.
+        weights: local ImageNet weights of the ``deeplabv2`` ResNet (``.safetensors`` or a folder).
+        segmenter_config: further keyword arguments of the segmenter factory (e.g. ``{"width": 96}``).
+        pretrained: start from pretrained backbone weights.
+        epochs: passes over the training images.
+        batch_size: images per optimizer step.
+        lr: AdamW learning rate of the backbone at step 0 (poly decay to 0). 1e-3 suits the
+            EfficientNet-Lite0 default on a few hundred patches; use 1e-4 or less for DeepLab-v2 and
+            SegFormer on a full data set.
+        head_lr_mult: learning-rate multiple for the randomly initialised head.
+        weight_decay: AdamW weight decay.
+        poly_power: exponent of the poly schedule ``lr * (1 - step / total) ** power``.
+        crop_size: training side in pixels; larger images are randomly cropped, smaller ones padded
+            with ignored pixels.
+        jitter: strength of the colour jitter (brightness, contrast and saturation factors in
+            1 ± jitter); 0 turns it off. Flips and 90-degree rotations are always applied.
+        seed: seeds the head, batch order and augmentation (a resumed run repeats them exactly).
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``, ...
+        amp: bfloat16 autocast on CUDA (ignored on the CPU).
+        channels_last: channels-last memory format on CUDA (ignored on the CPU).
+        max_minutes: stop cleanly after this many minutes (resumable); None: no limit.
+        num_workers: threads reading and augmenting the next batches.
+        mpp: um/px of the training patches, recorded for slide inference; None: from
+            ``dataset.json`` (``"mpp"``) when it says, else unknown.
+    """
+
+    segmenter: str = "lite0-seg"
+    backbone: str | None = None
+    weights: str | None = None
+    segmenter_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pretrained: bool = True
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    head_lr_mult: float = 10.0
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    crop_size: int = 224
+    jitter: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    max_minutes: float | None = None
+    num_workers: int = 2
+    mpp: float | None = None
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.segmenter, str) and bool(self.segmenter), "segmenter", self.segmenter,
+              "a segmenter name", "see `pbip models`")  # fmt: skip
+        check(self.backbone is None or (isinstance(self.backbone, str) and bool(self.backbone)),
+              "backbone", self.backbone, "None or a backbone name")  # fmt: skip
+        check(isinstance(self.segmenter_config, dict), "segmenter_config", self.segmenter_config,
+              "a dict of segmenter keyword arguments")  # fmt: skip
+        reserved = sorted({"backbone", "weights", "n_classes", "pretrained"} & set(self.segmenter_config))
+        check(not reserved, "segmenter_config", self.segmenter_config, f"no keys {reserved}",
+              "set them with the backbone, weights and pretrained fields")  # fmt: skip
+        check(
+            _is_int(self.epochs) and 1 <= self.epochs <= 10_000, "epochs", self.epochs, "an integer 1-10000"
+        )
+        check(_is_int(self.batch_size) and 1 <= self.batch_size <= 4096, "batch_size", self.batch_size,
+              "an integer 1-4096")  # fmt: skip
+        check(0 < self.lr <= 1, "lr", self.lr, "a learning rate in (0, 1]", "e.g. 1e-3 (lite0-seg) or 1e-4")
+        check(0 < self.head_lr_mult <= 1000, "head_lr_mult", self.head_lr_mult, "a multiple in (0, 1000]")
+        check(0 <= self.weight_decay < 1, "weight_decay", self.weight_decay, "a value in [0, 1)")
+        check(0 <= self.poly_power <= 10, "poly_power", self.poly_power, "a value in [0, 10]")
+        check(_is_int(self.crop_size) and 32 <= self.crop_size <= 4096 and self.crop_size % 8 == 0,
+              "crop_size", self.crop_size, "a multiple of 8 in 32-4096", "e.g. 224")  # fmt: skip
+        check(0 <= self.jitter <= 0.5, "jitter", self.jitter, "a value in [0, 0.5]")
+        check(_is_int(self.seed), "seed", self.seed, "an integer")
+        check(
+            isinstance(self.device, str) and bool(self.device), "device", self.device, "auto, cpu, cuda, ..."
+        )
+        check(self.max_minutes is None or self.max_minutes > 0, "max_minutes", self.max_minutes,
+              "None or a positive number of minutes")  # fmt: skip
+        check(_is_int(self.num_workers) and 0 <= self.num_workers <= 64, "num_workers", self.num_workers,
+              "an integer 0-64")  # fmt: skip
+        check(self.mpp is None or 0.05 <= self.mpp <= 50, "mpp", self.mpp, "None or 0.05-50 um/px")
+
+    def factory_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``create_segmenter`` besides ``n_classes`` and ``pretrained``."""
+        kwargs = dict(self.segmenter_config)
+        if self.backbone is not None:
+            kwargs["backbone"] = self.backbone
+        if self.weights is not None:
+            kwargs["weights"] = self.weights
+        return kwargs
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
