@@ -118,6 +118,7 @@ def _local_mean(x, size: int):
 def colour_predictor(slide_path: Path, labels_path: Path, smooth: int = 31) -> ColourPredictor:
     """Median (local mean) colour per class from a central 2048 px region of the slide and its label image."""
     import tifffile
+    import zarr
 
     from napari_pbip.slide import open_slide
 
@@ -130,7 +131,7 @@ def colour_predictor(slide_path: Path, labels_path: Path, smooth: int = 31) -> C
     rgb = _local_mean(torch.from_numpy(rgb)[None].float(), smooth)[0].numpy()
     with tifffile.TiffFile(labels_path) as tif:
         meta = json.loads(tif.pages[0].description)
-        lab = tif.pages[0].asarray()[y : y + rgb.shape[0], x : x + rgb.shape[1]]
+        lab = zarr.open(tif.pages[0].aszarr(), mode="r")[y : y + rgb.shape[0], x : x + rgb.shape[1]]  # region only
     n = len(meta["palette"])
     colours = np.array(
         [np.median(rgb[lab == k], axis=0) if (lab == k).any() else (255, 255, 255) for k in range(n)]

@@ -136,3 +136,16 @@ def test_in_memory_model_cannot_go_to_a_cluster(tmp_path, toy_slide):
                 FAST.replace(scheduler="tcp://127.0.0.1:1"),
             )
         )
+
+
+def test_importing_the_slide_inference_and_export_api_stays_cheap():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_pbip.slide, napari_pbip.inference.segment, napari_pbip.export, napari_pbip.cli.segment\n"
+        "heavy = ('torch', 'openslide', 'tifffile', 'zarr', 'dask', 'distributed', 'skimage', 'shapely', 'qtpy', 'napari')\n"
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
