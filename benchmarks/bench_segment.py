@@ -131,7 +131,9 @@ def colour_predictor(slide_path: Path, labels_path: Path, smooth: int = 31) -> C
     rgb = _local_mean(torch.from_numpy(rgb)[None].float(), smooth)[0].numpy()
     with tifffile.TiffFile(labels_path) as tif:
         meta = json.loads(tif.pages[0].description)
-        lab = zarr.open(tif.pages[0].aszarr(), mode="r")[y : y + rgb.shape[0], x : x + rgb.shape[1]]  # region only
+        lab = zarr.open(tif.pages[0].aszarr(), mode="r")[
+            y : y + rgb.shape[0], x : x + rgb.shape[1]
+        ]  # region only
     n = len(meta["palette"])
     colours = np.array(
         [np.median(rgb[lab == k], axis=0) if (lab == k).any() else (255, 255, 255) for k in range(n)]

@@ -194,9 +194,10 @@ def run_chunk(
     if cancel is not None and cancel.is_set():
         return ChunkSummary(task.index, task.core, [0] * n_ch, cancelled=True)
     margin = s.overlap * s.mpp  # a tile reaching tissue within its blend ramp still runs
+    reach = s.tile * s.mpp  # tiles that cover this chunk's pixels extend at most a tile beyond it
     summary = ChunkSummary(task.index, task.core, [0] * n_ch)
     t = time.perf_counter()
-    if task.tissue is not None and not task.tissue.any(y0, x0, y1, x1, s.mpp, margin):
+    if task.tissue is not None and not task.tissue.any(y0, x0, y1, x1, s.mpp, reach):
         summary.skipped = True
         summary.counts[bg] = (y1 - y0) * (x1 - x0)
         labels = np.full((y1 - y0, x1 - x0), bg, np.uint8)
