@@ -82,6 +82,8 @@ class SegmenterPredictor:
             raise DatasetError(
                 f"batch has shape {batch.shape} and dtype {batch.dtype}; expected uint8 (B, H, W, 3)"
             )
+        if not batch.flags.writeable:  # images read by PIL are read-only; torch wants writable memory
+            batch = batch.copy()
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
         return x.permute(0, 3, 1, 2).float().div_(255.0)
 
