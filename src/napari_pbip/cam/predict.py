@@ -104,7 +104,7 @@ def run_cams(model, batch: np.ndarray, device) -> tuple[dict[str, Any], tuple[in
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.tensor(np.asarray(batch, dtype=np.uint8), device=device).permute(0, 3, 1, 2).float().div_(255.0)
     h, w = x.shape[-2:]
     ph, pw = (-h) % 32, (-w) % 32
     if ph or pw:
