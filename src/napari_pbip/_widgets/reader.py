@@ -1,32 +1,63 @@
-"""napari reader: whole-slide images as lazy multiscale RGB layers with their physical scale."""
+"""napari reader: whole-slide images as lazy multiscale RGB layers with their physical scale.
+
+Slides open through :func:`napari_pbip.slide.open_slide` (OpenSlide, tifffile, OME-Zarr): every
+pyramid level is a lazy dask array read tile by tile, so no level is loaded whole, and the layer's
+scale is the scan's um/px. A ``.zarr`` folder holding a label image written by ``pbip segment``
+(or the OME-Zarr writer) opens as a multiscale Labels layer with its class names and colours.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".tif", ".tiff", ".vms", ".vmu", ".bif", ".zarr")
 DASK_CACHE_BYTES = 256 * 1024**2  # napari's default (25% of RAM) is far too much for slide viewing
+MIN_LEVEL_SIDE = 16  # levels smaller than this add nothing to the display
+NO_MPP_NOTE = (
+    "slide records no um/px; shown in pixels (scale 1). Give its resolution where a tool asks for um/px."
+)
+
+LayerData = tuple[Any, dict[str, Any], str]
 
 
 def get_reader(path: str | list[str]):
-    """Return :func:`read_slide` when ``path`` looks like a slide napari-pbip can open, else None."""
+    """Return a reader function when ``path`` looks like a slide or a label image, else None."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
     p = Path(path)
     name = p.name.lower().rstrip("/")
-    if not name.endswith(SLIDE_SUFFIXES) and not name.endswith((".ome.tif", ".ome.tiff", ".ome.zarr")):
+    if not name.endswith(SLIDE_SUFFIXES):
         return None
-    if name.endswith(".zarr") and not p.is_dir():
-        return None
+    if name.endswith(".zarr"):
+        if not p.is_dir():
+            return None
+        return read_labels if _is_label_image(p) else read_slide
     return read_slide
 
 
-def slide_layer_data(path: str | os.PathLike, mpp: float | None = None) -> tuple[list[Any], dict[str, Any], str]:
-    """The (data, kwargs, "image") layer tuple for a slide: lazy pyramid, um scale, metadata."""
+def _is_label_image(path: Path) -> bool:
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        meta = path / ".zattrs"
+    try:
+        attrs = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return False
+    attrs = attrs.get("attributes", attrs)
+    return "image-label" in attrs.get("ome", attrs)
+
+
+def slide_layer_data(path: str | os.PathLike, mpp: float | None = None) -> LayerData:
+    """The (data, kwargs, "image") layer tuple for a slide: lazy pyramid, um scale, metadata.
+
+    The layer's metadata records ``pbip_slide`` (the file), ``pbip_backend`` and ``pbip_mpp``
+    (level-0 um/px, None when the file has none), which the dock widgets use to read regions.
+    """
     from ..errors import SlideError
     from ..slide import open_slide
 
@@ -36,32 +67,47 @@ def slide_layer_data(path: str | os.PathLike, mpp: float | None = None) -> tuple
     except SlideError as exc:
         if "resolution" not in str(exc):
             raise
-        # No um/px in the file: show it in pixels rather than refusing to open it.
-        slide = open_slide(path, mpp=1.0)
-        note = "slide records no um/px; shown in pixels (scale 1). Give the resolution in 'Segment slide'."
-    levels = [lvl for lvl, (h, w) in zip(slide.levels, slide.shapes, strict=True) if min(h, w) >= 16]
-    scale = (slide.mpp[0], slide.mpp[0]) if not note else (1.0, 1.0)
-    meta = {
+        slide = open_slide(path, mpp=1.0)  # no um/px in the file: show it in pixels rather than refuse
+        note = NO_MPP_NOTE
+    levels = [
+        lvl for lvl, (h, w) in zip(slide.levels, slide.shapes, strict=True) if min(h, w) >= MIN_LEVEL_SIDE
+    ]
+    levels = levels or slide.levels[:1]
+    mpp0 = None if note else slide.mpp[0]
+    metadata = {
         "pbip_slide": str(slide.path),
         "pbip_backend": slide.backend,
-        "pbip_mpp": None if note else slide.mpp[0],
+        "pbip_mpp": mpp0,
         "slide_metadata": {k: str(v) for k, v in slide.metadata.items()},
     }
+    if note:
+        metadata["pbip_note"] = note
     kwargs = {
         "name": slide.path.name,
         "rgb": True,
         "multiscale": len(levels) > 1,
-        "scale": scale,
-        "units": ("um", "um") if not note else ("pixel", "pixel"),
-        "metadata": meta,
+        "scale": (mpp0 or 1.0, mpp0 or 1.0),
+        "units": ("um", "um") if mpp0 else ("pixel", "pixel"),
+        "metadata": metadata,
         "contrast_limits": (0, 255),
     }
-    if note:
-        kwargs["metadata"]["pbip_note"] = note
     return (levels if len(levels) > 1 else levels[0]), kwargs, "image"
 
 
-def read_slide(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
+def labels_layer_data(path: str | os.PathLike) -> LayerData:
+    """The (data, kwargs, "labels") tuple of an OME-Zarr label image: lazy pyramid, um scale, class colours."""
+    from ..export import open_labels
+    from ._labels import ClassMap, layer_kwargs
+
+    img = open_labels(path)
+    cm = ClassMap(img.classes, img.palette, img.background_index)
+    slide_mpp = img.attrs.get("pbip", {}).get("slide_mpp")
+    kwargs = layer_kwargs(cm, img.mpp[0], slide_mpp, Path(path).name)
+    kwargs["multiscale"] = len(img.levels) > 1
+    return (img.levels if len(img.levels) > 1 else img.levels[0]), kwargs, "labels"
+
+
+def read_slide(path: str | list[str]) -> list[LayerData]:
     """napari reader function: one lazy multiscale image layer per slide."""
     from napari.utils import resize_dask_cache
 
@@ -69,3 +115,13 @@ def read_slide(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     if isinstance(path, list):
         path = path[0]
     return [slide_layer_data(path)]
+
+
+def read_labels(path: str | list[str]) -> list[LayerData]:
+    """napari reader function: an OME-Zarr label image as a (read-only, multiscale) Labels layer."""
+    from napari.utils import resize_dask_cache
+
+    resize_dask_cache(nbytes=DASK_CACHE_BYTES)
+    if isinstance(path, list):
+        path = path[0]
+    return [labels_layer_data(path)]

@@ -1,0 +1,129 @@
+"""How napari-pbip label layers carry their classes: metadata, colours, and reading them back.
+
+A label layer made by the plugin (ground truth, segmentation) holds mask indices ``0..N-1`` for the
+tissue classes and ``background_index`` (N) for glass, like the library's label images; pixels a
+running segmentation has not reached yet hold :data:`UNFILLED`. Its ``metadata`` records
+``pbip_classes``, ``pbip_palette`` and ``pbip_background_index`` (and ``pbip_slide_mpp``, the
+level-0 um/px of the slide it belongs to) so the writers know what the values mean.
+
+Label layers from elsewhere follow napari's convention instead: 0 is unlabelled (background) and
+every other value is a class of its own, named ``label <value>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import SlideError
+
+UNFILLED = 255  # pixels a running segmentation has not written yet
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Tissue classes of a label image, their colours and the background index."""
+
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    background_index: int
+
+    @property
+    def names(self) -> list[str]:
+        """A name per mask index (tissue classes with "background" at its index)."""
+        names = list(self.classes)
+        names.insert(self.background_index, "background")
+        return names
+
+    def metadata(self, slide_mpp: float | None = None) -> dict[str, Any]:
+        """The layer metadata that records this class map (see the module docstring)."""
+        return {
+            "pbip_classes": list(self.classes),
+            "pbip_palette": [list(c) for c in self.palette],
+            "pbip_background_index": self.background_index,
+            "pbip_slide_mpp": slide_mpp,
+        }
+
+
+def colormap(cm: ClassMap, background_alpha: float = 0.0):
+    """A napari label colormap painting each class in its palette colour.
+
+    Background is drawn with ``background_alpha`` (0: the slide shows through) and
+    :data:`UNFILLED` pixels are transparent.
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors: dict[int | None, Any] = {None: np.zeros(4, np.float32), UNFILLED: np.zeros(4, np.float32)}
+    for value, rgb in enumerate(cm.palette):
+        alpha = background_alpha if value == cm.background_index else 1.0
+        colors[value] = np.array([*(c / 255 for c in rgb[:3]), alpha], np.float32)
+    return DirectLabelColormap(color_dict=colors, background_value=UNFILLED)
+
+
+def layer_kwargs(cm: ClassMap, mpp: float | None, slide_mpp: float | None, name: str) -> dict[str, Any]:
+    """Keyword arguments of a label layer showing ``cm``'s classes at ``mpp`` um/px (pixels when None)."""
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "colormap": colormap(cm),
+        "opacity": 0.5,
+        "metadata": cm.metadata(slide_mpp),
+        "features": {"index": list(range(len(cm.names))), "class": cm.names},
+    }
+    if mpp is not None:
+        kwargs.update(scale=(mpp, mpp), units=("um", "um"))
+    return kwargs
+
+
+def from_layer(data: Any, metadata: dict[str, Any], colormap_obj: Any = None) -> tuple[ClassMap, np.ndarray]:
+    """The class map of a label layer and its pixels as mask indices (2D ``uint8``).
+
+    Layers made by the plugin are read through their metadata (:data:`UNFILLED` becomes
+    background); other layers through napari's convention, with colours from their colormap.
+
+    Raises:
+        SlideError: the layer is not 2D, or holds values its classes do not cover.
+    """
+    labels = np.asarray(data)
+    if labels.ndim != 2:
+        raise SlideError(
+            f"the label layer has {labels.ndim} dimensions {labels.shape}; only 2D label images can be written"
+        )
+    if "pbip_classes" in metadata:
+        cm = ClassMap(
+            tuple(metadata["pbip_classes"]),
+            tuple(tuple(int(v) for v in c[:3]) for c in metadata["pbip_palette"]),
+            int(metadata["pbip_background_index"]),
+        )
+        out = labels.astype(np.uint8, copy=True)
+        out[labels == UNFILLED] = cm.background_index
+        bad = np.unique(out[out >= len(cm.palette)])
+        if bad.size:
+            raise SlideError(
+                f"the label layer holds value(s) {bad.tolist()}, but its classes {cm.names} use 0..{len(cm.palette) - 1}; "
+                "paint with those values only"
+            )
+        return cm, out
+    return _napari_convention(labels, colormap_obj)
+
+
+def _napari_convention(labels: np.ndarray, colormap_obj: Any) -> tuple[ClassMap, np.ndarray]:
+    if labels.size and (labels.min() < 0 or labels.max() > 254):
+        raise SlideError(
+            f"the label layer holds values {int(labels.min())}..{int(labels.max())}; the writers take 0..254 "
+            "(0 = unlabelled)"
+        )
+    top = int(labels.max()) if labels.size else 0
+    values = list(range(1, top + 1))
+    classes = tuple(f"label {v}" for v in values)
+    palette = [_colour(colormap_obj, v) for v in values] + [(255, 255, 255)]
+    out = np.where(labels == 0, top, labels.astype(np.int64) - 1).astype(np.uint8)
+    return ClassMap(classes, tuple(palette), top), out
+
+
+def _colour(colormap_obj: Any, value: int) -> tuple[int, int, int]:
+    if colormap_obj is not None and hasattr(colormap_obj, "map"):
+        rgba = np.asarray(colormap_obj.map(np.array([value])), dtype=float).reshape(-1)[:3]
+        return tuple(int(round(255 * c)) for c in rgba)
+    return (128, 128, 128)

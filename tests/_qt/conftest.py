@@ -1,0 +1,83 @@
+"""Fixtures for the widget tests: tiny synthetic data, a tiny bank, a tiny trained model, a small slide.
+
+Everything is made once per session in a temporary folder with the library's own functions and
+the tiny test models, so the widget tests only exercise the widgets.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PBIP_DEVICE", "cpu")
+
+JOB_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pbip-gui")
+
+
+@pytest.fixture(scope="session")
+def dataset(session_dir) -> Path:
+    """40 weakly labelled 64 px training patches (about 16 single-class), 4 masked val patches."""
+    from napari_pbip.data.synth import write_synthetic_dataset
+
+    return write_synthetic_dataset(session_dir / "patches", n_train=40, n_val=4, n_test=0, size=64)
+
+
+def bank_settings(**changes):
+    from napari_pbip.bank import BankSettings
+
+    return BankSettings(**{"encoder": "tiny-encoder", "k": 2, "per_cluster": 2, "batch_size": 8, **changes})
+
+
+@pytest.fixture(scope="session")
+def built_bank(session_dir, dataset) -> Path:
+    """A tiny-encoder bank of the data set (K=2, 2 images per sub-cluster), built by the library."""
+    from napari_pbip.bank import build_bank
+    from napari_pbip.events import run
+
+    out = session_dir / "bank"
+    run(build_bank(bank_settings(), dataset, out, device="cpu"))
+    return out
+
+
+def tiny_train_settings(**changes):
+    from napari_pbip.training import TrainSettings
+
+    base = dict(backbone="tiny-backbone", pretrained=False, image_size=64, match_size=32, batch_size=8,
+                epochs=1, preview_every=2, n_preview=4, device="cpu")  # fmt: skip
+    return TrainSettings(**{**base, **changes})
+
+
+@pytest.fixture(scope="session")
+def trained_model(session_dir, dataset, built_bank) -> Path:
+    """A stage-1 run (tiny backbone, one epoch) trained by the library: a model folder for segmentation."""
+    from napari_pbip.events import run
+    from napari_pbip.training import train
+
+    out = session_dir / "run"
+    run(train(tiny_train_settings(preview_every=0), dataset, built_bank, out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_slide(session_dir):
+    """A 1024 px synthetic pyramidal slide at 0.5 um/px (3 levels) with ground truth."""
+    from napari_pbip.data.synth_slide import write_synthetic_slide
+
+    return write_synthetic_slide(session_dir / "slide.tif", size=1024, seed=1)
+
+
+@pytest.fixture
+def wait_job(qtbot):
+    """``wait_job(widget)``: wait until the widget's job has finished (its worker is gone)."""
+
+    def wait(widget, timeout: int = JOB_TIMEOUT_MS) -> None:
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+    return wait
