@@ -1,0 +1,346 @@
+"""The "Train PBIP" dock widget: stage-1 training with live loss parts, CAMs and FG/BG images.
+
+The widget builds :class:`~napari_pbip.training.TrainSettings` from its form (the settings' own
+validation names a bad field, which the form marks) and runs the library's ``train`` job in a
+worker thread. Pause stops asking the job for steps; Stop closes it, and the job checkpoints the
+last completed step (``Resume`` continues it exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import DatasetError, SettingsError
+from ._forms import FieldMarks, PathEdit, StatusLine, progress_bar, report_error, show_progress
+from ._preview import PreviewLayers
+from ._worker import JobWorker, start_job
+from .loss_plot import LossPlot
+
+if TYPE_CHECKING:
+    import napari
+
+STRONGEST = "strongest labelled class"
+
+
+def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setValue(value)
+    return box
+
+
+def memory_text(device: str) -> str:
+    """Resident memory of this process, and CUDA memory when training runs on a GPU."""
+    import sys
+
+    import psutil
+
+    text = f"RSS {psutil.Process().memory_info().rss / 1e9:.2f} GB"
+    torch = sys.modules.get("torch")
+    if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
+        text += f", CUDA {torch.cuda.memory_allocated() / 1e9:.2f} GB (peak {torch.cuda.max_memory_allocated() / 1e9:.2f})"
+    return text
+
+
+class TrainWidget(QWidget):
+    """Train ClassNet + ImgMatchNet (or the plain-CAM baseline) and watch it learn."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker: JobWorker | None = None
+        self.run_dir = None
+        self.device = ""
+        self.step = 0
+        self.last_preview: dict[str, Any] | None = None
+        self.checkpoint_step: int | None = None
+        self._stamp = None
+        self.preview = PreviewLayers(napari_viewer)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self._form())
+        lay.addLayout(self._buttons())
+        self.progress = progress_bar(self)
+        self.status = StatusLine(self)
+        self.metrics_label, self.device_label, self.checkpoint_label = QLabel(), QLabel(), QLabel()
+        for w in (self.progress, self.status, self.metrics_label, self.device_label, self.checkpoint_label):
+            lay.addWidget(w)
+        self.plot = LossPlot(self)
+        lay.addWidget(self.plot, stretch=1)
+        self.fgbg_class = QComboBox()
+        self.fgbg_class.addItem(STRONGEST)
+        self.fgbg_class.currentIndexChanged.connect(self._refresh_preview)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("FG/BG layers of"))
+        row.addWidget(self.fgbg_class, stretch=1)
+        lay.addLayout(row)
+        self._fill_paths()
+        self.viewer.layers.events.inserted.connect(self._fill_paths)
+
+    # -- form ------------------------------------------------------------------------------------
+
+    def _form(self) -> QGroupBox:
+        from ..models.registry import list_backbones
+        from ..training import TrainSettings
+
+        d = TrainSettings()
+        box = QGroupBox("Run")
+        form = QFormLayout(box)
+        self.dataset = PathEdit("dir", "data set folder (train split with image labels)")
+        self.bank = PathEdit("dir", "image bank folder (not needed for the baseline)")
+        self.out = PathEdit("dir", "run folder to write (or to resume)")
+        self.backbone = QComboBox()
+        self.backbone.addItems(sorted(list_backbones()))
+        self.backbone.setEditable(True)
+        self.backbone.setCurrentText(d.backbone)
+        self.pretrained = QCheckBox("pretrained weights")
+        self.pretrained.setChecked(d.pretrained)
+        self.baseline = QCheckBox("plain-CAM baseline (no prototypes)")
+        self.epochs = _spin(1, 10_000, d.epochs)
+        self.batch_size = _spin(1, 4096, d.batch_size)
+        self.lr = QLineEdit(f"{d.lr:g}")
+        self.image_size = _spin(32, 4096, d.image_size, 32)
+        self.match_size = _spin(8, 1024, d.match_size, 16)
+        self.preview_every = _spin(0, 100_000, d.preview_every)
+        self.preview_every.setToolTip("steps between CAM / FG-BG previews (0: none)")
+        self.device_box = QComboBox()
+        self.device_box.addItems(["auto", "cpu", "cuda"])
+        self.device_box.setEditable(True)
+        self.resume = QCheckBox("resume the run in the run folder")
+        self.overwrite = QCheckBox("replace an existing run")
+        rows = (("Data set", self.dataset), ("Bank", self.bank), ("Run folder", self.out),
+                ("Backbone", self.backbone), ("", self.pretrained), ("", self.baseline), ("Epochs", self.epochs),
+                ("Batch size", self.batch_size), ("Learning rate", self.lr), ("Image size", self.image_size),
+                ("Match size", self.match_size), ("Preview every", self.preview_every), ("Device", self.device_box),
+                ("", self.resume), ("", self.overwrite))  # fmt: skip
+        for label, w in rows:
+            form.addRow(label, w)
+        self.marks = FieldMarks(
+            {
+                "dataset": self.dataset,
+                "bank": self.bank,
+                "out": self.out,
+                "backbone": self.backbone,
+                "epochs": self.epochs,
+                "batch_size": self.batch_size,
+                "lr": self.lr,
+                "image_size": self.image_size,
+                "match_size": self.match_size,
+                "preview_every": self.preview_every,
+                "device": self.device_box,
+            }  # fmt: skip
+        )
+        return box
+
+    def _buttons(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            row.addWidget(b)
+        self._set_running(False)
+        return row
+
+    def _fill_paths(self, *args) -> None:
+        if self.dataset.path() is None:
+            for layer in self.viewer.layers:
+                if layer.metadata.get("pbip_dataset"):
+                    self.dataset.set_path(layer.metadata["pbip_dataset"])
+
+    def _field_error(self, field: str, why: str) -> None:
+        report_error(DatasetError(why), self.status, self.marks, field)
+
+    def settings(self):
+        """The form's :class:`TrainSettings`, or None after marking the field that is wrong."""
+        from ..training import TrainSettings, resume_settings
+
+        self.marks.clear()
+        try:
+            lr = float(self.lr.text())
+        except ValueError:
+            report_error(SettingsError(f"lr={self.lr.text()!r} is invalid: expected a number such as 1e-4"),
+                         self.status, self.marks)  # fmt: skip
+            return None
+        fields = dict(epochs=self.epochs.value(), device=self.device_box.currentText().strip(),
+                      preview_every=self.preview_every.value())  # fmt: skip
+        try:
+            if self.resume.isChecked():
+                return resume_settings(self.out.path(), **fields)
+            return TrainSettings(backbone=self.backbone.currentText().strip(), pretrained=self.pretrained.isChecked(),
+                                 baseline=self.baseline.isChecked(), batch_size=self.batch_size.value(), lr=lr,
+                                 image_size=self.image_size.value(), match_size=self.match_size.value(), **fields)  # fmt: skip
+        except Exception as exc:  # SettingsError names its field; CheckpointError explains a bad resume
+            report_error(exc, self.status, self.marks, None if isinstance(exc, SettingsError) else "out")
+            return None
+
+    def _check_paths(self) -> bool:
+        dataset, bank, out = self.dataset.path(), self.bank.path(), self.out.path()
+        if dataset is None or not dataset.is_dir():
+            self._field_error("dataset", f"data set folder {dataset or '(empty)'} does not exist; choose one")
+        elif not self.baseline.isChecked() and (bank is None or not (bank / "bank.json").is_file()):
+            self._field_error("bank", f"{bank or '(empty)'} is not an image bank; build one in 'Image bank', "
+                                      "or train the baseline")  # fmt: skip
+        elif out is None:
+            self._field_error("out", "give the run folder to write")
+        else:
+            return True
+        return False
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def start(self) -> JobWorker | None:
+        """Validate the form and start (or resume) training in a worker thread."""
+        from ..training import train
+
+        if self.worker is not None:
+            return None
+        self.marks.clear()
+        if not self._check_paths():
+            return None
+        settings = self.settings()
+        if settings is None:
+            return None
+        dataset, out, resume, overwrite = (
+            self.dataset.path(),
+            self.out.path(),
+            self.resume.isChecked(),
+            self.overwrite.isChecked(),
+        )
+        bank = None if settings.baseline else self.bank.path()
+        self.run_dir, self.step, self.device, self._stamp, self.checkpoint_step = out, 0, "", None, None
+        self.plot.clear()
+        if not resume:
+            self._set_classes([])
+        self.status.info(f"starting {settings.mode} training in {out} ...")
+        self._set_running(True)
+        self.worker = start_job(
+            lambda: train(settings, dataset, bank, out, resume=resume, overwrite=overwrite),
+            on_event=self._on_event,
+            on_done=self._on_done,
+            on_error=lambda exc: report_error(exc, self.status, self.marks),
+            on_aborted=lambda: self.status.info(f"stopping at step {self.step}: checkpointing ..."),
+            on_finished=self._on_finished,
+        )
+        self.worker.paused.connect(lambda: self._paused(True))
+        self.worker.resumed.connect(lambda: self._paused(False))
+        return self.worker
+
+    def toggle_pause(self) -> None:
+        """Pause after the current step, or carry on."""
+        if self.worker is not None:
+            self.worker.toggle_pause()
+
+    def stop(self) -> None:
+        """Stop after the current step; the job checkpoints it."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    @property
+    def paused(self) -> bool:
+        """True while training is paused."""
+        return self.worker is not None and self.worker.is_paused
+
+    def _paused(self, paused: bool) -> None:
+        self.pause_button.setText("Continue" if paused else "Pause")
+        self.status.info(f"paused at step {self.step}" if paused else f"continuing from step {self.step}")
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.pause_button.setEnabled(running)
+        self.stop_button.setEnabled(running)
+        self.pause_button.setText("Pause")
+
+    def _on_event(self, ev) -> None:
+        show_progress(self.progress, ev)
+        self.step = ev.step
+        if "device " in ev.message:
+            self.device = ev.message.rsplit("device ", 1)[1].split()[0].rstrip(",")
+        if ev.metrics:
+            self.plot.add(ev.step, ev.metrics)
+            m = ev.metrics
+            text = f"step {ev.step}/{ev.total}, epoch {m.get('epoch', 0):.2f}, {m.get('images_per_s', 0):.1f} images/s"
+            if "val_miou" in m:
+                text += f", val mIoU {m['val_miou']:.3f}"
+            self.metrics_label.setText(
+                text + "  |  " + ", ".join(f"{k} {v:.4f}" for k, v in self.plot.last().items())
+            )
+        if ev.message and not self.status.is_error:
+            self.status.info(ev.message)
+        self.device_label.setText(f"device {self.device or '?'}  |  {memory_text(self.device)}")
+        if isinstance(ev.payload, dict) and ev.payload.get("kind") == "preview":
+            self.last_preview = ev.payload
+            self._set_classes(list(ev.payload["classes"]))
+            self._refresh_preview()
+        self._read_checkpoint()
+
+    def _set_classes(self, classes: list[str]) -> None:
+        current = [self.fgbg_class.itemText(i) for i in range(1, self.fgbg_class.count())]
+        if current != classes:
+            self.fgbg_class.blockSignals(True)
+            self.fgbg_class.clear()
+            self.fgbg_class.addItems([STRONGEST, *classes])
+            self.fgbg_class.blockSignals(False)
+
+    def _refresh_preview(self, *args) -> None:
+        if self.last_preview is not None:
+            index = self.fgbg_class.currentIndex()
+            self.preview.show(self.last_preview, None if index <= 0 else index - 1)
+
+    def _read_checkpoint(self) -> None:
+        """Show the step of the last checkpoint on disk (``RUN/last``), re-read when the file changes."""
+        path = None if self.run_dir is None else self.run_dir / "last" / "state.json"
+        try:
+            stamp = os.stat(path).st_mtime_ns if path is not None else None
+        except OSError:
+            stamp = None
+        if stamp is not None and stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self.checkpoint_step = int(json.loads(path.read_text())["step"])
+            except (OSError, ValueError, KeyError):
+                return
+        if self.checkpoint_step is not None:
+            self.checkpoint_label.setText(f"last checkpoint: step {self.checkpoint_step} in {path.parent}")
+
+    def _on_done(self, result) -> None:
+        best = result.best
+        text = f"{result.stopped} at step {result.step}/{result.total_steps}"
+        if best and best.get("miou") is not None:
+            text += f"; best val mIoU {best['miou']:.3f} at step {best['step']}"
+        self.status.info(text + f". Model: {result.run}")
+
+    def _on_finished(self) -> None:
+        aborted = self.worker is not None and self.worker.abort_requested
+        self.worker = None
+        self._set_running(False)
+        self._read_checkpoint()
+        if aborted and not self.status.is_error:
+            self.status.info(
+                f"stopped; the last completed step ({self.checkpoint_step}) is kept in {self.run_dir}/last - "
+                "tick 'resume' and Start to continue"
+            )
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """Stop training when the dock closes (the job checkpoints)."""
+        self.stop()
+        super().closeEvent(event)

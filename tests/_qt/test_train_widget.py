@@ -1,0 +1,123 @@
+"""The "Train PBIP" widget: live loss parts, CAM and FG/BG layers, pause, stop keeps the checkpoint,
+resume, and form validation that marks the bad field."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+CLASSES = ("tumor", "stroma", "lymphocyte", "necrosis")
+
+
+@pytest.fixture
+def widget(make_napari_viewer, dataset, built_bank, tmp_path):
+    from napari_pbip._widgets.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.dataset.set_path(dataset)
+    w.bank.set_path(built_bank)
+    w.out.set_path(tmp_path / "run")
+    w.backbone.setCurrentText("tiny-backbone")
+    w.pretrained.setChecked(False)
+    w.image_size.setValue(64)
+    w.match_size.setValue(32)
+    w.batch_size.setValue(8)
+    w.epochs.setValue(2)  # 40 images / 8 = 5 steps per epoch
+    w.preview_every.setValue(2)
+    w.device_box.setCurrentText("cpu")
+    return w
+
+
+def _state_step(run) -> int:
+    return json.loads((run / "last" / "state.json").read_text())["step"]
+
+
+def test_training_shows_loss_parts_cams_and_fgbg_and_finishes(widget, tmp_path, qtbot, wait_job):
+    from napari_pbip._widgets._preview import BG, FG, PATCHES, cam_layer_name, mosaic
+
+    previews = []
+    widget.start().yielded.connect(lambda ev: ev.payload is not None and previews.append(ev.payload))
+    wait_job(widget)
+    qtbot.waitUntil(lambda: not widget.preview.busy)
+    assert not widget.status.is_error, widget.status.text()
+    assert "finished at step 10/10" in widget.status.text()
+    assert all(len(widget.plot.series[k]) == 10 for k in ("loss", "cls", "fg", "bg"))
+    layers = widget.viewer.layers
+    last = previews[-1]
+    assert len(previews) == 5 and last["step"] == 10
+    assert layers[PATCHES].data.shape == mosaic(last["images"]).shape
+    for n, name in enumerate(CLASSES):
+        cam = layers[cam_layer_name(name)].data
+        want = mosaic(last["cams"][:, n].astype(np.float32) * last["labels"][:, n, None, None])
+        np.testing.assert_allclose(cam, want)  # the class's CAM where the patch is labelled with it, else 0
+    assert layers[FG].rgb and layers[BG].rgb and layers[FG].translate[1] > 0
+    assert "device cpu" in widget.device_label.text() and "RSS" in widget.device_label.text()
+    assert (tmp_path / "run" / "model.json").is_file() and _state_step(tmp_path / "run") == 10
+    assert "step 10" in widget.checkpoint_label.text()
+    widget.fgbg_class.setCurrentText("stroma")  # FG/BG of one chosen class
+    qtbot.waitUntil(lambda: not widget.preview.busy)
+    fg_stroma = mosaic(
+        (last["images"] * last["fg"][:, 1, :, :, None].astype(np.float32)).astype(np.uint8), 255
+    )
+    np.testing.assert_array_equal(layers[FG].data, fg_stroma)
+
+
+def test_pause_holds_training_and_stop_keeps_the_last_step_for_resume(widget, tmp_path, qtbot, wait_job):
+    run = tmp_path / "run"
+    widget.epochs.setValue(20)  # 100 steps: far more than run before the pause lands
+    widget.preview_every.setValue(0)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.step >= 1, timeout=60_000)
+    widget.toggle_pause()
+    qtbot.waitUntil(lambda: widget.paused, timeout=60_000)
+    held = widget.step
+    qtbot.wait(1500)
+    assert (
+        widget.step == held and widget.pause_button.text() == "Continue" and "paused" in widget.status.text()
+    )
+    widget.stop()  # stopping while paused: the job closes and checkpoints the step it held at
+    wait_job(widget)
+    assert 0 < held < 100 and widget.step == held
+    assert _state_step(run) == held
+    assert "kept" in widget.status.text() and widget.start_button.isEnabled()
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert max(e["step"] for e in log) == held
+
+    widget.resume.setChecked(True)
+    widget.epochs.setValue(4)  # epochs may change on resume: 20 steps in all
+    widget.start()
+    wait_job(widget)
+    assert "finished at step 20/20" in widget.status.text() and _state_step(run) == 20
+    assert widget.plot.series["loss"][0][0] == held + 1  # the resumed run continued, not restarted
+
+
+def test_bad_settings_mark_their_field_and_start_nothing(widget, tmp_path):
+    widget.image_size.setValue(100)  # not a multiple of 32
+    assert widget.start() is None and widget.worker is None
+    assert list(widget.marks.marked) == ["image_size"] and "image_size=100" in widget.status.text()
+    assert widget.image_size.styleSheet() != "" and "multiple of 32" in widget.image_size.toolTip()
+    widget.image_size.setValue(64)
+    widget.lr.setText("fast")
+    assert widget.start() is None and list(widget.marks.marked) == ["lr"]
+    widget.lr.setText("1e-4")
+    widget.bank.set_path(tmp_path / "no-bank")
+    assert widget.start() is None and list(widget.marks.marked) == ["bank"]
+    widget.baseline.setChecked(True)  # the baseline needs no bank
+    widget.dataset.set_path(tmp_path / "missing")
+    assert widget.start() is None and list(widget.marks.marked) == ["dataset"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failing_job_is_reported_not_swallowed(widget, tmp_path, wait_job):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "old.txt").write_text("an earlier run")
+    widget.start()
+    wait_job(widget)
+    assert widget.status.is_error and "already exists" in widget.status.text()
+    assert (tmp_path / "run" / "old.txt").is_file() and widget.start_button.isEnabled()
