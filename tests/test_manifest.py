@@ -1,0 +1,77 @@
+"""The napari manifest: every contribution imports, the widgets carry their documented names, and
+the core package imports without Qt or napari (only ``_widgets`` may use them)."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+MANIFEST = Path(__file__).resolve().parents[1] / "src" / "napari_pbip" / "napari.yaml"
+CORE = [
+    "napari_pbip",
+    "napari_pbip.bank",
+    "napari_pbip.cam.predict",
+    "napari_pbip.cli.main",
+    "napari_pbip.data.synth",
+    "napari_pbip.data.synth_slide",
+    "napari_pbip.demo.pipeline",
+    "napari_pbip.evaluate",
+    "napari_pbip.export",
+    "napari_pbip.inference.segment",
+    "napari_pbip.metrics",
+    "napari_pbip.models",
+    "napari_pbip.slide",
+    "napari_pbip.training",
+]
+
+
+def manifest() -> dict:
+    return yaml.safe_load(MANIFEST.read_text())
+
+
+@pytest.mark.parametrize("command", manifest()["contributions"]["commands"], ids=lambda c: c["id"])
+def test_every_python_name_imports(command):
+    module, _, attr = command["python_name"].partition(":")
+    assert callable(getattr(importlib.import_module(module), attr))
+
+
+def test_widgets_have_their_documented_names_and_every_command_is_used():
+    contributions = manifest()["contributions"]
+    names = {w["display_name"] for w in contributions["widgets"]}
+    assert names == {"Image bank", "Train PBIP", "Segment slide"}
+    used = {
+        c["command"] for kind in ("readers", "writers", "widgets", "sample_data") for c in contributions[kind]
+    }
+    assert used == {c["id"] for c in contributions["commands"]}
+
+
+def test_npe2_validates_the_manifest_and_its_imports():
+    npe2 = pytest.importorskip("npe2")
+    pm = npe2.PluginManifest.from_file(MANIFEST)
+    pm.validate_imports()
+    assert pm.name == "napari-pbip"
+
+
+def test_reader_claims_slide_formats_and_zarr_folders():
+    reader = manifest()["contributions"]["readers"][0]
+    for suffix in ("svs", "ndpi", "mrxs", "scn", "tif", "tiff", "zarr"):
+        assert f"*.{suffix}" in reader["filename_patterns"]
+    assert reader["accepts_directories"] is True
+
+
+def test_core_imports_without_qt_or_napari():
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in CORE)
+        + "bad = sorted(m for m in ('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari') if m in sys.modules)\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "", f"the core imported {out.stdout.strip()}"
