@@ -9,9 +9,10 @@ Checks, over README.md and docs/*.md:
 3. Every fenced ``bash`` and ``python`` block is either run here or listed in ``NOT_RUN`` with
    the reason. The blocks of one page run in order in one working directory (a page reads like a
    session), after the inputs the page names in ``PAGE_INPUTS`` are copied in; see
-   ``INPUTS`` for what each input name is. ``pbip`` on the PATH is a shim that runs the real
-   CLI in-process but forces the small settings in ``FAST`` (tiny models, a few patches, one
-   epoch) so each command takes seconds; the command as written is still parsed by check 2.
+   ``INPUTS`` for what each input name is. ``pbip`` on the PATH there is a small script that
+   calls the real CLI's ``main`` with the small settings in ``FAST`` forced (tiny models, a few
+   patches, one epoch), so each command takes seconds; the command as written is still parsed by
+   check 2, and ``EXPECTED_OUTPUTS`` names files each page's commands must have written.
    Blocks that do not run still have their ``from napari_pbip... import name`` lines checked.
 4. Relative links and images resolve (anchors included), every docs page is linked from
    docs/index.md, and shell code is fenced as ``bash`` (so these checks see it).
