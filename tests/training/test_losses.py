@@ -93,6 +93,8 @@ def test_fg_bg_images_follow_equation_5():
     b = (m >= 0.15).float()
     assert torch.allclose(mb.fg[0, 0, 0], b * m * 0.5)
     assert torch.allclose(mb.bg[0, 0, 0], (1 - b) * (1 - m) * 0.5)
+    white = fg_bg_images(x, [cam], labels, size=4, delta=0.15, fill="white")
+    assert torch.allclose(white.fg[0, 0, 0], b * m * 0.5 + (1 - b * m))  # masked-out share shows glass
 
 
 def test_global_threshold_uses_the_max_over_present_classes():

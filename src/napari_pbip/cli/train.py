@@ -16,6 +16,7 @@ _FIELDS = {
     "threshold_mode": "threshold_mode",
     "delta": "delta",
     "tau_s": "tau_s",
+    "fg_bg_fill": "fg_bg_fill",
     "seed": "seed",
     "device": "device",
     "max_minutes": "max_minutes",
@@ -25,7 +26,7 @@ _FIELDS = {
 
 def register(subparsers) -> None:
     """Add ``pbip train``."""
-    from ..training.settings import THRESHOLD_MODES, TrainSettings
+    from ..training.settings import FILLS, THRESHOLD_MODES, TrainSettings
 
     d = TrainSettings()
     p = subparsers.add_parser(
@@ -62,6 +63,9 @@ def register(subparsers) -> None:
     p.add_argument("--delta", type=float, help="threshold fraction (default 0.15 class, 0.5 global)")
     p.add_argument(
         "--tau-s", type=float, help=f"similarity temperature (default {d.tau_s:g}; reference 0.07)"
+    )
+    p.add_argument(
+        "--fg-bg-fill", choices=FILLS, help="masked-out pixels of FG/BG images: black (eq. 5) or white"
     )
     p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     p.add_argument(

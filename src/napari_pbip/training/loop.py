@@ -297,7 +297,13 @@ class _Trainer:
                     parts = pbip_loss(out["logits"], yc, self.s)
                 else:
                     mb = fg_bg_images(
-                        xc, out["cams"], yc, self.s.match_size, self.s.delta, self.s.threshold_mode
+                        xc,
+                        out["cams"],
+                        yc,
+                        self.s.match_size,
+                        self.s.delta,
+                        self.s.threshold_mode,
+                        self.s.fg_bg_fill,
                     )
                     fg, bg = encode_pairs(self.encoder, mb)
                     parts = pbip_loss(out["logits"], yc, self.s, fg, bg, mb.class_index, self.model)
@@ -354,7 +360,15 @@ class _Trainer:
         with torch.no_grad():
             x = self._to_tensor(images)
             out = self.model(x)
-            mb = fg_bg_images(x, out["cams"], labels, self.s.image_size, self.s.delta, self.s.threshold_mode)
+            mb = fg_bg_images(
+                x,
+                out["cams"],
+                labels,
+                self.s.image_size,
+                self.s.delta,
+                self.s.threshold_mode,
+                self.s.fg_bg_fill,
+            )
             weights = self.s.fusion_weights
             scores = class_scores(out["cams"], x.shape[-2:], labels, weights).cpu().numpy()
             probs = presence_probabilities(out["logits"], weights).cpu().numpy()

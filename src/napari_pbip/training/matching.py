@@ -92,7 +92,9 @@ class MatchBatch:
     mask: Any
 
 
-def fg_bg_images(images, cams, labels, size: int, delta: float, mode: str = "class") -> MatchBatch:
+def fg_bg_images(
+    images, cams, labels, size: int, delta: float, mode: str = "class", fill: str = "black"
+) -> MatchBatch:
     """Eq. 3-5 for a batch: fuse, scale, threshold and split the images of each present class.
 
     Args:
@@ -102,6 +104,9 @@ def fg_bg_images(images, cams, labels, size: int, delta: float, mode: str = "cla
         size: side of the FG/BG images (``match_size``).
         delta: threshold fraction (eq. 4).
         mode: ``"class"`` (paper) or ``"global"`` (reference code).
+        fill: what the masked-out share of each pixel shows: ``"black"`` (eq. 5 as written,
+            ``w * X``) or ``"white"`` (``w * X + (1 - w)``, i.e. glass, closer to the tissue images
+            the bank prototypes were encoded from).
     """
     import torch.nn.functional as F
 
@@ -114,7 +119,10 @@ def fg_bg_images(images, cams, labels, size: int, delta: float, mode: str = "cla
     m = norm[bi, ci][:, None]
     bb = b[bi, ci][:, None]
     xs = x[bi].to(m.dtype)
-    return MatchBatch(bi, ci, bb * m * xs, (1 - bb) * (1 - m) * xs, norm, b)
+    w_fg, w_bg = bb * m, (1 - bb) * (1 - m)
+    if fill == "white":
+        return MatchBatch(bi, ci, w_fg * xs + (1 - w_fg), w_bg * xs + (1 - w_bg), norm, b)
+    return MatchBatch(bi, ci, w_fg * xs, w_bg * xs, norm, b)
 
 
 def encode_pairs(encoder, batch: MatchBatch):
