@@ -49,7 +49,9 @@ def test_reader_leaves_other_files_to_other_readers(tmp_path):
     labels = np.zeros((64, 64), np.uint8)
     from napari_pbip.export import write_labels_ome_zarr
 
-    write_labels_ome_zarr(labels, tmp_path / "seg.zarr", 2.0, ["a", "b"], [(255, 0, 0), (0, 255, 0), (255, 255, 255)])
+    write_labels_ome_zarr(
+        labels, tmp_path / "seg.zarr", 2.0, ["a", "b"], [(255, 0, 0), (0, 255, 0), (255, 255, 255)]
+    )
     assert get_reader(str(tmp_path / "seg.zarr")) is read_labels
 
 

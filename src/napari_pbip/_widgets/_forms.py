@@ -6,6 +6,7 @@ import re
 import traceback
 from pathlib import Path
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -18,6 +19,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import PbipError
 
+VIEW_REFRESH_MS = 250  # job events update the views at most this often
 ERROR_STYLE = "color: #ff6060;"
 FIELD_ERROR_STYLE = "border: 2px solid #ff4040;"
 _FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")
@@ -158,6 +160,7 @@ def progress_bar(parent: QWidget | None = None) -> QProgressBar:
 
 def show_progress(bar: QProgressBar, event) -> None:
     """Show a :class:`~napari_pbip.events.Progress` on ``bar`` (busy animation when the total is unknown)."""
+    bar.setUpdatesEnabled(False)  # QProgressBar.setValue repaints at once; let Qt batch it with the rest
     if event.total:
         bar.setRange(0, int(event.total))
         bar.setValue(min(int(event.step), int(event.total)))
@@ -165,3 +168,31 @@ def show_progress(bar: QProgressBar, event) -> None:
     else:
         bar.setRange(0, 0)
         bar.setFormat(event.stage)
+    bar.setUpdatesEnabled(True)
+    bar.update()
+
+
+class Throttled:
+    """Runs ``apply`` at most once per :data:`VIEW_REFRESH_MS` however often it is poked.
+
+    Every repaint of a napari window costs tens of milliseconds under software OpenGL (more while a
+    job keeps the CPUs busy), so widgets store each job event and redraw their views from the
+    latest one on this timer instead of once per event.
+    """
+
+    def __init__(self, apply, parent=None, interval_ms: int = VIEW_REFRESH_MS):
+        self.apply = apply
+        self.timer = QTimer(parent)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(lambda: self.apply())
+
+    def poke(self) -> None:
+        """Ask for a refresh (the first poke after a refresh starts the timer)."""
+        if not self.timer.isActive():
+            self.timer.start()
+
+    def flush(self) -> None:
+        """Refresh now (e.g. when the job ends) and cancel the pending one."""
+        self.timer.stop()
+        self.apply()

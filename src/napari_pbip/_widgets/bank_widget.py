@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 from ..errors import BankError, SettingsError
 from ._bank_grid import MemberGrid, missing_thumbnails
 from ._bank_panels import HistoryPanel, SimilarityPanel
-from ._forms import FieldMarks, PathEdit, StatusLine, progress_bar, report_error, show_progress
+from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._worker import JobWorker, as_job, start_job
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ class BankWidget(QWidget):
         self.bank: Any = None
         self.info: dict[str, Any] | None = None
         self.worker: JobWorker | None = None
+        self._event = None
+        self.view = Throttled(self._show_event, self)
         lay = QVBoxLayout(self)
         lay.addWidget(self._build_box())
         self.progress = progress_bar(self)
@@ -256,13 +258,21 @@ class BankWidget(QWidget):
         self._set_busy(True)
         self.worker = start_job(
             lambda: _with_view(make_job(), known, pool),
-            on_event=lambda ev: show_progress(self.progress, ev),
+            on_event=self._on_event,
             on_done=self._on_loaded,
             on_error=lambda exc: report_error(exc, self.status, self.marks),
             on_aborted=lambda: self.status.info(f"{what}: cancelled"),
             on_finished=self._on_finished,
         )
         return self.worker
+
+    def _on_event(self, ev) -> None:
+        self._event = ev
+        self.view.poke()
+
+    def _show_event(self) -> None:
+        if self._event is not None:
+            show_progress(self.progress, self._event)
 
     def _set_busy(self, busy: bool) -> None:
         self.build_button.setEnabled(not busy)
@@ -271,6 +281,7 @@ class BankWidget(QWidget):
         self.edits.setEnabled(not busy and self.bank is not None)
 
     def _on_finished(self) -> None:
+        self.view.flush()
         self.worker = None
         self._set_busy(False)
         if not self.status.is_error and self.progress.maximum() == 0:

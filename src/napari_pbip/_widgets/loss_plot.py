@@ -28,12 +28,13 @@ class LossPlot(QWidget):
         self.setMinimumHeight(150)
         self.series: dict[str, list[tuple[int, float]]] = {name: [] for name in SERIES}
 
-    def add(self, step: int, metrics: dict[str, float]) -> None:
-        """Append the loss parts found in ``metrics`` at ``step`` and schedule a repaint."""
+    def add(self, step: int, metrics: dict[str, float], repaint: bool = True) -> None:
+        """Append the loss parts found in ``metrics`` at ``step``; schedule a repaint unless told not to."""
         for name in SERIES:
             if name in metrics:
                 self.series[name].append((int(step), float(metrics[name])))
-        self.update()
+        if repaint:
+            self.update()
 
     def clear(self) -> None:
         """Forget all points."""

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import SlideError
 from . import _labels
-from ._forms import FieldMarks, PathEdit, StatusLine, progress_bar, report_error, show_progress
+from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._segment_live import Finished, LiveChunk, count, live_segmentation
 from ._worker import JobWorker, as_job, start_job
 
@@ -68,6 +68,10 @@ class SegmentWidget(QWidget):
         self.layer = None
         self.chunks_done = 0
         self.slide_mpp: float | None = None
+        self._event = None
+        self._message: str | None = None
+        self._chunks: list[LiveChunk] = []
+        self.view = Throttled(self._refresh_view, self)
         lay = QVBoxLayout(self)
         lay.addWidget(self._form())
         row = QHBoxLayout()
@@ -205,6 +209,7 @@ class SegmentWidget(QWidget):
         out = self.out.path() or self._default_out(slide)
         overwrite = self.overwrite.isChecked()
         self.layer, self.chunks_done, self.slide_mpp = None, 0, slide_mpp
+        self._event, self._message, self._chunks = None, None, []
         self._set_running(True)
         self.status.info(f"segmenting {Path(slide).name} at {settings.mpp:g} um/px into {out} ...")
         self.worker = start_job(
@@ -233,12 +238,29 @@ class SegmentWidget(QWidget):
             b.setEnabled(not running and self.layer is not None)
 
     def _on_event(self, ev) -> None:
-        show_progress(self.progress, ev)
+        """Keep the event (and its chunk); :meth:`_refresh_view` draws them together."""
+        self._event = ev
         if isinstance(ev.payload, LiveChunk):
-            self._paint(ev.payload)
+            self._chunks.append(ev.payload)
             self.chunks_done = ev.step
-        if ev.message and not self.status.is_error:
-            self.status.info(ev.message)
+        if ev.message:
+            self._message = ev.message
+        self.view.poke()
+
+    def _refresh_view(self) -> None:
+        """Copy the finished chunks into the layer (one redraw for all) and show progress."""
+        if self._chunks:
+            layer = self._ensure_layer(self._chunks[-1].display)
+            for chunk in self._chunks:
+                y0, x0, y1, x1 = chunk.box
+                layer.data[y0:y1, x0:x1] = chunk.labels
+            self._chunks = []
+            layer.refresh()
+        if self._event is not None:
+            show_progress(self.progress, self._event)
+        if self._message and not self.status.is_error:
+            self.status.info(self._message)
+        self._message = None
 
     def _ensure_layer(self, display, labels: np.ndarray | None = None):
         name = f"{Path(self.slide_layer.currentText()).stem} segmentation"
@@ -255,13 +277,9 @@ class SegmentWidget(QWidget):
             self.layer.data = labels
         return self.layer
 
-    def _paint(self, chunk: LiveChunk) -> None:
-        layer = self._ensure_layer(chunk.display)
-        y0, x0, y1, x1 = chunk.box
-        layer.data[y0:y1, x0:x1] = chunk.labels
-        layer.refresh()
-
     def _on_done(self, finished: Finished) -> None:
+        self._chunks = []  # the finished store replaces them
+        self.view.flush()
         self._ensure_layer(finished.display, finished.labels)
         self.show_areas(finished.class_pixels, finished.display.mpp)
         r = finished.result
@@ -274,6 +292,7 @@ class SegmentWidget(QWidget):
         aborted = self.worker is not None and self.worker.abort_requested
         self.worker = None
         self._set_running(False)
+        self.view.flush()
         if aborted and not self.status.is_error:
             self.status.info(
                 f"cancelled after {self.chunks_done} finished chunk(s); they are kept - Run again (without "

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import DatasetError, SettingsError
-from ._forms import FieldMarks, PathEdit, StatusLine, progress_bar, report_error, show_progress
+from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers
 from ._worker import JobWorker, start_job
 from .loss_plot import LossPlot
@@ -72,7 +72,10 @@ class TrainWidget(QWidget):
         self.last_preview: dict[str, Any] | None = None
         self.checkpoint_step: int | None = None
         self._stamp = None
+        self._event = None
+        self._message: str | None = None
         self.preview = PreviewLayers(napari_viewer)
+        self.view = Throttled(self._refresh_view, self)
         lay = QVBoxLayout(self)
         lay.addWidget(self._form())
         lay.addLayout(self._buttons())
@@ -228,6 +231,7 @@ class TrainWidget(QWidget):
         )
         bank = None if settings.baseline else self.bank.path()
         self.run_dir, self.step, self.device, self._stamp, self.checkpoint_step = out, 0, "", None, None
+        self._event = self._message = None
         self.plot.clear()
         if not resume:
             self._set_classes([])
@@ -262,6 +266,7 @@ class TrainWidget(QWidget):
 
     def _paused(self, paused: bool) -> None:
         self.pause_button.setText("Continue" if paused else "Pause")
+        self._message = None
         self.status.info(f"paused at step {self.step}" if paused else f"continuing from step {self.step}")
 
     def _set_running(self, running: bool) -> None:
@@ -271,26 +276,38 @@ class TrainWidget(QWidget):
         self.pause_button.setText("Pause")
 
     def _on_event(self, ev) -> None:
-        show_progress(self.progress, ev)
-        self.step = ev.step
+        """Keep the event's state; previews are queued at once, the rest is drawn by :meth:`_refresh_view`."""
+        self.step, self._event = ev.step, ev
         if "device " in ev.message:
             self.device = ev.message.rsplit("device ", 1)[1].split()[0].rstrip(",")
         if ev.metrics:
-            self.plot.add(ev.step, ev.metrics)
-            m = ev.metrics
-            text = f"step {ev.step}/{ev.total}, epoch {m.get('epoch', 0):.2f}, {m.get('images_per_s', 0):.1f} images/s"
-            if "val_miou" in m:
-                text += f", val mIoU {m['val_miou']:.3f}"
-            self.metrics_label.setText(
-                text + "  |  " + ", ".join(f"{k} {v:.4f}" for k, v in self.plot.last().items())
-            )
-        if ev.message and not self.status.is_error:
-            self.status.info(ev.message)
-        self.device_label.setText(f"device {self.device or '?'}  |  {memory_text(self.device)}")
+            self.plot.add(ev.step, ev.metrics, repaint=False)
+        if ev.message:
+            self._message = ev.message
         if isinstance(ev.payload, dict) and ev.payload.get("kind") == "preview":
             self.last_preview = ev.payload
             self._set_classes(list(ev.payload["classes"]))
             self._refresh_preview()
+        self.view.poke()
+
+    def _refresh_view(self) -> None:
+        """Draw progress, numbers, the plot, device/memory and the checkpoint from the latest event."""
+        ev = self._event
+        if ev is None:
+            return
+        show_progress(self.progress, ev)
+        m = ev.metrics
+        if m:
+            text = f"step {ev.step}/{ev.total}, epoch {m.get('epoch', 0):.2f}, {m.get('images_per_s', 0):.1f} images/s"
+            if "val_miou" in m:
+                text += f", val mIoU {m['val_miou']:.3f}"
+            last = ", ".join(f"{k} {v:.4f}" for k, v in self.plot.last().items())
+            self.metrics_label.setText(f"{text}  |  {last}")
+        if self._message and not self.status.is_error:
+            self.status.info(self._message)
+        self._message = None
+        self.plot.update()
+        self.device_label.setText(f"device {self.device or '?'}  |  {memory_text(self.device)}")
         self._read_checkpoint()
 
     def _set_classes(self, classes: list[str]) -> None:
@@ -323,6 +340,7 @@ class TrainWidget(QWidget):
             self.checkpoint_label.setText(f"last checkpoint: step {self.checkpoint_step} in {path.parent}")
 
     def _on_done(self, result) -> None:
+        self.view.flush()
         best = result.best
         text = f"{result.stopped} at step {result.step}/{result.total_steps}"
         if best and best.get("miou") is not None:
@@ -333,7 +351,7 @@ class TrainWidget(QWidget):
         aborted = self.worker is not None and self.worker.abort_requested
         self.worker = None
         self._set_running(False)
-        self._read_checkpoint()
+        self.view.flush()
         if aborted and not self.status.is_error:
             self.status.info(
                 f"stopped; the last completed step ({self.checkpoint_step}) is kept in {self.run_dir}/last - "

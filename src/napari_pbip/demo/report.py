@@ -60,9 +60,10 @@ def plot_losses(out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    for variant, style in (("pbip", "-"), ("baseline", ":")):
+    # The baseline has no SIM module: its loss is its classification loss.
+    for variant, style, parts in (("pbip", "-", ("loss", "cls", "fg", "bg")), ("baseline", ":", ("cls",))):
         log = [r for r in _read_log(out / f"run-{variant}") if "loss" in r and "step" in r]
-        for part in ("loss", "cls", "fg", "bg"):
+        for part in parts:
             pts = [(r["step"], r[part]) for r in log if r.get(part) is not None]
             if pts:
                 x, y = zip(*pts, strict=True)

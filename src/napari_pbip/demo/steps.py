@@ -44,7 +44,12 @@ def train_stage1(out: Path, data: Path, bank: Any, s: DemoSettings, variant: str
     from ..training import TrainSettings, train
 
     settings = TrainSettings(
-        baseline=variant == "baseline", epochs=s.epochs, seed=s.seed, device=s.device, image_size=s.patch
+        baseline=variant == "baseline",
+        epochs=s.epochs,
+        seed=s.seed,
+        device=s.device,
+        image_size=s.patch,
+        preview_every=10,
     )
     job = train(settings, data, None if variant == "baseline" else bank, out / f"run-{variant}")
     last_preview = None

@@ -1,0 +1,189 @@
+"""Retake the screenshots of the three dock widgets in use (docs/screenshots/*.png).
+
+Usage::
+
+    python scripts/screenshots.py                # real models (EfficientNet-Lite0), a few minutes on a CPU
+    python scripts/screenshots.py --quick        # tiny test models: checks the flow, pictures less telling
+    python scripts/screenshots.py --out /tmp/shots
+
+The script starts its own Xvfb (a fixed screen, so pictures do not depend on the desktop), opens
+napari, docks each widget through the plugin manifest (Plugins menu entries) and drives it with its
+own buttons on data the package makes offline: the synthetic slide and patch set (sample data),
+a bank built in the "Image bank" widget, a stage-1 run trained in "Train PBIP", and that run
+segmenting the slide in "Segment slide". Each PNG shows the whole window, scaled to ``--width``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW = (1560, 980)
+PLUGIN = "napari-pbip"
+
+
+def wait(app, predicate, timeout_s: float, what: str = "") -> None:
+    """Run the Qt event loop until ``predicate()``; raise after ``timeout_s`` seconds."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        app.processEvents()
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what or predicate}")
+
+
+def settle(app, seconds: float = 1.0) -> None:
+    """Let layouts, slicing and drawing finish."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def save(viewer, app, path: Path, width: int) -> None:
+    """Screenshot of the whole window, scaled to ``width`` px, as an optimised PNG."""
+    from PIL import Image
+
+    settle(app, 1.5)
+    image = Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).convert("RGB")
+    if image.width > width:
+        image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, optimize=True)
+    print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+
+
+def dock(viewer, name: str):
+    """Open the plugin's widget ``name`` as a user would (Plugins menu); return the widget."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def prepare(work: Path, quick: bool) -> dict:
+    """Sample data in ``work`` (the same functions the Open Sample menu runs)."""
+    os.environ["PBIP_SAMPLE_DIR"] = str(work / "samples")
+    from napari_pbip._widgets import sample_data
+
+    if quick:
+        sample_data.PATCHES = {"n_train": 60, "n_val": 8, "n_test": 0, "size": 96}
+    return {
+        "patches": sample_data.cached_patches(),
+        "encoder": "tiny-encoder" if quick else "efficientnet_lite0",
+        "backbone": "tiny-backbone" if quick else "efficientnet_lite0",
+        "size": 96 if quick else 224,
+    }
+
+
+def shoot_bank(viewer, app, prep: dict, work: Path, out: Path, width: int) -> None:
+    """Build a bank in the widget, select thumbnails, warn about similar classes."""
+    viewer.open_sample(PLUGIN, "synthetic_patches")
+    w = dock(viewer, "Image bank")
+    w.dataset.set_path(prep["patches"])
+    w.encoder.setCurrentText(prep["encoder"])
+    w.k.setValue(3)
+    w.per_cluster.setValue(6)
+    w.out.set_path(work / "bank")
+    w.build()
+    wait(app, lambda: w.worker is None, 900, "the bank build")
+    if w.status.is_error:
+        raise RuntimeError(w.status.text())
+    w.grid.select_ids(w.grid.shown_ids("stroma")[:2])
+    w.move_class.setCurrentText("necrosis")
+    viewer.reset_view()
+    save(viewer, app, out / "bank.png", width)
+    viewer.window.remove_dock_widget(w)
+
+
+def shoot_train(viewer, app, prep: dict, work: Path, out: Path, width: int, steps: int) -> None:
+    """Train in the widget until ``steps`` steps have run, then Stop; CAM and FG/BG layers on show."""
+    for layer in viewer.layers:
+        layer.visible = False
+    w = dock(viewer, "Train PBIP")
+    w.dataset.set_path(prep["patches"])
+    w.bank.set_path(work / "bank")
+    w.out.set_path(work / "run")
+    w.backbone.setCurrentText(prep["backbone"])
+    w.image_size.setValue(prep["size"])
+    w.epochs.setValue(20)
+    w.preview_every.setValue(5)
+    w.device_box.setCurrentText("cpu")
+    w.start()
+    wait(app, lambda: w.step >= steps or w.worker is None, 3600, f"{steps} training steps")
+    w.stop()
+    wait(app, lambda: w.worker is None and not w.preview.busy, 900, "training to stop")
+    if w.status.is_error:
+        raise RuntimeError(w.status.text())
+    viewer.reset_view()
+    save(viewer, app, out / "train.png", width)
+    viewer.window.remove_dock_widget(w)
+
+
+def shoot_segment(viewer, app, work: Path, out: Path, width: int) -> None:
+    """Segment the synthetic slide with the run just trained; the result over the slide, areas listed."""
+    for layer in viewer.layers:
+        layer.visible = False
+    viewer.open_sample(PLUGIN, "synthetic_slide")
+    w = dock(viewer, "Segment slide")
+    w.model.set_path(work / "run")
+    w.mpp.setValue(2.0)
+    w.chunk.setValue(512)
+    w.device.setCurrentText("cpu")
+    w.out.set_path(work / "slide.pbip.zarr")
+    viewer.reset_view()
+    w.run()
+    wait(app, lambda: w.chunks_done >= 6 or w.worker is None, 1800, "the first chunks")
+    save(viewer, app, out / "segment-running.png", width)
+    wait(app, lambda: w.worker is None, 3600, "the segmentation")
+    if w.status.is_error:
+        raise RuntimeError(w.status.text())
+    save(viewer, app, out / "segment.png", width)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Take every screenshot in one napari window."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    os.environ.setdefault("PBIP_DEVICE", "cpu")
+    work = Path(tempfile.mkdtemp(prefix="pbip-shots-"))
+    try:
+        prep = prepare(work, args.quick)
+        viewer = napari.Viewer(show=True)
+        viewer.window.resize(*WINDOW)
+        app = QApplication.instance()
+        settle(app, 1.0)
+        shoot_bank(viewer, app, prep, work, args.out, args.width)
+        shoot_train(viewer, app, prep, work, args.out, args.width, args.steps)
+        shoot_segment(viewer, app, work, args.out, args.width)
+        viewer.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots", help="folder for the PNGs")
+    p.add_argument("--quick", action="store_true", help="tiny test models (fast; for checking the script)")
+    p.add_argument("--steps", type=int, default=60, help="training steps before the training screenshot")
+    p.add_argument("--width", type=int, default=1280, help="width of the saved PNGs in pixels")
+    p.add_argument("--use-display", action="store_true", help="use $DISPLAY instead of a private Xvfb")
+    args = p.parse_args(argv)
+    if not (os.environ.get("PBIP_SHOTS_XVFB") or (args.use_display and os.environ.get("DISPLAY"))):
+        if shutil.which("xvfb-run") is None:
+            raise SystemExit("no xvfb-run: install xvfb (Debian: xvfb xauth), or pass --use-display")
+        cmd = ["xvfb-run", "-a", "-s", f"-screen 0 {WINDOW[0] + 40}x{WINDOW[1] + 60}x24", sys.executable, *sys.argv]
+        return subprocess.call(cmd, env={**os.environ, "PBIP_SHOTS_XVFB": "1"})
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
