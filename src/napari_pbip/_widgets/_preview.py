@@ -37,6 +37,11 @@ def mosaic(stack: np.ndarray, fill: float = 0) -> np.ndarray:
     return out
 
 
+def cam_bytes(cams: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """CAMs in [0, 1] gated by the image labels, as uint8 0-255 (a quarter of the float texture to upload)."""
+    return np.rint(np.asarray(cams, dtype=np.float32) * labels * 255).astype(np.uint8)
+
+
 def _class_weights(payload: dict[str, Any], fgbg_class: int | None) -> tuple[np.ndarray, np.ndarray]:
     """FG and BG weights (P, S, S) of the strongest labelled class per pixel, or of class ``fgbg_class``."""
     labels = np.asarray(payload["labels"], dtype=np.float32)[:, :, None, None]
@@ -58,7 +63,7 @@ def preview_layers(
     images = np.asarray(payload["images"])
     width = mosaic(images).shape[1] + 4 * GAP
     labels = np.asarray(payload["labels"], dtype=np.float32)[:, :, None, None]
-    cams = np.asarray(payload["cams"], dtype=np.float32) * labels
+    cams = cam_bytes(payload["cams"], labels)
     out = [(PATCHES, mosaic(images, 255), {"rgb": True})]
     for n, name in enumerate(payload["classes"]):
         r, g, b = (c / 255 for c in payload["palette"][n][:3])
@@ -67,7 +72,7 @@ def preview_layers(
             (
                 cam_layer_name(name),
                 mosaic(cams[:, n]),
-                {"colormap": cmap, "contrast_limits": (0, 1), "opacity": 0.6},
+                {"colormap": cmap, "contrast_limits": (0, 255), "opacity": 0.6},
             )
         )
     fg, bg = _class_weights(payload, fgbg_class)
