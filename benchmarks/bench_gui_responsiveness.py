@@ -171,7 +171,7 @@ def bench_training(viewer, app, prep: dict, work: Path, seconds: float, preview_
 
     handlers = HandlerTimes()  # before the widget exists, so its timers call the timed methods
     handlers.watch(TrainWidget, "_on_event", "_refresh_view")
-    handlers.watch(_preview.PreviewLayers, "show", "_add_next")
+    handlers.watch(_preview.PreviewLayers, "show", "_apply_next")
     w = TrainWidget(viewer)
     viewer.window.add_dock_widget(w, name="Train PBIP")
     w.dataset.set_path(prep["data"])

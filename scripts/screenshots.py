@@ -179,7 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (os.environ.get("PBIP_SHOTS_XVFB") or (args.use_display and os.environ.get("DISPLAY"))):
         if shutil.which("xvfb-run") is None:
             raise SystemExit("no xvfb-run: install xvfb (Debian: xvfb xauth), or pass --use-display")
-        cmd = ["xvfb-run", "-a", "-s", f"-screen 0 {WINDOW[0] + 40}x{WINDOW[1] + 60}x24", sys.executable, *sys.argv]
+        cmd = [
+            "xvfb-run",
+            "-a",
+            "-s",
+            f"-screen 0 {WINDOW[0] + 40}x{WINDOW[1] + 60}x24",
+            sys.executable,
+            *sys.argv,
+        ]
         return subprocess.call(cmd, env={**os.environ, "PBIP_SHOTS_XVFB": "1"})
     run(args)
     return 0

@@ -83,13 +83,12 @@ def preview_layers(
 
 
 class PreviewLayers:
-    """Shows preview payloads in a viewer without long pauses of the GUI.
+    """Shows preview payloads in a viewer one layer per event-loop turn.
 
-    Refreshing layers that exist writes the new pixels into their arrays and refreshes them all in
-    one event-loop turn, so napari redraws the canvas once per preview (under software OpenGL each
-    redraw costs about 25 ms per visible layer). Creating a layer costs napari a visual and a redraw
-    (0.1-0.2 s each, more for the first of its kind), so new layers are added one per event-loop
-    turn. A new preview replaces layers still waiting to be added.
+    Each layer change costs napari a refresh and the canvas a redraw (under software OpenGL about
+    25 ms per visible layer, several times that while training keeps the CPUs busy; creating a
+    layer costs more, most for the first of its kind). Applying them one per turn lets the GUI
+    handle input between them. A new preview replaces the changes still waiting.
     """
 
     def __init__(self, viewer: Any):
@@ -99,32 +98,29 @@ class PreviewLayers:
         self.pending: list[tuple[str, np.ndarray, dict]] = []
         self.timer = QTimer()
         self.timer.setInterval(0)
-        self.timer.timeout.connect(self._add_next)
+        self.timer.timeout.connect(self._apply_next)
 
     def show(self, payload: dict[str, Any], fgbg_class: int | None = None) -> None:
-        """Refresh the existing preview layers now; queue the missing ones."""
-        self.pending = []
-        layers = self.viewer.layers
-        for name, data, kwargs in preview_layers(payload, fgbg_class):
-            layer = layers[name] if name in layers else None
-            if layer is not None and layer.data.shape == data.shape and layer.data.dtype == data.dtype:
-                layer.data[...] = data
-                layer.refresh()
-            else:
-                self.pending.append((name, data, kwargs))
-        if self.pending:
-            self.timer.start()
+        """Queue the layers of ``payload`` (replacing any still waiting) and start applying them."""
+        self.pending = preview_layers(payload, fgbg_class)
+        self.timer.start()
 
     @property
     def busy(self) -> bool:
-        """True while layers wait to be added."""
+        """True while layer changes wait to be applied."""
         return bool(self.pending)
 
-    def _add_next(self) -> None:
+    def _apply_next(self) -> None:
         if not self.pending:
             self.timer.stop()
             return
         name, data, kwargs = self.pending.pop(0)
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
+        layers = self.viewer.layers
+        layer = layers[name] if name in layers else None
+        if layer is not None and layer.data.shape == data.shape and layer.data.dtype == data.dtype:
+            layer.data[...] = data  # same array, new pixels: no new texture, no extent change
+            layer.refresh(extent=False)
+            return
+        if layer is not None:
+            layers.remove(name)
         self.viewer.add_image(data, name=name, **kwargs)
