@@ -190,8 +190,11 @@ def bench_training(viewer, app, prep: dict, work: Path, seconds: float, preview_
     warm = None
     while time.perf_counter() - t0 < seconds and w.worker is not None:
         wait(app, lambda: False, 0.05)
-        if warm is None and _preview.FG in viewer.layers and not w.preview.busy:
-            warm = time.perf_counter()  # every preview layer exists
+        if warm is None and w.last_preview is not None and not w.preview.busy:
+            names = [_preview.PATCHES, _preview.FG, _preview.BG]
+            names += [_preview.cam_layer_name(c) for c in w.last_preview["classes"]]
+            if all(n in viewer.layers for n in names):
+                warm = time.perf_counter()  # every preview layer exists
     w.stop()
     if not wait(app, lambda: w.worker is None, 600):
         raise RuntimeError("training did not stop within 10 minutes")
