@@ -49,13 +49,14 @@ def settle(app, seconds: float = 1.0) -> None:
 
 
 def save(viewer, app, path: Path, width: int) -> None:
-    """Screenshot of the whole window, scaled to ``width`` px, as an optimised PNG."""
+    """Screenshot of the whole window, scaled to ``width`` px, as a 256-colour PNG (small for the docs)."""
     from PIL import Image
 
     settle(app, 1.5)
     image = Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).convert("RGB")
     if image.width > width:
         image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
+    image = image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, optimize=True)
     print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
@@ -85,6 +86,7 @@ def prepare(work: Path, quick: bool) -> dict:
 def shoot_bank(viewer, app, prep: dict, work: Path, out: Path, width: int) -> None:
     """Build a bank in the widget, select thumbnails, warn about similar classes."""
     viewer.open_sample(PLUGIN, "synthetic_patches")
+    viewer.layers["synthetic patch masks"].visible = False  # show the H&E patch the bank can take
     w = dock(viewer, "Image bank")
     w.dataset.set_path(prep["patches"])
     w.encoder.setCurrentText(prep["encoder"])
@@ -95,7 +97,7 @@ def shoot_bank(viewer, app, prep: dict, work: Path, out: Path, width: int) -> No
     wait(app, lambda: w.worker is None, 900, "the bank build")
     if w.status.is_error:
         raise RuntimeError(w.status.text())
-    w.grid.select_ids(w.grid.shown_ids("stroma")[:2])
+    w.grid.select_ids(w.grid.shown_ids("tumor")[:2])
     w.move_class.setCurrentText("necrosis")
     viewer.reset_view()
     save(viewer, app, out / "bank.png", width)
@@ -104,8 +106,6 @@ def shoot_bank(viewer, app, prep: dict, work: Path, out: Path, width: int) -> No
 
 def shoot_train(viewer, app, prep: dict, work: Path, out: Path, width: int, steps: int) -> None:
     """Train in the widget until ``steps`` steps have run, then Stop; CAM and FG/BG layers on show."""
-    for layer in viewer.layers:
-        layer.visible = False
     w = dock(viewer, "Train PBIP")
     w.dataset.set_path(prep["patches"])
     w.bank.set_path(work / "bank")
@@ -121,49 +121,73 @@ def shoot_train(viewer, app, prep: dict, work: Path, out: Path, width: int, step
     wait(app, lambda: w.worker is None and not w.preview.busy, 900, "training to stop")
     if w.status.is_error:
         raise RuntimeError(w.status.text())
-    viewer.reset_view()
+    focus_on_patches(viewer, app)
     save(viewer, app, out / "train.png", width)
     viewer.window.remove_dock_widget(w)
 
 
+def focus_on_patches(viewer, app) -> None:
+    """Frame the preview patches with their CAMs and the FG images beside them."""
+    from napari_pbip._widgets._preview import GAP, PATCHES
+
+    viewer.reset_view()
+    settle(app, 0.5)
+    h, w = viewer.layers[PATCHES].data.shape[:2]
+    scene = getattr(viewer, "scene", None)  # napari >= 0.9 moved the camera to viewer.scene
+    camera = scene.camera if scene is not None else viewer.camera
+    camera.center = (h / 2, w + 2 * GAP)
+    camera.zoom = camera.zoom * 1.45
+
+
 def shoot_segment(viewer, app, work: Path, out: Path, width: int) -> None:
     """Segment the synthetic slide with the run just trained; the result over the slide, areas listed."""
-    for layer in viewer.layers:
-        layer.visible = False
     viewer.open_sample(PLUGIN, "synthetic_slide")
     w = dock(viewer, "Segment slide")
     w.model.set_path(work / "run")
-    w.mpp.setValue(2.0)
-    w.chunk.setValue(512)
+    w.mpp.setValue(0.5)  # the scan's resolution, the scale the synthetic patches were drawn at
+    w.chunk.setValue(1024)
     w.device.setCurrentText("cpu")
     w.out.set_path(work / "slide.pbip.zarr")
     viewer.reset_view()
     w.run()
     wait(app, lambda: w.chunks_done >= 6 or w.worker is None, 1800, "the first chunks")
+    viewer.reset_view()
     save(viewer, app, out / "segment-running.png", width)
     wait(app, lambda: w.worker is None, 3600, "the segmentation")
     if w.status.is_error:
         raise RuntimeError(w.status.text())
+    viewer.reset_view()
     save(viewer, app, out / "segment.png", width)
 
 
-def run(args: argparse.Namespace) -> None:
-    """Take every screenshot in one napari window."""
+def new_viewer():
+    """A fresh napari window of the screenshot size (each widget is shown in its own window)."""
     import napari
     from qtpy.QtWidgets import QApplication
 
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(*WINDOW)
+    app = QApplication.instance()
+    settle(app, 1.0)
+    return viewer, app
+
+
+def run(args: argparse.Namespace) -> None:
+    """Take every screenshot; later shots use what the earlier ones made (bank, then trained run)."""
     os.environ.setdefault("PBIP_DEVICE", "cpu")
     work = Path(tempfile.mkdtemp(prefix="pbip-shots-"))
     try:
         prep = prepare(work, args.quick)
-        viewer = napari.Viewer(show=True)
-        viewer.window.resize(*WINDOW)
-        app = QApplication.instance()
-        settle(app, 1.0)
-        shoot_bank(viewer, app, prep, work, args.out, args.width)
-        shoot_train(viewer, app, prep, work, args.out, args.width, args.steps)
-        shoot_segment(viewer, app, work, args.out, args.width)
-        viewer.close()
+        shots = (
+            lambda viewer, app: shoot_bank(viewer, app, prep, work, args.out, args.width),
+            lambda viewer, app: shoot_train(viewer, app, prep, work, args.out, args.width, args.steps),
+            lambda viewer, app: shoot_segment(viewer, app, work, args.out, args.width),
+        )
+        for shoot in shots:
+            viewer, app = new_viewer()
+            shoot(viewer, app)
+            viewer.close()
+            settle(app, 0.5)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -173,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots", help="folder for the PNGs")
     p.add_argument("--quick", action="store_true", help="tiny test models (fast; for checking the script)")
     p.add_argument("--steps", type=int, default=60, help="training steps before the training screenshot")
-    p.add_argument("--width", type=int, default=1280, help="width of the saved PNGs in pixels")
+    p.add_argument("--width", type=int, default=1200, help="width of the saved PNGs in pixels")
     p.add_argument("--use-display", action="store_true", help="use $DISPLAY instead of a private Xvfb")
     args = p.parse_args(argv)
     if not (os.environ.get("PBIP_SHOTS_XVFB") or (args.use_display and os.environ.get("DISPLAY"))):

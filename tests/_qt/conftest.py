@@ -57,9 +57,11 @@ def tiny_train_settings(**changes):
 @pytest.fixture(scope="session")
 def trained_model(session_dir, dataset, built_bank) -> Path:
     """A stage-1 run (tiny backbone, one epoch) trained by the library: a model folder for segmentation."""
+    from napari_pbip._widgets._triton_guard import guard_triton
     from napari_pbip.events import run
     from napari_pbip.training import train
 
+    guard_triton()  # a viewer may already have loaded the GL driver's LLVM (see _triton_guard)
     out = session_dir / "run"
     run(train(tiny_train_settings(preview_every=0), dataset, built_bank, out))
     return out
