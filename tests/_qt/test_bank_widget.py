@@ -42,6 +42,7 @@ def _fill_build_form(w, dataset, out):
 
 
 def test_build_shows_members_by_class_and_subcluster_with_similarity(widget, dataset, tmp_path, wait_job):
+    from napari_pbip._widgets._bank_grid import ID_ROLE
     from napari_pbip.bank import bank_info, open_bank
 
     _fill_build_form(widget, dataset, tmp_path / "bank")
@@ -54,7 +55,7 @@ def test_build_shows_members_by_class_and_subcluster_with_similarity(widget, dat
         for c in range(2):
             want = sorted(m.id for m in bank.members(name, c, selected=True))
             strip = widget.grid.strips[(name, c)]
-            assert sorted(int(strip.item(r).data(256)) for r in range(strip.count())) == want
+            assert sorted(int(strip.item(r).data(ID_ROLE)) for r in range(strip.count())) == want
             assert all(not strip.item(r).icon().isNull() for r in range(strip.count()))
     assert "selected" in widget.grid.headers["tumor"].text()
     info = bank_info(bank)
