@@ -145,7 +145,8 @@ def segment(out: Path, slide: Any, model: Path, name: str, s: DemoSettings) -> J
     """Whole-slide segmentation into OME-Zarr."""
     from ..inference.segment import SegmentSettings, segment_slide
 
-    settings = SegmentSettings(device=s.device)
+    # Synthetic patches and the synthetic slide are both drawn at 0.5 um/px (data.synth_slide default).
+    settings = SegmentSettings(mpp=0.5, device=s.device)
     return (yield from segment_slide(slide.slide, model, out / f"slide-{name}.zarr", settings))
 
 
