@@ -26,6 +26,7 @@ from .. import _atomic
 from ..errors import BankError, CheckpointError, DatasetError, PbipError, SettingsError
 from ..events import Job, Progress
 from . import augment, checkpoint
+from .runlog import append_log, truncate_log
 from .settings import RESUMABLE_FIELDS, TrainSettings
 
 
@@ -463,19 +464,10 @@ class _Trainer:
         self._truncate_log()
 
     def _log(self, entry: dict[str, Any]) -> None:
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(entry, default=_atomic._json_default) + "\n")
+        append_log(self.out, entry)
 
     def _truncate_log(self) -> None:
-        """Drop log lines after the checkpoint being resumed, so the log reads like one run."""
-        path = self.out / "log.jsonl"
-        if path.is_file():
-            keep = [
-                ln
-                for ln in path.read_text().splitlines()
-                if ln and json.loads(ln).get("step", 0) <= self.step
-            ]
-            _atomic.write_text(path, "".join(ln + "\n" for ln in keep))
+        truncate_log(self.out, self.step)
 
     def _meta(self) -> dict[str, Any]:
         backbone = self.model.backbone

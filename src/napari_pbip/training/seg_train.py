@@ -25,6 +25,7 @@ from .. import _atomic
 from ..errors import CheckpointError
 from ..events import Job, Progress
 from . import checkpoint
+from .runlog import append_log, truncate_log
 from .seg_data import IGNORE, BatchLoader, pair_masks
 from .seg_settings import RESUMABLE_FIELDS, SegSettings
 from .segmenter_predictor import FORMAT_VERSION, MODEL_KIND, SegmenterPredictor, build_from_meta, read_meta
@@ -350,19 +351,10 @@ class _Trainer:
         self._truncate_log()
 
     def _log(self, entry: dict[str, Any]) -> None:
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(entry, default=_atomic._json_default) + "\n")
+        append_log(self.out, entry)
 
     def _truncate_log(self) -> None:
-        """Drop log lines after the checkpoint being resumed, so the log reads like one run."""
-        path = self.out / "log.jsonl"
-        if path.is_file():
-            lines = [
-                ln
-                for ln in path.read_text().splitlines()
-                if ln and json.loads(ln).get("step", 0) <= self.step
-            ]
-            _atomic.write_text(path, "".join(ln + "\n" for ln in lines))
+        truncate_log(self.out, self.step)
 
     def _meta(self) -> dict[str, Any]:
         return {
