@@ -33,7 +33,9 @@ def test_local_cluster_of_two_processes_gives_the_threaded_result(tmp_path):
 
     with (
         LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster,
-        Client(cluster) as client,
+        # not the default client: segment_slide must reach the cluster by its address alone,
+        # as `pbip segment --scheduler tcp://...` does in a process that has no client
+        Client(cluster, set_as_default=False) as client,
     ):
         client.run(toy.register)  # custom model kinds must be known to the workers too
         result = run(

@@ -92,7 +92,9 @@ def run_distributed(func: Callable[..., Any], tasks: Sequence[Any], address: str
         client.submit(func, task, key=f"pbip-chunk-{run}-{i}", pure=False) for i, task in enumerate(tasks)
     ]
     try:
-        for future in as_completed(futures):
+        # the client is not the default one (the caller's own default client, if any, is left
+        # alone), so as_completed must be told which event loop to wait on
+        for future in as_completed(futures, loop=client.loop):
             result = future.result()
             future.release()
             yield result
