@@ -32,40 +32,43 @@ from pathlib import Path
 import numpy as np
 
 
-def build_model(n_classes: int):
-    """EfficientNet-Lite0 features (strides 4-32) fused at stride 4 by a small head, upsampled to the input."""
+def write_model(folder: Path, classes, palette, background_index: int, mpp: float, tile: int) -> Path:
+    """A ``pbip train-seg``-format folder holding ``lite0-seg`` (ImageNet EfficientNet-Lite0 + FPN head).
+
+    The head keeps its seeded initial weights: speed does not depend on training, and the folder
+    is loaded by the same code ``pbip segment`` uses.
+    """
     import torch
-    from torch import nn
 
-    from napari_pbip.models import create_backbone
-
-    class LiteSeg(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = create_backbone("efficientnet_lite0")
-            self.proj = nn.ModuleList(nn.Conv2d(c, 64, 1) for c in self.backbone.channels)
-            self.head = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, n_classes, 1))
-
-        def forward(self, x):
-            feats = self.backbone(x)
-            size = feats[0].shape[-2:]
-            fused = sum(
-                nn.functional.interpolate(p(f), size=size, mode="bilinear", align_corners=False)
-                for p, f in zip(self.proj, feats, strict=True)
-            )
-            logits = self.head(fused)
-            return nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    from napari_pbip import _atomic
+    from napari_pbip.models import create_segmenter
+    from napari_pbip.training import checkpoint
+    from napari_pbip.training.segmenter_predictor import FORMAT_VERSION, MODEL_KIND
 
     torch.manual_seed(0)
-    return LiteSeg().eval()
+    net = create_segmenter("lite0-seg", len(palette), pretrained=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_tensors(folder / "model.safetensors", net.state_dict(), {"kind": MODEL_KIND})
+    meta = {
+        "kind": MODEL_KIND,
+        "format_version": FORMAT_VERSION,
+        "classes": list(classes),
+        "palette": [list(c) for c in palette],
+        "background_index": background_index,
+        "segmenter": "lite0-seg",
+        "config": net.config,
+        "mpp": mpp,
+        "tile": tile,
+    }
+    _atomic.write_json(folder / "model.json", meta)
+    return folder
 
 
-class TorchPredictor:
-    """The DensePredictor wrapper used by pbip and the naive loop."""
+class ModulePredictor:
+    """What the naive loop calls: the plain torch module, as a researcher runs it (NCHW, one tile)."""
 
-    def __init__(self, module, classes, palette, background_index, mpp, tile):
-        self.module, self.classes, self.palette = module, tuple(classes), tuple(palette)
-        self.background_index, self.mpp, self.tile = background_index, mpp, tile
+    def __init__(self, module):
+        self.module = module
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -207,20 +210,48 @@ def slide_tiles(shape: tuple[int, int], tile: int) -> int:
     return math.ceil(shape[0] / tile) * math.ceil(shape[1] / tile)
 
 
-def run_pbip(slide: Path, predictor, out: Path, tile: int, overlap: int | None, batch: int, chunk: int):
+def run_pbip(slide: Path, predictor, out: Path, settings, slide_mpp: float | None):
+    """``segment_slide`` as ``pbip segment`` runs it (the model already loaded, as in a long-lived worker)."""
     from napari_pbip.events import run
-    from napari_pbip.inference.segment import SegmentSettings, segment_slide
+    from napari_pbip.inference.segment import segment_slide
     from napari_pbip.slide import open_slide
 
-    settings = SegmentSettings(tile=tile, overlap=overlap, batch=batch, chunk=chunk)
     t = time.perf_counter()
-    result = run(segment_slide(slide, predictor, out, settings, overwrite=True))
+    result = run(segment_slide(slide, predictor, out, settings, overwrite=True, slide_mpp=slide_mpp))
     seconds = time.perf_counter() - t
     import zarr
 
     labels = zarr.open_array(str(out / "0"), mode="r")[:]
-    assert labels.shape == open_slide(slide).size_at(result.mpp)
+    assert labels.shape == open_slide(slide, mpp=slide_mpp).size_at(result.mpp)
     return seconds, labels, result
+
+
+def single_pass_check(
+    slide: Path, predictor, labels: np.ndarray, mpp: float, side: int = 1536, margin: int = 128
+):
+    """Fraction of pixels where tiled output differs from one model pass over a central region.
+
+    The single pass sees the region plus ``margin`` px of context on each side (cropped after), so
+    only tile-border effects (and glass tiles the tiled run skipped) can differ.
+    """
+    import torch
+
+    from napari_pbip.slide import open_slide
+
+    sl = open_slide(slide, mpp=mpp)
+    h, w = sl.size_at(mpp)
+    side = min(side, h - 2 * margin, w - 2 * margin)
+    y, x = (h - side) // 2, (w - side) // 2
+    rgb = sl.read_region(y - margin, x - margin, side + 2 * margin, side + 2 * margin, mpp)
+    with torch.inference_mode():
+        single = predictor.predict(rgb[None])[0].argmax(0)[margin:-margin, margin:-margin]
+    tiled = labels[y : y + side, x : x + side]
+    tissue = single != predictor.background_index
+    return {
+        "region": [int(y), int(x), int(side)],
+        "differ": round(float((tiled != single).mean()), 5),
+        "differ_where_single_pass_sees_tissue": round(float((tiled != single)[tissue].mean()), 5),
+    }
 
 
 def run_naive(slide: Path, predictor, tile: int):
@@ -309,13 +340,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=4096)
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pbip-bench-segment")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--tile", type=int, default=224)
+    p.add_argument("--slide-mpp", type=float, help="level-0 um/px for slides that do not record it")
+    p.add_argument(
+        "--model", type=Path, help="a pbip train-seg folder (default: lite0-seg with a seeded head)"
+    )
+    p.add_argument(
+        "--single-pass",
+        action="store_true",
+        help="also compare each pbip run with one model pass over a region",
+    )
+    p.add_argument("--tile", type=int, default=224, help="the naive loop's and TIAToolbox's tile")
+    p.add_argument(
+        "--pbip",
+        nargs="*",
+        default=[],
+        metavar="TILE:OVERLAP",
+        help="extra pbip runs with these tile:overlap",
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--tia", type=Path, help="folder where tiatoolbox was pip-installed with --target")
-    p.add_argument(
-        "--skip", nargs="*", default=[], help="methods to leave out: pbip pbip-overlap0 naive tiatoolbox"
-    )
+    p.add_argument("--skip", nargs="*", default=[], help="methods to leave out: pbip naive tiatoolbox")
     p.add_argument(
         "--memory", nargs="+", type=Path, help="instead: peak RSS / mIoU of segmenting these synthetic slides"
     )
@@ -337,31 +382,41 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from napari_pbip.data.synth_slide import write_synthetic_slide
+    from napari_pbip.inference.segment import SegmentSettings
     from napari_pbip.slide import open_slide
+    from napari_pbip.training.segmenter_predictor import load_segmenter, load_segmenter_predictor
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.slide is None:
         args.slide = args.workdir / f"synth{args.size}.tif"
         if not args.slide.exists():
             write_synthetic_slide(args.slide, size=args.size, seed=0)
-    meta = open_slide(args.slide)
-    bg = 4
+    meta = open_slide(args.slide, mpp=args.slide_mpp)
+    mpp = meta.mpp[0]
     classes = ("tumor", "stroma", "lymphocyte", "necrosis")
     palette = ((205, 51, 51), (0, 255, 0), (65, 105, 225), (153, 0, 255), (255, 255, 255))
-    module = build_model(len(palette))
-    predictor = TorchPredictor(module, classes, palette, bg, meta.mpp[0], args.tile)
+    folder = args.model or write_model(args.workdir / "lite0-seg", classes, palette, 4, mpp, args.tile)
+    predictor = load_segmenter_predictor(folder, device="cpu")  # what `pbip segment` loads
+    module, _ = load_segmenter(folder, device="cpu")  # the same weights, as a plain module
+    naive_model = ModulePredictor(module)
     tiles = slide_tiles(meta.shape, args.tile)
-    predictor.predict(np.zeros((2, args.tile, args.tile, 3), np.uint8))  # warm up
+    for warm in (predictor, naive_model):
+        warm.predict(np.zeros((2, args.tile, args.tile, 3), np.uint8))
 
+    base = SegmentSettings(mpp=mpp, batch=args.batch, chunk=args.chunk, device="cpu")
+    variants = {"pbip": base}  # the defaults of `pbip segment`
+    for spec in args.pbip:
+        t, o = (int(v) for v in spec.split(":"))
+        variants[f"pbip-{t}:{o}"] = base.replace(tile=t, overlap=o)
     methods = {
-        "pbip": lambda: run_pbip(
-            args.slide, predictor, args.workdir / "pbip.zarr", args.tile, None, args.batch, args.chunk
-        ),
-        "pbip-overlap0": lambda: run_pbip(
-            args.slide, predictor, args.workdir / "pbip0.zarr", args.tile, 0, args.batch, args.chunk
-        ),
-        "naive": lambda: run_naive(args.slide, predictor, args.tile),
+        name: (
+            lambda st=st, name=name: run_pbip(
+                args.slide, predictor, args.workdir / f"{name}.zarr", st, args.slide_mpp
+            )
+        )
+        for name, st in variants.items()
     }
+    methods["naive"] = lambda: run_naive(args.slide, naive_model, args.tile)
     tia_note = None
     if args.tia is not None:
         sys.path.append(str(args.tia))  # after the venv: its torch/numpy/zarr win
@@ -370,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tia_note = f"tiatoolbox {tiatoolbox.__version__}"
         methods["tiatoolbox"] = lambda: run_tiatoolbox(
-            args.slide, module, args.tile, args.batch, meta.mpp[0], args.workdir
+            args.slide, module, args.tile, args.batch, mpp, args.workdir
         )
     except Exception as exc:  # reported, not hidden
         tia_note = f"tiatoolbox unavailable: {type(exc).__name__}: {exc}"
@@ -379,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
 
     times: dict[str, list[float]] = {m: [] for m in methods}
     labels: dict[str, np.ndarray | None] = {}
-    extra: dict[str, object] = {}
+    extra: dict[str, dict] = {}
     errors: dict[str, str] = {}
     for _ in range(args.repeats):
         for name, fn in methods.items():
@@ -392,11 +447,17 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             times[name].append(out[0])
             labels[name] = out[1]
-            if name == "pbip":
-                extra = {
-                    "pbip_seconds_split": {k: round(v, 2) for k, v in out[2].seconds.items()},
-                    "pbip_tiles": out[2].tiles,
+            if name.startswith("pbip"):
+                r = out[2]
+                extra[name] = {
+                    "tile": r.settings.tile,
+                    "overlap": r.settings.overlap,
+                    "tiles_run": r.tiles.get("run"),
+                    "seconds_split": {k: round(v, 2) for k, v in r.seconds.items()},
+                    "tissue_fraction": r.tissue_fraction,
                 }
+                if args.single_pass:
+                    extra[name]["single_pass"] = single_pass_check(args.slide, predictor, out[1], mpp)
 
     naive = statistics.median(times["naive"]) if times.get("naive") else None
     rows = []
@@ -413,19 +474,25 @@ def main(argv: list[str] | None = None) -> int:
                 "agree_with_naive": agreement(labels.get(name), labels["naive"])
                 if "naive" in labels
                 else None,
+                **extra.get(name, {}),
             }
         )
     print(
-        f"slide {args.slide.name}: {meta.shape[1]}x{meta.shape[0]} px at {meta.mpp[0]:g} um/px, {tiles} tiles of {args.tile} px"
+        f"slide {args.slide.name}: {meta.shape[1]}x{meta.shape[0]} px at {mpp:g} um/px, {tiles} tiles of {args.tile} px"
     )
     print(
         f"CPU only (no GPU in this run), torch threads {torch.get_num_threads()}, batch {args.batch}, repeats {args.repeats}"
     )
-    print(f"{'method':<16}{'median s':>10}{'tiles/s':>10}{'x naive':>9}{'agree':>8}")
+    print(
+        f"{'method':<16}{'tile:ovl':>9}{'median s':>10}{'tiles/s':>10}{'x naive':>9}{'agree':>8}{'vs 1 pass':>10}"
+    )
     for r in rows:
         agree = "" if r["agree_with_naive"] is None else f"{r['agree_with_naive']:.3f}"
+        geom = f"{r['tile']}:{r['overlap']}" if "tile" in r else ""
+        one = f"{r['single_pass']['differ']:.2%}" if "single_pass" in r else ""
         print(
-            f"{r['method']:<16}{r['seconds']:>10.2f}{r['tiles_per_s']:>10.2f}{(r['vs_naive'] or 0):>9.2f}{agree:>8}"
+            f"{r['method']:<16}{geom:>9}{r['seconds']:>10.2f}{r['tiles_per_s']:>10.2f}{(r['vs_naive'] or 0):>9.2f}"
+            f"{agree:>8}{one:>10}"
         )
     if tia_note:
         print(tia_note)
@@ -434,12 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "slide": str(args.slide),
         "shape": list(meta.shape),
+        "mpp": mpp,
         "tile": args.tile,
         "tiles": tiles,
-        "rows": rows,
     }
     summary.update(
-        extra, tiatoolbox=tia_note, errors=errors, device="cpu", torch_threads=torch.get_num_threads()
+        rows=rows, tiatoolbox=tia_note, errors=errors, device="cpu", torch_threads=torch.get_num_threads()
     )
     print(json.dumps(summary))
     return 0

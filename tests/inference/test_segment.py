@@ -123,7 +123,10 @@ def test_settings_are_checked_and_resolved_from_the_model():
     with pytest.raises(SettingsError, match="scheduler"):
         SegmentSettings(scheduler="processes")
     resolved = SegmentSettings().resolve(toy.ColourPredictor())
-    assert (resolved.mpp, resolved.tile, resolved.overlap) == (0.5, 64, 16)
+    assert (resolved.mpp, resolved.tile, resolved.overlap) == (0.5, 64, 16)  # at most a quarter tile
+    big = toy.ColourPredictor()
+    big.tile = 224
+    assert SegmentSettings().resolve(big).overlap == 32
 
 
 def test_in_memory_model_cannot_go_to_a_cluster(tmp_path, toy_slide):

@@ -154,6 +154,20 @@ def test_load_predictor_gives_probabilities_over_mask_indices(trained):
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and probs.min() >= 0
 
 
+def test_predictor_runs_channels_last_and_agrees_with_the_plain_network(trained):
+    """The predictor's fast memory layout must not change what the trained network says."""
+    result, _ = trained
+    predictor = load_predictor(result.out, device="cpu")
+    kernels = [p for p in predictor.model.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    plain, _ = load_segmenter(result.out, device="cpu")
+    batch = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255).contiguous()
+    with torch.no_grad():
+        expected = torch.softmax(plain(x), 1).numpy()
+    assert np.allclose(predictor.predict(batch), expected, atol=1e-5)
+
+
 def test_resume_after_closing_ends_where_an_uninterrupted_run_ends(colour_set, tmp_path):
     data, masks = colour_set
     s = tiny(epochs=2)

@@ -32,7 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--mpp", type=float, help="inference resolution in um/px (default: the model's)")
     p.add_argument("--slide-mpp", type=float, help="the slide's own um/px, for files that do not record it")
     p.add_argument("--tile", type=int, help="tile side in pixels (default: the model's)")
-    p.add_argument("--overlap", type=int, help="overlap between tiles in pixels, blended (default: tile/4)")
+    p.add_argument(
+        "--overlap", type=int, help="overlap between tiles in pixels, blended (default: 32, at most tile/4)"
+    )
     p.add_argument("--batch", type=int, default=16, help="tiles per model call (default: 16)")
     p.add_argument(
         "--chunk", type=int, default=4096, help="pixels per dask task side, multiple of 256 (default: 4096)"
