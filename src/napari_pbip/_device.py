@@ -17,5 +17,7 @@ def resolve_device(device: str = "auto"):
     if dev.type == "cuda" and not torch.cuda.is_available():
         from .errors import SettingsError
 
-        raise SettingsError(f"device={device!r} asked for CUDA but no CUDA device is available; use --device cpu")
+        raise SettingsError(
+            f"device={device!r} asked for CUDA but no CUDA device is available; use --device cpu"
+        )
     return dev

@@ -21,7 +21,8 @@ from napari_pbip.inference.predictor import load_predictor  # noqa: E402
 def test_run_loads_as_a_dense_predictor(tiny_run):
     pred = load_predictor(tiny_run, device="cpu")
     assert pred.classes == ("tumor", "stroma", "lymphocyte", "necrosis")
-    assert pred.background_index == 4 and len(pred.palette) == 5 and pred.tile == 64 and pred.mpp is None
+    assert pred.background_index == 4 and len(pred.palette) == 5 and pred.tile == 64
+    assert pred.mpp == 0.5  # the synthetic data set records the um/px its patches are drawn at
     batch = np.random.default_rng(0).integers(0, 255, size=(2, 64, 64, 3), dtype=np.uint8)
     probs = pred.predict(batch)
     assert probs.shape == (2, 5, 64, 64) and probs.dtype == np.float32

@@ -184,6 +184,7 @@ def make_pseudo_masks(
     device: str = "auto",
     overwrite: bool = False,
     batch_size: int = 8,
+    labels_from_masks: bool = False,
 ) -> Job[Path]:
     """Pseudo-masks for the labelled images of ``split``, gated by each image's own labels.
 
@@ -196,6 +197,9 @@ def make_pseudo_masks(
         device: torch device.
         overwrite: replace an existing ``out``.
         batch_size: images per forward pass.
+        labels_from_masks: gate images without a label in their name by the classes present in
+            their mask (the label an annotator would give): measures pseudo-mask quality on a
+            split that has masks but no image labels, such as the synthetic val split.
 
     Returns:
         A job yielding ``Progress("pseudo", ...)`` per batch and returning ``out``.
@@ -211,6 +215,8 @@ def make_pseudo_masks(
     predictor = load_stage1_predictor(run, device, settings)
     _check_run_classes(predictor, ds.spec.classes, run)
     samples = ds.samples(split)
+    if labels_from_masks:
+        samples = [_labelled_by_mask(s, ds.spec) for s in samples]
     unlabelled = [s.image.name for s in samples if s.labels is None]
     if unlabelled:
         raise DatasetError(
@@ -220,6 +226,18 @@ def make_pseudo_masks(
     paths = [s.image for s in samples]
     labels = [s.labels for s in samples]
     return (yield from _write_masks(predictor, paths, labels, Path(out), overwrite, batch_size, "pseudo"))
+
+
+def _labelled_by_mask(sample, spec):
+    """``sample`` with the classes present in its mask as its image-level label (when it has none)."""
+    import dataclasses
+
+    from ..data.images import read_mask
+
+    if sample.labels is not None or sample.mask is None:
+        return sample
+    present = np.bincount(read_mask(sample.mask, spec).ravel(), minlength=256)[: len(spec.classes)] > 0
+    return dataclasses.replace(sample, labels=tuple(int(v) for v in present))
 
 
 def predict_folder(

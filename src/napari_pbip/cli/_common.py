@@ -22,7 +22,9 @@ def drain(job: Job, quiet: bool = False) -> Any:
         if bar is None:
             for other in bars.values():
                 other.close()
-            bar = bars[ev.stage] = tqdm(total=ev.total, desc=ev.stage, file=sys.stderr, leave=True, dynamic_ncols=True)
+            bar = bars[ev.stage] = tqdm(
+                total=ev.total, desc=ev.stage, file=sys.stderr, leave=True, dynamic_ncols=True
+            )
         if ev.total is not None and bar.total != ev.total:
             bar.total = ev.total
         bar.n = ev.step
@@ -46,4 +48,6 @@ def print_json(obj: Any) -> None:
 
 def add_device(parser) -> None:
     """Add ``--device`` (auto: CUDA when present, else CPU)."""
-    parser.add_argument("--device", default="auto", help="torch device: auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto (CUDA if present), cpu, cuda, cuda:1, ..."
+    )

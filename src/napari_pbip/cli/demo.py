@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ..demo import DemoSettings, run_demo
-    from ..demo.report import summary_table
+    from ..demo.report import bank_table, summary_table, training_table
     from ._common import drain
 
     summary_file = args.out / "summary.json"
@@ -52,6 +52,10 @@ def _run(args: argparse.Namespace) -> int:
     }
     result = drain(run_demo(args.out, DemoSettings(**changes), overwrite=args.overwrite))
     print(summary_table(result.summary))
+    print()
+    print(training_table(result.summary))
+    print()
+    print(bank_table(result.summary))
     print(f"\nseconds: {result.summary.get('seconds_total')}  report: {result.report}")
     if args.view:
         return _view(args.out)

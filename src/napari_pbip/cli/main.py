@@ -14,7 +14,18 @@ import sys
 from ..errors import PbipError
 
 # Subcommand modules under napari_pbip.cli, in the order `pbip --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("demo", "data", "bank", "evaluate", "models", "train", "pseudo", "train_seg", "predict", "segment")
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "data",
+    "bank",
+    "evaluate",
+    "models",
+    "train",
+    "pseudo",
+    "train_seg",
+    "predict",
+    "segment",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

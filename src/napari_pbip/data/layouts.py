@@ -287,6 +287,19 @@ def read_spec(path: str | os.PathLike) -> DatasetSpec:
     return DatasetSpec.from_json(data, source=str(path))
 
 
+def dataset_mpp(root: str | os.PathLike) -> float | None:
+    """The ``"mpp"`` (um/px of the patches) that a data set's ``dataset.json`` records, else None.
+
+    Trained models store it, so slides are later segmented at the resolution they were trained at.
+    """
+    path = Path(root) / "dataset.json"
+    if path.is_file():
+        value = json.loads(path.read_text()).get("mpp")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
+
+
 def write_spec(root: str | os.PathLike, spec: DatasetSpec, name: str = "") -> Path:
     """Write ``root/dataset.json`` for ``spec`` atomically and return its path."""
     path = Path(root) / "dataset.json"

@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 SPLITS = ("train", "val", "test")
+# um/px the patches stand for: render_tissue draws in pixels, and `pbip data synth-slide` draws the
+# same tissue at its default 0.5 um/px, so models trained on these patches segment that slide 1:1
+SYNTH_MPP = 0.5
 _SPLIT_IDS = {"train": 1, "val": 2, "test": 3, "demo": 4}
 SLIDES_PER_SPLIT = 6  # virtual slides (stains) each split's patches are drawn from
 # Which patch indices are single-class, by index modulo the period: 2 in 5 (40%) for training,
@@ -167,6 +170,7 @@ def synthetic_dataset_job(
             "palette": palette_for(classes),
             "background_index": len(classes),
             "label_format": "space",
+            "mpp": SYNTH_MPP,
         }
         _atomic.write_json(tmp / "dataset.json", spec)
         made_by = {"generator": "napari_pbip.data.synth.write_synthetic_dataset", "seed": seed, "size": size}

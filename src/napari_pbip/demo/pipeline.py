@@ -104,6 +104,8 @@ def run_demo(
     for variant in ("pbip", "baseline"):
         run = yield from timed(f"train-{variant}", steps.train_stage1(out, data, bank, s, variant))
         summary[f"train_{variant}"] = steps.train_summary(run)
+        pseudo = yield from timed(f"pseudo-val-{variant}", steps.pseudo_val(out, run, data, s, variant))
+        summary[f"pseudo_val_{variant}"] = steps.evaluate_val(data, pseudo)
         pred = yield from timed(f"predict-{variant}", steps.predict_val(out, run, data, s, variant))
         summary[f"val_{variant}"] = steps.evaluate_val(data, pred)
     masks = yield from timed("pseudo", steps.pseudo_masks(out, data, s))

@@ -26,13 +26,38 @@ def summary_table(summary: dict[str, Any]) -> str:
     rows = [
         "| result | mIoU | FwIoU | bIoU | Dice |",
         "|---|---|---|---|---|",
-        _metric_row("val masks, stage 1 PBIP", summary.get("val_pbip")),
-        _metric_row("val masks, stage 1 plain-CAM baseline", summary.get("val_baseline")),
+        _metric_row("pseudo-masks (val, image labels given), PBIP", summary.get("pseudo_val_pbip")),
+        _metric_row("pseudo-masks (val, image labels given), baseline", summary.get("pseudo_val_baseline")),
+        _metric_row("masks of unlabelled val images, PBIP", summary.get("val_pbip")),
+        _metric_row("masks of unlabelled val images, baseline", summary.get("val_baseline")),
         _metric_row("slide, stage 2 (trained on PBIP pseudo-masks)", summary.get("slide_stage2")),
         _metric_row("slide, stage 1 PBIP", summary.get("slide_stage1-pbip")),
         _metric_row("slide, stage 1 plain-CAM baseline", summary.get("slide_stage1-baseline")),
     ]
     return "\n".join(rows)
+
+
+def training_table(summary: dict[str, Any]) -> str:
+    """Steps and last losses of each training run (stage 1 PBIP and baseline, stage 2)."""
+    lines = ["| run | steps | last loss | cls | fg | bg | best val mIoU |", "|---|---|---|---|---|---|---|"]
+
+    def num(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    for name in ("pbip", "baseline"):
+        t = summary.get(f"train_{name}") or {}
+        loss = t.get("last_losses", {})
+        best = (t.get("best_val") or {}).get("miou")
+        lines.append(
+            f"| stage 1 {name} | {t.get('steps', '-')} | {num(loss.get('loss'))} | {num(loss.get('cls'))} "
+            f"| {num(loss.get('fg'))} | {num(loss.get('bg'))} | {_pct(best)} |"
+        )
+    seg = summary.get("train_seg") or {}
+    best = seg.get("best") or {}
+    lines.append(
+        f"| stage 2 {seg.get('segmenter', '')} | {seg.get('step', '-')} | | | | | {_pct(best.get('miou'))} |"
+    )
+    return "\n".join(lines)
 
 
 def bank_table(summary: dict[str, Any]) -> str:
@@ -193,6 +218,10 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         "ground truth. Metrics in % (ground-truth background excluded).",
         "",
         summary_table(summary),
+        "",
+        "## Training",
+        "",
+        training_table(summary),
         "",
         "## Image bank",
         "",

@@ -43,13 +43,16 @@ def train_stage1(out: Path, data: Path, bank: Any, s: DemoSettings, variant: str
     """Stage 1: PBIP (ClassNet + ImgMatchNet) or the plain-CAM baseline, same backbone and epochs."""
     from ..training import TrainSettings, train
 
+    import math
+
+    steps = math.ceil(s.n_train / TrainSettings.batch_size) * s.epochs
     settings = TrainSettings(
         baseline=variant == "baseline",
         epochs=s.epochs,
         seed=s.seed,
         device=s.device,
         image_size=s.patch,
-        preview_every=10,
+        preview_every=min(10, steps),  # at least one preview for the report, however short the run
     )
     job = train(settings, data, None if variant == "baseline" else bank, out / f"run-{variant}")
     last_preview = None
@@ -118,6 +121,18 @@ def pseudo_masks(out: Path, data: Path, s: DemoSettings) -> Job[Path]:
     return (yield from make_pseudo_masks(out / "run-pbip", data, out / "pseudo-masks", device=s.device))
 
 
+def pseudo_val(out: Path, run: Any, data: Path, s: DemoSettings, variant: str) -> Job[Path]:
+    """Pseudo-masks of the val patches, made exactly as the training ones (gated by image labels,
+    here the classes present in each val mask), so their quality can be scored: train has no masks."""
+    from ..cam.predict import make_pseudo_masks
+
+    return (
+        yield from make_pseudo_masks(
+            run.run, data, out / f"val-pseudo-{variant}", split="val", device=s.device, labels_from_masks=True
+        )
+    )
+
+
 def train_stage2(out: Path, data: Path, masks: Path, s: DemoSettings) -> Job[Path]:
     """Stage 2: the offline default segmenter trained on the pseudo-masks."""
     from ..training.seg_settings import SegSettings
@@ -131,7 +146,7 @@ def train_stage2(out: Path, data: Path, masks: Path, s: DemoSettings) -> Job[Pat
 def seg_summary(seg: Path) -> dict[str, Any]:
     """The stage-2 model's saved description."""
     meta = json.loads((Path(seg) / "model.json").read_text())
-    return {k: meta[k] for k in ("segmenter", "classes", "best") if k in meta}
+    return {k: meta[k] for k in ("segmenter", "classes", "step", "best") if k in meta}
 
 
 def make_slide(out: Path, s: DemoSettings) -> Job[Any]:
@@ -146,7 +161,7 @@ def segment(out: Path, slide: Any, model: Path, name: str, s: DemoSettings) -> J
     from ..inference.segment import SegmentSettings, segment_slide
 
     # Synthetic patches and the synthetic slide are both drawn at 0.5 um/px (data.synth_slide default).
-    settings = SegmentSettings(mpp=0.5, device=s.device)
+    settings = SegmentSettings(device=s.device)  # at the models' recorded 0.5 um/px
     return (yield from segment_slide(slide.slide, model, out / f"slide-{name}.zarr", settings))
 
 

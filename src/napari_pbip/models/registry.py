@@ -129,5 +129,7 @@ def create_segmenter(name: str, n_classes: int, pretrained: bool = True, **kwarg
     """Build a stage-2 segmenter by name."""
     _load_segmenters()
     if name not in _SEGMENTERS:
-        raise ModelNotFoundError(f"unknown segmenter {name!r}; registered segmenters: {', '.join(sorted(_SEGMENTERS))}")
+        raise ModelNotFoundError(
+            f"unknown segmenter {name!r}; registered segmenters: {', '.join(sorted(_SEGMENTERS))}"
+        )
     return _SEGMENTERS[name].factory(n_classes=n_classes, pretrained=pretrained, **kwargs)

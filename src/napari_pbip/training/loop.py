@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .. import _atomic
+from ..data.layouts import dataset_mpp
 from ..errors import BankError, CheckpointError, DatasetError, PbipError, SettingsError
 from ..events import Job, Progress
 from . import augment, checkpoint
@@ -484,7 +485,7 @@ class _Trainer:
             "encoder": None,
             "bank_hash": None,
             "bank_version": None,
-            "mpp": None,
+            "mpp": dataset_mpp(self.ds.root),
             "dataset": str(self.ds.root),
             "settings": self.s.to_dict(),
         }

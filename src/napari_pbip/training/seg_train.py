@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import _atomic
+from ..data.layouts import dataset_mpp
 from ..errors import CheckpointError
 from ..events import Job, Progress
 from . import checkpoint
@@ -366,7 +367,7 @@ class _Trainer:
             "segmenter": self.s.segmenter,
             "config": self.model.config,
             "weights_id": getattr(self.model, "weights_id", None),
-            "mpp": self.s.mpp if self.s.mpp is not None else _dataset_mpp(self.ds.root),
+            "mpp": self.s.mpp if self.s.mpp is not None else dataset_mpp(self.ds.root),
             "tile": self.s.crop_size,
             "dataset": str(self.ds.root),
             "masks": str(self.masks),
@@ -385,13 +386,3 @@ def _shape(sample) -> tuple[int, ...]:
 
     with Image.open(sample.image) as im:
         return (im.height, im.width, 3)
-
-
-def _dataset_mpp(root: Path) -> float | None:
-    """``"mpp"`` of the data set's ``dataset.json`` when it records one."""
-    path = Path(root) / "dataset.json"
-    if path.is_file():
-        value = json.loads(path.read_text()).get("mpp")
-        if isinstance(value, (int, float)) and value > 0:
-            return float(value)
-    return None
