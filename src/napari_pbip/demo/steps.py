@@ -41,9 +41,9 @@ def bank_summary(bank: Any) -> dict[str, Any]:
 
 def train_stage1(out: Path, data: Path, bank: Any, s: DemoSettings, variant: str) -> Job[Any]:
     """Stage 1: PBIP (ClassNet + ImgMatchNet) or the plain-CAM baseline, same backbone and epochs."""
-    from ..training import TrainSettings, train
-
     import math
+
+    from ..training import TrainSettings, train
 
     steps = math.ceil(s.n_train / TrainSettings.batch_size) * s.epochs
     settings = TrainSettings(
