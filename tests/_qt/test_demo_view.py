@@ -20,7 +20,7 @@ def small_demo(tmp_path_factory):
     return run(run_demo(tmp_path_factory.mktemp("demo") / "out", settings)).out
 
 
-def test_demo_opens_with_layers_and_widgets_pointed_at_it(make_napari_viewer, small_demo):
+def test_demo_opens_with_layers_and_widgets_pointed_at_it(make_napari_viewer, small_demo, wait_job):
     from napari.layers import Image, Labels
 
     from napari_pbip._widgets.demo_view import open_demo
@@ -36,6 +36,9 @@ def test_demo_opens_with_layers_and_widgets_pointed_at_it(make_napari_viewer, sm
     assert widgets["Image bank"].out.path() == small_demo / "bank"
     assert widgets["Train PBIP"].dataset.path() == small_demo / "data"
     assert widgets["Segment slide"].model.path() == small_demo / "seg"
+    assert widgets["Segment slide"].mpp.value() == 0.5  # the segmenter's recorded resolution
+    wait_job(widgets["Image bank"])
+    assert widgets["Image bank"].bank is not None and widgets["Image bank"].bank.root == small_demo / "bank"
 
 
 def test_a_folder_without_a_demo_is_refused_with_the_command_to_make_one(make_napari_viewer, tmp_path):

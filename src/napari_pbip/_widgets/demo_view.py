@@ -37,7 +37,7 @@ def open_demo(viewer: Any, out: str | Path) -> dict[str, Any]:
             tuple(meta["classes"]), tuple(map(tuple, meta["palette"])), int(meta["background_index"])
         )
         kwargs = layer_kwargs(cm, meta["mpp"], meta["mpp"], "ground truth")
-        viewer.add_labels(labels, **kwargs, opacity=0.4, visible=False)
+        viewer.add_labels(labels, **{**kwargs, "opacity": 0.4, "visible": False})
     for name in ("stage1-baseline", "stage1-pbip", "stage2"):  # stage 2 ends on top
         path = out / f"slide-{name}.zarr"
         if path.is_dir():
@@ -48,10 +48,13 @@ def open_demo(viewer: Any, out: str | Path) -> dict[str, Any]:
     bank, train, segment = (widgets[n] for n in WIDGETS)
     bank.dataset.set_path(out / "data")
     bank.out.set_path(out / "bank")
+    bank.open()  # the demo's prototypes in the grid
     train.dataset.set_path(out / "data")
     train.bank.set_path(out / "bank")
     train.out.set_path(out / "run-gui")  # a new run: the demo's own runs stay as they are
     segment.model.set_path(out / "seg")
+    segment.model.line.editingFinished.emit()  # as if typed: the model's um/px fills the resolution
+    viewer.reset_view()
     return widgets
 
 
