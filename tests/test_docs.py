@@ -82,6 +82,9 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/paper-config.md", "save_file("): "downloads ResNet-101 weights from the model hub",
     ("docs/architecture.md", "gen_cli_docs.py"): "rewrites docs/cli.md in the repository; "
     "test_cli_reference_is_generated_from_the_parser runs the generator instead",
+    ("docs/benchmarks.md", "make demo"): "takes minutes (the whole demo)",
+    ("docs/benchmarks.md", "compare_stage1_real.py"): "trains six stage-1 runs on real data (about 30 min)",
+    ("docs/benchmarks.md", "bench_segment.py"): "needs a finished demo and TIAToolbox; takes minutes",
     ("docs/architecture.md", "pytest tests/test_docs.py"): "runs this test (recursion)",
 }
 
