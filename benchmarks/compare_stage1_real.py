@@ -10,7 +10,8 @@ Uses ``../shared/data/wsss4luad-dev`` (WSSS4LUAD, lung adenocarcinoma; not part 
    * **pseudo-masks**: CAMs gated by each image's classes (here the classes present in its mask),
      exactly how training pseudo-masks are made: the paper's measure of CAM quality (its Table 5);
    * **unlabelled masks**: ``pbip predict``, where the classifier also decides which classes are
-     present (what a user gets on new images).
+     present (what a user gets on new images), with the per-class presence thresholds that
+     training fits on the training labels (``RUN/presence.json``).
 
 The images scored are those the tiles came from (this folder has no other masked images), so the
 figures compare the two methods; they are not a generalisation estimate.
@@ -90,6 +91,10 @@ def score(run_dir: Path, dev: Path) -> dict:
     from napari_pbip.evaluate import evaluate_folder
     from napari_pbip.events import run
 
+    from napari_pbip.cam.calibrate import PRESENCE_FILE, calibrate_presence
+
+    if not (run_dir / PRESENCE_FILE).is_file():  # a run trained before presence calibration existed
+        run(calibrate_presence(run_dir, run_dir.parent / "weak", device="cpu"))
     pseudo, pred = run_dir.with_name(run_dir.name + "-pseudo"), run_dir.with_name(run_dir.name + "-pred")
     run(
         make_pseudo_masks(

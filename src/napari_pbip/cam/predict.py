@@ -20,6 +20,7 @@ import numpy as np
 from .. import _atomic
 from ..errors import CheckpointError, DatasetError
 from ..events import Job, Progress
+from .calibrate import DEFAULT_THRESHOLD, read_thresholds
 from .pseudo import (
     CamSettings,
     class_scores,
@@ -43,10 +44,19 @@ class Stage1Predictor:
         mpp: um/px of the training patches when known, else None.
         tile: the side the model was trained at.
         settings: the :class:`CamSettings` in use.
+        presence_thresholds: class presence threshold(s) for unlabelled images: the settings' value,
+            else the run's calibrated per-class ones, else 0.5.
         meta: the run's ``model.json``.
     """
 
-    def __init__(self, model, meta: dict[str, Any], device, settings: CamSettings | None = None):
+    def __init__(
+        self,
+        model,
+        meta: dict[str, Any],
+        device,
+        settings: CamSettings | None = None,
+        thresholds: tuple[float, ...] | None = None,
+    ):
         self.model = model
         self.meta = meta
         self.device = device
@@ -57,6 +67,10 @@ class Stage1Predictor:
         self.mpp = meta.get("mpp")
         self.tile = int(meta["settings"]["image_size"])
         self.weights = tuple(self.settings.fusion_weights or meta["settings"]["fusion_weights"])
+        given = self.settings.presence_threshold
+        self.presence_thresholds: float | tuple[float, ...] = (
+            given if given is not None else (thresholds or DEFAULT_THRESHOLD)
+        )
 
     def scores(self, batch: np.ndarray, presence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Class scores and classifier probabilities for a batch of same-size images.
@@ -73,7 +87,7 @@ class Stage1Predictor:
         out, size = run_cams(self.model, batch, self.device)
         probs = presence_probabilities(out["logits"], self.weights)
         if presence is None:
-            gate = decide_presence(probs, self.settings.presence_threshold)
+            gate = decide_presence(probs, self.presence_thresholds)
         else:
             gate = torch.as_tensor(np.asarray(presence), dtype=torch.float32, device=probs.device)
         scores = class_scores(out["cams"], size, gate, self.weights, crop=batch.shape[1:3])
@@ -121,7 +135,8 @@ def load_stage1_predictor(
     from ..training.checkpoint import load_classnet
 
     model, meta = load_classnet(path, device=device)
-    return Stage1Predictor(model, meta, next(model.parameters()).device, settings)
+    thresholds = read_thresholds(path, tuple(meta["classes"]))
+    return Stage1Predictor(model, meta, next(model.parameters()).device, settings, thresholds)
 
 
 def _same_size_batches(

@@ -33,7 +33,8 @@ class CamSettings(Settings):
         bg_power: exponent alpha of the ``(1 - max)^alpha`` background channel.
         presence_threshold: a class is present in an unlabelled image when the classifier's
             probability (mean over levels, fusion-weighted) reaches this; the most probable class
-            is always kept.
+            is always kept. None: the per-class thresholds fitted on the run's training labels
+            (``RUN/presence.json``, see :mod:`.calibrate`), or 0.5 for runs without them.
         fusion_weights: per-level weights; None uses the run's ``fusion_weights``.
     """
 
@@ -42,7 +43,7 @@ class CamSettings(Settings):
     white_max_saturation: float = 30.0
     min_white_size: int = 64
     bg_power: float = 1.0
-    presence_threshold: float = 0.5
+    presence_threshold: float | None = None
     fusion_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -61,10 +62,10 @@ class CamSettings(Settings):
         check(self.min_white_size >= 0, "min_white_size", self.min_white_size, "a pixel count >= 0")
         check(self.bg_power > 0, "bg_power", self.bg_power, "a positive exponent")
         check(
-            0 < self.presence_threshold < 1,
+            self.presence_threshold is None or 0 < self.presence_threshold < 1,
             "presence_threshold",
             self.presence_threshold,
-            "a probability in (0, 1), e.g. 0.5",
+            "None (the run's calibrated thresholds) or a probability in (0, 1), e.g. 0.5",
         )
         check(
             self.fusion_weights is None or (len(self.fusion_weights) > 0 and min(self.fusion_weights) >= 0),
@@ -122,11 +123,12 @@ def presence_probabilities(logits: Sequence, weights: Sequence[float]):
     return sum((w / total) * torch.sigmoid(lg.float()) for lg, w in zip(logits, weights, strict=True))
 
 
-def decide_presence(probs, threshold: float):
-    """Classes with probability >= ``threshold``, always including each image's most probable one -> ``(B, N)``."""
+def decide_presence(probs, threshold):
+    """Classes with probability >= ``threshold`` (one value, or one per class), always including each
+    image's most probable one -> ``(B, N)``."""
     import torch
 
-    present = (probs >= threshold).float()
+    present = (probs >= torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)).float()
     top = torch.nn.functional.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
     return torch.maximum(present, top)
 

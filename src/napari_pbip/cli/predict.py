@@ -7,10 +7,8 @@ import argparse
 
 def register(subparsers) -> None:
     """Add ``pbip predict``."""
-    from ..cam.pseudo import CamSettings
     from .pseudo import add_cam_args
 
-    d = CamSettings()
     p = subparsers.add_parser(
         "predict",
         help="masks for a folder of images without labels, from a `pbip train` run",
@@ -25,7 +23,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--threshold",
         type=float,
-        help=f"class presence probability threshold (default {d.presence_threshold:g})",
+        help="class presence probability threshold (default: the per-class thresholds fitted on the run's "
+        "training labels, or 0.5 for runs without them)",
     )
     add_cam_args(p)
     p.set_defaults(func=run_predict)

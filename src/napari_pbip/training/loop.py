@@ -78,7 +78,9 @@ def train(
         overwrite: replace an existing ``out`` (ignored with ``resume``).
 
     Returns:
-        A job yielding one ``Progress("train", ...)`` per step and returning a :class:`TrainResult`.
+        A job yielding one ``Progress("train", ...)`` per step and returning a :class:`TrainResult`;
+        then ``Progress("calibrate", ...)`` while the presence thresholds for unlabelled images are
+        fitted on the training labels (``RUN/presence.json``, see :mod:`napari_pbip.cam.calibrate`).
 
     Raises:
         BankError: the bank's classes differ from the data set's.
@@ -91,7 +93,13 @@ def train(
     settings = _resolve_settings(settings, out, resume, overwrite)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     trainer = _Trainer(settings, ds, _open_bank(bank, settings, ds), out)
-    return (yield from trainer.run(resume))
+    result = yield from trainer.run(resume)
+    if (out / "model.json").is_file():
+        from ..cam.calibrate import calibrate_presence
+
+        # per-class presence thresholds for unlabelled images, fitted on the training labels
+        yield from calibrate_presence(out, ds, device=settings.device)
+    return result
 
 
 def resume_settings(out: str | os.PathLike, **changes: Any) -> TrainSettings:
