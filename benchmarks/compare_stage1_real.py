@@ -87,11 +87,10 @@ def _train_child(variant: str, seed: int, out: Path, changes: dict, work: Path, 
 
 def score(run_dir: Path, dev: Path) -> dict:
     """Pseudo-mask and unlabelled-mask scores of one run on the val images."""
+    from napari_pbip.cam.calibrate import PRESENCE_FILE, calibrate_presence
     from napari_pbip.cam.predict import make_pseudo_masks, predict_folder
     from napari_pbip.evaluate import evaluate_folder
     from napari_pbip.events import run
-
-    from napari_pbip.cam.calibrate import PRESENCE_FILE, calibrate_presence
 
     if not (run_dir / PRESENCE_FILE).is_file():  # a run trained before presence calibration existed
         run(calibrate_presence(run_dir, run_dir.parent / "weak", device="cpu"))

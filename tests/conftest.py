@@ -16,5 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout; tests using it skip when it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (only present beside the development checkout)")
+        pytest.skip(
+            f"real data folder {SHARED_DATA} is absent (only present beside the development checkout)"
+        )
     return SHARED_DATA

@@ -41,3 +41,7 @@ class SlideError(PbipError):
 
 class OutputExistsError(PbipError, FileExistsError):
     """An output exists and overwriting was not asked for."""
+
+
+class TrainingDivergedError(PbipError, ArithmeticError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""

@@ -24,15 +24,11 @@ import numpy as np
 
 from .. import _atomic
 from ..data.layouts import dataset_mpp
-from ..errors import BankError, CheckpointError, DatasetError, PbipError, SettingsError
+from ..errors import BankError, CheckpointError, DatasetError, SettingsError, TrainingDivergedError
 from ..events import Job, Progress
 from . import augment, checkpoint
 from .runlog import append_log, truncate_log
 from .settings import RESUMABLE_FIELDS, TrainSettings
-
-
-class TrainingDivergedError(PbipError, ArithmeticError):
-    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
 @dataclass

@@ -239,7 +239,7 @@ class _Trainer:
     def _train_step(self) -> tuple[float, int]:
         import torch
 
-        from .loop import TrainingDivergedError
+        from ..errors import TrainingDivergedError
 
         images, masks = self.loader.get(self.step, self.total)
         x = (
