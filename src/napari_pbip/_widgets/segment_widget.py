@@ -34,6 +34,7 @@ from ..errors import SlideError
 from . import _labels
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._segment_live import Finished, LiveChunk, count, live_segmentation
+from ._warmup import warm_up
 from ._worker import JobWorker, as_job, start_job
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class SegmentWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
+        warm_up()  # napari's lazy imports for the first result layer, off the GUI thread
         self.viewer = napari_viewer
         self.worker: JobWorker | None = None
         self.layer = None

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from ..errors import DatasetError, SettingsError
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers
+from ._warmup import warm_up
 from ._worker import JobWorker, start_job
 from .loss_plot import LossPlot
 
@@ -64,6 +65,7 @@ class TrainWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__()
+        warm_up()  # napari's lazy imports for the first result layer, off the GUI thread
         self.viewer = napari_viewer
         self.worker: JobWorker | None = None
         self.run_dir = None
