@@ -85,6 +85,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/benchmarks.md", "make demo"): "takes minutes (the whole demo)",
     ("docs/benchmarks.md", "compare_stage1_real.py"): "trains six stage-1 runs on real data (about 30 min)",
     ("docs/benchmarks.md", "bench_segment.py"): "needs a finished demo and TIAToolbox; takes minutes",
+    ("docs/benchmarks.md", "bench_gui_responsiveness.py"): "opens napari under its own Xvfb; takes minutes",
     ("docs/architecture.md", "pytest tests/test_docs.py"): "runs this test (recursion)",
 }
 
