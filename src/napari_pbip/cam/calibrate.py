@@ -92,7 +92,7 @@ def calibrate_presence(
         "thresholds": [t for t, _ in fitted],
         "train_f1": [None if np.isnan(f) else round(f, 4) for _, f in fitted],
         "train_f1_at_0.5": [
-            None if not y[:, c].any() else round(best_f1_at(p[:, c], y[:, c], DEFAULT_THRESHOLD), 4)
+            None if not y[:, c].any() else round(f1_at(p[:, c], y[:, c], DEFAULT_THRESHOLD), 4)
             for c in range(p.shape[1])
         ],
         "images": len(samples),
@@ -101,7 +101,7 @@ def calibrate_presence(
     return record
 
 
-def best_f1_at(probs: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+def f1_at(probs: np.ndarray, labels: np.ndarray, threshold: float) -> float:
     """F1 of ``probs >= threshold`` against ``labels``."""
     predicted = np.asarray(probs) >= threshold
     labels = np.asarray(labels, bool)
