@@ -63,6 +63,9 @@ def show_demo(out: str | Path) -> None:
     import napari
 
     out = Path(out)
+    from qtpy.QtCore import QTimer
+
     viewer = napari.Viewer(title=f"napari-pbip demo: {out}")
     open_demo(viewer, out)
+    QTimer.singleShot(200, viewer.reset_view)  # again once Qt has laid out the docks: the whole slide fits
     napari.run()
