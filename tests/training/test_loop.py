@@ -57,6 +57,12 @@ def tiny(**kw) -> TrainSettings:
     return TrainSettings(**{**base, **kw})
 
 
+def test_a_run_shorter_than_the_preview_interval_still_ends_with_a_preview(dataset, tmp_path):
+    events = []
+    run(train(tiny(preview_every=4), dataset, fake_bank(), tmp_path / "run"), events.append)
+    assert [e.step for e in events if e.payload is not None] == [4, 6]  # 6 steps: every 4th, and the last
+
+
 def test_events_carry_loss_parts_and_previews_and_run_folder_is_complete(dataset, tmp_path):
     out = tmp_path / "run"
     events = []

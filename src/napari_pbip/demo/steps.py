@@ -41,18 +41,15 @@ def bank_summary(bank: Any) -> dict[str, Any]:
 
 def train_stage1(out: Path, data: Path, bank: Any, s: DemoSettings, variant: str) -> Job[Any]:
     """Stage 1: PBIP (ClassNet + ImgMatchNet) or the plain-CAM baseline, same backbone and epochs."""
-    import math
-
     from ..training import TrainSettings, train
 
-    steps = math.ceil(s.n_train / TrainSettings.batch_size) * s.epochs
     settings = TrainSettings(
         baseline=variant == "baseline",
         epochs=s.epochs,
         seed=s.seed,
         device=s.device,
         image_size=s.patch,
-        preview_every=min(10, steps),  # at least one preview for the report, however short the run
+        preview_every=10,
     )
     job = train(settings, data, None if variant == "baseline" else bank, out / f"run-{variant}")
     last_preview = None

@@ -2,7 +2,7 @@
 
 One event per optimizer step (``stage="train"``): ``metrics`` holds ``loss``, ``cls``, ``fg``,
 ``bg``, ``lr``, ``images_per_s`` and ``epoch`` (fractional), plus ``val_miou`` after a validation;
-every ``preview_every`` steps ``payload`` is a preview dict (see :meth:`_Trainer.preview`) with the
+every ``preview_every`` steps (and at the last step) ``payload`` is a preview dict (see :meth:`_Trainer.preview`) with the
 CAMs and FG/BG maps of a fixed set of training images. A GUI pauses the job by not asking for the
 next event and stops it by closing the generator: the last completed step is checkpointed, and
 ``resume=True`` continues exactly where it stopped (batch order, augmentation and per-step seeds
@@ -216,9 +216,9 @@ class _Trainer:
                 self._log({"step": self.step, **metrics})
                 if index == self.spe - 1:
                     metrics.update(self._end_epoch())
-                payload = (
-                    self.preview() if self.s.preview_every and self.step % self.s.preview_every == 0 else None
-                )
+                every = self.s.preview_every
+                due = bool(every) and (self.step % every == 0 or self.step == self.total)
+                payload = self.preview() if due else None  # the last step too: short runs show their end
                 message = f"epoch {epoch + 1}/{self.s.epochs}" + "".join(f"; {n}" for n in self.notes)
                 self.notes.clear()
                 yield Progress("train", self.step, self.total, message, metrics, payload)
