@@ -20,6 +20,7 @@ from typing import Any
 from napari.qt.threading import GeneratorWorker
 
 from ..events import Job
+from . import _gc_pause
 from ._triton_guard import guard_triton
 
 
@@ -91,6 +92,16 @@ def start_job(
     """
     guard_triton()  # torch may import Triton in the job; with the GL driver's LLVM loaded that crashes
     worker = JobWorker(_drive, make_job)
+    _gc_pause.job_started()
+    worker.finished.connect(_gc_pause.job_ended)
+    first = [True]
+
+    def _first_event(_event: Any) -> None:
+        if first[0]:
+            first[0] = False
+            _gc_pause.job_event()
+
+    worker.yielded.connect(_first_event)
     for signal, slot in (
         (worker.yielded, on_event),
         (worker.returned, on_done),
