@@ -30,7 +30,9 @@ def widget(make_napari_viewer, small_slide, trained_model, tmp_path):
     return w
 
 
-def test_result_fills_in_as_chunks_finish_and_matches_the_store(widget, small_slide, tmp_path, wait_job):
+def test_result_fills_in_as_chunks_finish_and_matches_the_store(
+    widget, small_slide, tmp_path, wait_job, qtbot
+):
     from napari_pbip._widgets._labels import UNFILLED
     from napari_pbip.export import open_labels
 
@@ -48,6 +50,7 @@ def test_result_fills_in_as_chunks_finish_and_matches_the_store(widget, small_sl
     assert not widget.status.is_error, widget.status.text()
     assert any(0 < u < 1 for u in unfilled), unfilled  # seen part done: it filled in chunk by chunk
     layer = widget.layer
+    qtbot.waitUntil(lambda: layer.visible)  # added hidden, shown on the next event-loop turn
     store = open_labels(tmp_path / "seg.zarr")
     np.testing.assert_array_equal(layer.data, np.asarray(store.levels[0]))
     assert layer.data.shape == (512, 512) and tuple(layer.scale) == (1.0, 1.0)

@@ -58,6 +58,7 @@ def test_training_shows_loss_parts_cams_and_fgbg_and_finishes(widget, tmp_path, 
         # the class's CAM (0-1 shown as 0-255) where the patch is labelled with it, else 0
         np.testing.assert_allclose(cam / 255, want, atol=0.5 / 255 + 1e-6)
     assert layers[FG].rgb and layers[BG].rgb and layers[FG].translate[1] > 0
+    assert all(layers[n].visible for n in (PATCHES, FG, BG, *map(cam_layer_name, CLASSES)))
     assert "device cpu" in widget.device_label.text() and "RSS" in widget.device_label.text()
     assert (tmp_path / "run" / "model.json").is_file() and _state_step(tmp_path / "run") == 10
     assert "step 10" in widget.checkpoint_label.text()

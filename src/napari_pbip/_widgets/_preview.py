@@ -64,7 +64,15 @@ def preview_layers(
     width = mosaic(images).shape[1] + 4 * GAP
     labels = np.asarray(payload["labels"], dtype=np.float32)[:, :, None, None]
     cams = cam_bytes(payload["cams"], labels)
-    out = [(PATCHES, mosaic(images, 255), {"rgb": True})]
+    # BG and FG (to the right of the patches) first: a layer that widens the scene makes napari
+    # re-slice every layer already shown (0.3 s with seven under software OpenGL), so the scene
+    # gets its full width while it holds one or two layers; the CAMs go over the patches.
+    fg, bg = _class_weights(payload, fgbg_class)
+    out = []
+    for i, (name, weight) in reversed(list(enumerate(((FG, fg), (BG, bg)), start=1))):
+        rgb = (images.astype(np.float32) * weight[..., None]).astype(np.uint8)
+        out.append((name, mosaic(rgb, 255), {"rgb": True, "translate": (0, i * width)}))
+    out.append((PATCHES, mosaic(images, 255), {"rgb": True}))
     for n, name in enumerate(payload["classes"]):
         r, g, b = (c / 255 for c in payload["palette"][n][:3])
         cmap = Colormap([[r, g, b, 0.0], [r, g, b, 1.0]], name=f"pbip-cam-{name}")
@@ -75,10 +83,6 @@ def preview_layers(
                 {"colormap": cmap, "contrast_limits": (0, 255), "opacity": 0.6},
             )
         )
-    fg, bg = _class_weights(payload, fgbg_class)
-    for i, (name, weight) in enumerate(((FG, fg), (BG, bg)), start=1):
-        rgb = (images.astype(np.float32) * weight[..., None]).astype(np.uint8)
-        out.append((name, mosaic(rgb, 255), {"rgb": True, "translate": (0, i * width)}))
     return out
 
 
@@ -88,21 +92,24 @@ class PreviewLayers:
     Each layer change costs napari a refresh and the canvas a redraw (under software OpenGL about
     25 ms per visible layer, several times that while training keeps the CPUs busy; creating a
     layer costs more, most for the first of its kind). Applying them one per turn lets the GUI
-    handle input between them. A new preview replaces the changes still waiting.
+    handle input between them. A new layer is added hidden and shown on the following turn, so
+    napari's set-up of the layer and the canvas's first draw of it (texture upload) fall in
+    different turns. A new preview replaces the changes still waiting, except those reveals.
     """
 
     def __init__(self, viewer: Any):
         from qtpy.QtCore import QTimer
 
         self.viewer = viewer
-        self.pending: list[tuple[str, np.ndarray, dict]] = []
+        self.pending: list[tuple[str, np.ndarray | None, dict]] = []
         self.timer = QTimer()
         self.timer.setInterval(0)
         self.timer.timeout.connect(self._apply_next)
 
     def show(self, payload: dict[str, Any], fgbg_class: int | None = None) -> None:
         """Queue the layers of ``payload`` (replacing any still waiting) and start applying them."""
-        self.pending = preview_layers(payload, fgbg_class)
+        reveals = [change for change in self.pending if change[1] is None]  # new layers still hidden
+        self.pending = reveals + preview_layers(payload, fgbg_class)
         self.timer.start()
 
     @property
@@ -116,6 +123,10 @@ class PreviewLayers:
             return
         name, data, kwargs = self.pending.pop(0)
         layers = self.viewer.layers
+        if data is None:  # a layer added hidden one turn ago: show it now
+            if name in layers:
+                layers[name].visible = True
+            return
         layer = layers[name] if name in layers else None
         if layer is not None and layer.data.shape == data.shape and layer.data.dtype == data.dtype:
             layer.data[...] = data  # same array, new pixels: no new texture, no extent change
@@ -123,4 +134,5 @@ class PreviewLayers:
             return
         if layer is not None:
             layers.remove(name)
-        self.viewer.add_image(data, name=name, **kwargs)
+        self.viewer.add_image(data, name=name, visible=False, **kwargs)
+        self.pending.insert(0, (name, None, {}))
