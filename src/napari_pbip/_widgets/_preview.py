@@ -64,15 +64,7 @@ def preview_layers(
     width = mosaic(images).shape[1] + 4 * GAP
     labels = np.asarray(payload["labels"], dtype=np.float32)[:, :, None, None]
     cams = cam_bytes(payload["cams"], labels)
-    # BG and FG (to the right of the patches) first: a layer that widens the scene makes napari
-    # re-slice every layer already shown (0.3 s with seven under software OpenGL), so the scene
-    # gets its full width while it holds one or two layers; the CAMs go over the patches.
-    fg, bg = _class_weights(payload, fgbg_class)
-    out = []
-    for i, (name, weight) in reversed(list(enumerate(((FG, fg), (BG, bg)), start=1))):
-        rgb = (images.astype(np.float32) * weight[..., None]).astype(np.uint8)
-        out.append((name, mosaic(rgb, 255), {"rgb": True, "translate": (0, i * width)}))
-    out.append((PATCHES, mosaic(images, 255), {"rgb": True}))
+    out = [(PATCHES, mosaic(images, 255), {"rgb": True})]
     for n, name in enumerate(payload["classes"]):
         r, g, b = (c / 255 for c in payload["palette"][n][:3])
         cmap = Colormap([[r, g, b, 0.0], [r, g, b, 1.0]], name=f"pbip-cam-{name}")
@@ -83,6 +75,10 @@ def preview_layers(
                 {"colormap": cmap, "contrast_limits": (0, 255), "opacity": 0.6},
             )
         )
+    fg, bg = _class_weights(payload, fgbg_class)
+    for i, (name, weight) in enumerate(((FG, fg), (BG, bg)), start=1):
+        rgb = (images.astype(np.float32) * weight[..., None]).astype(np.uint8)
+        out.append((name, mosaic(rgb, 255), {"rgb": True, "translate": (0, i * width)}))
     return out
 
 
