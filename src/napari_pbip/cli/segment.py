@@ -51,6 +51,12 @@ def register(subparsers) -> None:
     p.add_argument("--probabilities", action="store_true", help="also store per-class probabilities (uint8)")
     p.add_argument("--no-tissue-skip", action="store_true", help="run the model on glass too")
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile a stage-2 segmenter first (up to a minute once, then about 1.2x faster model "
+        "calls on CPU; for large slides; needs a C++ compiler)",
+    )
+    p.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs instead of refusing/resuming"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         num_workers=args.workers,
         skip_background=not args.no_tissue_skip,
+        compile=args.compile,
     )
     job = segment_slide(
         args.slide, args.model, args.out, settings, overwrite=args.overwrite, slide_mpp=args.slide_mpp

@@ -55,6 +55,10 @@ class SegmentSettings(Settings):
         num_workers: concurrent chunks with the threads scheduler.
         skip_background: skip chunks and tiles without tissue (they become background).
         tissue_mpp: resolution of tissue detection in um/px.
+        compile: run a stage-2 segmenter through ``torch.compile`` (once per process, before the
+            first chunk). On the 2-core development CPU: 55 s the first time (14 s with inductor's
+            cache warm), then the model's share of the work 1.21x faster; it pays off from about
+            13,000 tissue tiles (3,000 with a warm cache). Needs a C++ compiler on CPU.
     """
 
     mpp: float | None = None
@@ -68,6 +72,7 @@ class SegmentSettings(Settings):
     num_workers: int = 1
     skip_background: bool = True
     tissue_mpp: float = 8.0
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check(self.mpp is None or 0.05 <= self.mpp <= 50, "mpp", self.mpp, "None or 0.05-50 um/px")
@@ -182,9 +187,25 @@ class SegmentResult:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_predictor(path: str, device: str) -> DensePredictor:
-    """One model per process and model folder (dask workers load it once, never per task)."""
-    return load_predictor(path, device=device)
+def _cached_predictor(path: str, device: str, compile_for: tuple[int, int] | None = None) -> DensePredictor:
+    """One model per process and model folder (dask workers load it once, never per task);
+    compiled for ``(batch, tile)`` when given."""
+    predictor = load_predictor(path, device=device)
+    return _compiled(predictor, *compile_for) if compile_for else predictor
+
+
+def _compiled(predictor: DensePredictor, batch: int, tile: int) -> DensePredictor:
+    if not hasattr(predictor, "compiled"):
+        raise SettingsError(
+            f"compile=True works with stage-2 segmenter folders (pbip train-seg); a "
+            f"{type(predictor).__name__} cannot be compiled. Segment without --compile"
+        )
+    return predictor.compiled(batch, tile)
+
+
+def _chunk_predictor(task: ChunkTask) -> DensePredictor:
+    s = task.settings
+    return _cached_predictor(task.model_path, s.device, (s.batch, s.tile) if s.compile else None)
 
 
 def run_chunk(
@@ -209,7 +230,7 @@ def run_chunk(
             probs = np.zeros((n_ch, y1 - y0, x1 - x0), np.uint8)
             probs[bg] = 255
     else:
-        model = predictor if predictor is not None else _cached_predictor(task.model_path, s.device)
+        model = predictor if predictor is not None else _chunk_predictor(task)
         tissue = task.tissue
         try:
             pred = predict_block(
@@ -385,6 +406,18 @@ def segment_slide(
     model_id = model_path or f"{type(predictor).__module__}.{type(predictor).__qualname__}"
     fingerprint = _fingerprint(slide, model_id, s, shape)
     store, done = _prepare_output(out, fingerprint, predictor, s, overwrite)
+    compile_seconds = None
+    if s.compile and not s.distributed:  # on a cluster each worker compiles its own copy
+        yield Progress("compile", 0, 1, "compiling the model (once per process; can take a minute)")
+        t = time.perf_counter()
+        if model_path:
+            predictor = _cached_predictor(model_path, s.device, (s.batch, s.tile))
+        else:
+            predictor = _compiled(predictor, s.batch, s.tile)
+        compile_seconds = time.perf_counter() - t
+        yield Progress("compile", 1, 1, f"model compiled in {compile_seconds:.0f} s")
+    elif s.compile and not hasattr(predictor, "compiled"):
+        _compiled(predictor, s.batch, s.tile)  # raises the error here, not on every worker
 
     tissue = None
     if s.skip_background:
@@ -427,9 +460,12 @@ def segment_slide(
             payload = ChunkDone(summary.index, summary.core, s.mpp, out, summary.skipped)
             msg = f"chunk {summary.index} {'skipped (no tissue)' if summary.skipped else 'done'}"
             yield Progress("segment", len(summaries), len(boxes), msg, {"tiles/s": rate}, payload)
-    return _finish(
+    result = _finish(
         out, slide, predictor, s, shape, tissue, summaries, len(done), time.perf_counter() - t_start
     )
+    if compile_seconds is not None:
+        result.seconds["compile"] = compile_seconds
+    return result
 
 
 class _closing:
