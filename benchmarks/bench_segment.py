@@ -360,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--tia", type=Path, help="folder where tiatoolbox was pip-installed with --target")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also run pbip with the torch.compile'd model (pbip segment --compile)",
+    )
     p.add_argument("--skip", nargs="*", default=[], help="methods to leave out: pbip naive tiatoolbox")
     p.add_argument(
         "--memory", nargs="+", type=Path, help="instead: peak RSS / mIoU of segmenting these synthetic slides"
@@ -404,17 +409,22 @@ def main(argv: list[str] | None = None) -> int:
         warm.predict(np.zeros((2, args.tile, args.tile, 3), np.uint8))
 
     base = SegmentSettings(mpp=mpp, batch=args.batch, chunk=args.chunk, device="cpu")
-    variants = {"pbip": base}  # the defaults of `pbip segment`
+    variants = {"pbip": (base, predictor)}  # the defaults of `pbip segment`
     for spec in args.pbip:
         t, o = (int(v) for v in spec.split(":"))
-        variants[f"pbip-{t}:{o}"] = base.replace(tile=t, overlap=o)
+        variants[f"pbip-{t}:{o}"] = (base.replace(tile=t, overlap=o), predictor)
+    compile_s = None
+    if args.compile:  # `pbip segment --compile`: compiled once per process, before the first chunk
+        t = time.perf_counter()
+        variants["pbip-compiled"] = (base, predictor.compiled(args.batch, base.resolve(predictor).tile))
+        compile_s = time.perf_counter() - t
     methods = {
         name: (
-            lambda st=st, name=name: run_pbip(
-                args.slide, predictor, args.workdir / f"{name}.zarr", st, args.slide_mpp
+            lambda st=st, pr=pr, name=name: run_pbip(
+                args.slide, pr, args.workdir / f"{name}.zarr", st, args.slide_mpp
             )
         )
-        for name, st in variants.items()
+        for name, (st, pr) in variants.items()
     }
     methods["naive"] = lambda: run_naive(args.slide, naive_model, args.tile)
     tia_note = None
@@ -494,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['method']:<16}{geom:>9}{r['seconds']:>10.2f}{r['tiles_per_s']:>10.2f}{(r['vs_naive'] or 0):>9.2f}"
             f"{agree:>8}{one:>10}"
         )
+    if compile_s is not None:
+        print(f"pbip-compiled: torch.compile took {compile_s:.1f} s once, before the timed runs")
     if tia_note:
         print(tia_note)
     for name, err in errors.items():
@@ -504,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "mpp": mpp,
         "tile": args.tile,
         "tiles": tiles,
+        "compile_seconds": None if compile_s is None else round(compile_s, 1),
     }
     summary.update(
         rows=rows, tiatoolbox=tia_note, errors=errors, device="cpu", torch_threads=torch.get_num_threads()
