@@ -51,6 +51,7 @@ def test_result_fills_in_as_chunks_finish_and_matches_the_store(
     assert any(0 < u < 1 for u in unfilled), unfilled  # seen part done: it filled in chunk by chunk
     layer = widget.layer
     qtbot.waitUntil(lambda: layer.visible)  # added hidden, shown on the next event-loop turn
+    assert widget.viewer.layers.selection.active is layer  # selected once done, ready for corrections
     store = open_labels(tmp_path / "seg.zarr")
     np.testing.assert_array_equal(layer.data, np.asarray(store.levels[0]))
     assert layer.data.shape == (512, 512) and tuple(layer.scale) == (1.0, 1.0)

@@ -41,6 +41,7 @@ def _state_step(run) -> int:
 def test_training_shows_loss_parts_cams_and_fgbg_and_finishes(widget, tmp_path, qtbot, wait_job):
     from napari_pbip._widgets._preview import BG, FG, PATCHES, cam_layer_name, mosaic
 
+    user = widget.viewer.add_image(np.zeros((8, 8)), name="user's layer")  # selected: being worked on
     previews = []
     widget.start().yielded.connect(lambda ev: ev.payload is not None and previews.append(ev.payload))
     wait_job(widget)
@@ -59,6 +60,7 @@ def test_training_shows_loss_parts_cams_and_fgbg_and_finishes(widget, tmp_path, 
         np.testing.assert_allclose(cam / 255, want, atol=0.5 / 255 + 1e-6)
     assert layers[FG].rgb and layers[BG].rgb and layers[FG].translate[1] > 0
     assert all(layers[n].visible for n in (PATCHES, FG, BG, *map(cam_layer_name, CLASSES)))
+    assert layers.selection.active is user  # previews appeared without taking the selection
     assert "device cpu" in widget.device_label.text() and "RSS" in widget.device_label.text()
     assert (tmp_path / "run" / "model.json").is_file() and _state_step(tmp_path / "run") == 10
     assert "step 10" in widget.checkpoint_label.text()

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ._quiet_add import keep_selection
+
 GAP = 4  # pixels between patches in a mosaic
 PATCHES = "PBIP preview patches"
 FG = "PBIP FG  X*b*M"
@@ -130,5 +132,6 @@ class PreviewLayers:
             return
         if layer is not None:
             layers.remove(name)
-        self.viewer.add_image(data, name=name, visible=False, **kwargs)
+        with keep_selection(self.viewer):
+            self.viewer.add_image(data, name=name, visible=False, **kwargs)
         self.pending.insert(0, (name, None, {}))

@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 from ..errors import SlideError
 from . import _labels
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
+from ._quiet_add import keep_selection
 from ._segment_live import Finished, LiveChunk, count, live_segmentation
 from ._warmup import warm_up
 from ._worker import JobWorker, as_job, start_job
@@ -285,7 +286,8 @@ class SegmentWidget(QWidget):
             # added hidden and shown on the next event-loop turn: napari's layer set-up and the
             # canvas's first draw of it (texture upload) then stall the GUI one after the other,
             # not together (0.30 s -> two of under 0.18 s under software OpenGL)
-            self.layer = self.viewer.add_labels(data, visible=False, **kwargs)
+            with keep_selection(self.viewer):  # selected when the job is done (_on_done)
+                self.layer = self.viewer.add_labels(data, visible=False, **kwargs)
             QTimer.singleShot(0, partial(_reveal, self.viewer, self.layer))
         elif labels is not None:
             self.layer.data = labels
@@ -294,7 +296,7 @@ class SegmentWidget(QWidget):
     def _on_done(self, finished: Finished) -> None:
         self._chunks = []  # the finished store replaces them
         self.view.flush()
-        self._ensure_layer(finished.display, finished.labels)
+        self.viewer.layers.selection.active = self._ensure_layer(finished.display, finished.labels)
         self.show_areas(finished.class_pixels, finished.display.mpp)
         r = finished.result
         self.status.info(
