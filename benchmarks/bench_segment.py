@@ -69,13 +69,15 @@ class ModulePredictor:
 
     def __init__(self, module):
         self.module = module
+        self.device = next(module.parameters()).device
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255)
-            return torch.softmax(self.module(x), 1).numpy()
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().div_(255)
+            return torch.softmax(self.module(x), 1).cpu().numpy()
 
 
 class ColourPredictor:
@@ -270,7 +272,7 @@ def run_naive(slide: Path, predictor, tile: int):
     return time.perf_counter() - t, canvas
 
 
-def run_tiatoolbox(slide: Path, module, tile: int, batch: int, mpp: float, workdir: Path):
+def run_tiatoolbox(slide: Path, module, tile: int, batch: int, mpp: float, workdir: Path, device: str):
     import torch
     from tiatoolbox.models.engine.io_config import IOSegmentorConfig
     from tiatoolbox.models.engine.semantic_segmentor import SemanticSegmentor
@@ -303,7 +305,7 @@ def run_tiatoolbox(slide: Path, module, tile: int, batch: int, mpp: float, workd
         save_resolution={"units": "mpp", "resolution": mpp},
     )
     engine = SemanticSegmentor(
-        model=TiaModel(module), batch_size=batch, num_workers=0, device="cpu", verbose=False
+        model=TiaModel(module), batch_size=batch, num_workers=0, device=device, verbose=False
     )
     save_dir = workdir / "tia-out"
     t = time.perf_counter()
@@ -358,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         help="extra pbip runs with these tile:overlap",
     )
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (all methods use it)")
+    p.add_argument("--workers", type=int, default=1, help="pbip chunks in parallel (pbip segment --workers)")
     p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--tia", type=Path, help="folder where tiatoolbox was pip-installed with --target")
     p.add_argument(
@@ -401,14 +405,19 @@ def main(argv: list[str] | None = None) -> int:
     classes = ("tumor", "stroma", "lymphocyte", "necrosis")
     palette = ((205, 51, 51), (0, 255, 0), (65, 105, 225), (153, 0, 255), (255, 255, 255))
     folder = args.model or write_model(args.workdir / "lite0-seg", classes, palette, 4, mpp, args.tile)
-    predictor = load_segmenter_predictor(folder, device="cpu")  # what `pbip segment` loads
-    module, _ = load_segmenter(folder, device="cpu")  # the same weights, as a plain module
+    predictor = load_segmenter_predictor(folder, device=args.device)  # what `pbip segment` loads
+    module, _ = load_segmenter(folder, device=args.device)  # the same weights, as a plain module
     naive_model = ModulePredictor(module)
+    device_name = str(predictor.device)
+    if predictor.device.type == "cuda":
+        device_name += f" ({torch.cuda.get_device_name(predictor.device)})"
     tiles = slide_tiles(meta.shape, args.tile)
     for warm in (predictor, naive_model):
         warm.predict(np.zeros((2, args.tile, args.tile, 3), np.uint8))
 
-    base = SegmentSettings(mpp=mpp, batch=args.batch, chunk=args.chunk, device="cpu")
+    base = SegmentSettings(
+        mpp=mpp, batch=args.batch, chunk=args.chunk, device=args.device, num_workers=args.workers
+    )
     variants = {"pbip": (base, predictor)}  # the defaults of `pbip segment`
     for spec in args.pbip:
         t, o = (int(v) for v in spec.split(":"))
@@ -435,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tia_note = f"tiatoolbox {tiatoolbox.__version__}"
         methods["tiatoolbox"] = lambda: run_tiatoolbox(
-            args.slide, module, args.tile, args.batch, mpp, args.workdir
+            args.slide, module, args.tile, args.batch, mpp, args.workdir, str(predictor.device)
         )
     except Exception as exc:  # reported, not hidden
         tia_note = f"tiatoolbox unavailable: {type(exc).__name__}: {exc}"
@@ -491,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         f"slide {args.slide.name}: {meta.shape[1]}x{meta.shape[0]} px at {mpp:g} um/px, {tiles} tiles of {args.tile} px"
     )
     print(
-        f"CPU only (no GPU in this run), torch threads {torch.get_num_threads()}, batch {args.batch}, repeats {args.repeats}"
+        f"device {device_name}, torch threads {torch.get_num_threads()}, batch {args.batch}, "
+        f"chunk workers {args.workers}, repeats {args.repeats}"
     )
     print(
         f"{'method':<16}{'tile:ovl':>9}{'median s':>10}{'tiles/s':>10}{'x naive':>9}{'agree':>8}{'vs 1 pass':>10}"
@@ -519,7 +529,11 @@ def main(argv: list[str] | None = None) -> int:
         "compile_seconds": None if compile_s is None else round(compile_s, 1),
     }
     summary.update(
-        rows=rows, tiatoolbox=tia_note, errors=errors, device="cpu", torch_threads=torch.get_num_threads()
+        rows=rows,
+        tiatoolbox=tia_note,
+        errors=errors,
+        device=device_name,
+        torch_threads=torch.get_num_threads(),
     )
     print(json.dumps(summary))
     return 0

@@ -62,7 +62,8 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/data.md", "pbip data info LUAD-HistoSeg/"): "needs the public data sets "
     "(tests/data/test_layouts.py reads samples of them from ../shared/data)",
     ("docs/data.md", "--images LUAD-HistoSeg/val/img"): "needs the public data set",
-    ("docs/gpu.md", "--device cuda"): "needs a CUDA GPU",
+    ("docs/gpu.md", "pbip train --dataset data --bank bank --out run --device cuda"): "needs a CUDA GPU",
+    ("docs/gpu.md", "bench_segment.py --size 20000 --device cuda"): "needs a CUDA GPU; takes minutes",
     ("docs/gpu.md", "PBIP_DEVICE=cuda:1"): "needs two CUDA GPUs",
     ("docs/gpu.md", "TrainSettings(device="): "needs a CUDA GPU",
     (
