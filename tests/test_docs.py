@@ -85,7 +85,14 @@ NOT_RUN: dict[tuple[str, str], str] = {
     "test_cli_reference_is_generated_from_the_parser runs the generator instead",
     ("docs/benchmarks.md", "make demo"): "takes minutes (the whole demo)",
     ("docs/benchmarks.md", "compare_stage1_real.py"): "trains six stage-1 runs on real data (about 30 min)",
-    ("docs/benchmarks.md", "bench_segment.py"): "needs a finished demo and TIAToolbox; takes minutes",
+    (
+        "docs/benchmarks.md",
+        "bench_segment.py --slide demo-out",
+    ): "needs a finished demo and TIAToolbox; takes minutes",
+    (
+        "docs/benchmarks.md",
+        "bench_segment.py --memory",
+    ): "writes a 40k x 40k slide and segments it (about 20 min)",
     ("docs/benchmarks.md", "bench_gui_responsiveness.py"): "opens napari under its own Xvfb; takes minutes",
     ("docs/architecture.md", "pytest tests/test_docs.py"): "runs this test (recursion)",
 }
