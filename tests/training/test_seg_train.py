@@ -256,11 +256,17 @@ def test_compiled_segmenter_segments_a_slide_like_the_eager_one(trained, tmp_pat
     assert a.shape == b.shape and (a != b).mean() < 1e-4
 
 
-def test_only_segmenters_can_be_compiled():
-    from napari_pbip.inference.segment import _compiled
+def test_only_segmenters_can_be_compiled_and_the_refusal_writes_nothing(tmp_path):
+    from napari_pbip.data.synth_slide import write_synthetic_slide
+    from napari_pbip.inference.segment import SegmentSettings, segment_slide
 
     class Stage1Like:  # a DensePredictor without a torch.compile path
-        pass
+        classes, palette, background_index, mpp, tile = ("a",), ((255, 0, 0), (255, 255, 255)), 1, 0.5, 64
 
+        def predict(self, batch):
+            raise AssertionError("never called")
+
+    slide = write_synthetic_slide(tmp_path / "slide.tif", size=256, seed=0).slide
     with pytest.raises(SettingsError, match="stage-2 segmenter.*without --compile"):
-        _compiled(Stage1Like(), 16, 224)
+        run(segment_slide(slide, Stage1Like(), tmp_path / "out.zarr", SegmentSettings(compile=True)))
+    assert not (tmp_path / "out.zarr").exists()

@@ -405,6 +405,8 @@ def segment_slide(
     out = Path(out)
     model_id = model_path or f"{type(predictor).__module__}.{type(predictor).__qualname__}"
     fingerprint = _fingerprint(slide, model_id, s, shape)
+    if s.compile and not hasattr(predictor, "compiled"):
+        _compiled(predictor, s.batch, s.tile)  # raises before any output is written
     store, done = _prepare_output(out, fingerprint, predictor, s, overwrite)
     compile_seconds = None
     if s.compile and not s.distributed:  # on a cluster each worker compiles its own copy
@@ -416,8 +418,6 @@ def segment_slide(
             predictor = _compiled(predictor, s.batch, s.tile)
         compile_seconds = time.perf_counter() - t
         yield Progress("compile", 1, 1, f"model compiled in {compile_seconds:.0f} s")
-    elif s.compile and not hasattr(predictor, "compiled"):
-        _compiled(predictor, s.batch, s.tile)  # raises the error here, not on every worker
 
     tissue = None
     if s.skip_background:
