@@ -61,6 +61,9 @@ def test_training_shows_loss_parts_cams_and_fgbg_and_finishes(widget, tmp_path, 
     assert layers[FG].rgb and layers[BG].rgb and layers[FG].translate[1] > 0
     assert all(layers[n].visible for n in (PATCHES, FG, BG, *map(cam_layer_name, CLASSES)))
     assert layers.selection.active is user  # previews appeared without taking the selection
+    # the synthetic patches record 0.5 um/px and are shown at their own 64 px: the layers are in um
+    assert last["mpp"] == 0.5 and tuple(layers[PATCHES].scale) == (0.5, 0.5)
+    assert all(tuple(map(str, layers[n].units)) == ("micrometer",) * 2 for n in (PATCHES, FG))
     assert "device cpu" in widget.device_label.text() and "RSS" in widget.device_label.text()
     assert (tmp_path / "run" / "model.json").is_file() and _state_step(tmp_path / "run") == 10
     assert "step 10" in widget.checkpoint_label.text()

@@ -63,10 +63,14 @@ def preview_layers(
     from napari.utils.colormaps import Colormap
 
     images = np.asarray(payload["images"])
-    width = mosaic(images).shape[1] + 4 * GAP
+    mpp = payload.get("mpp")
+    # in um when the patches' um/px is known: beside a slide in um, napari keeps the scale bar's
+    # unit only while every layer has the same units
+    physical = {"scale": (mpp, mpp), "units": ("um", "um")} if mpp else {}
+    width = (mosaic(images).shape[1] + 4 * GAP) * (mpp or 1)
     labels = np.asarray(payload["labels"], dtype=np.float32)[:, :, None, None]
     cams = cam_bytes(payload["cams"], labels)
-    out = [(PATCHES, mosaic(images, 255), {"rgb": True})]
+    out = [(PATCHES, mosaic(images, 255), {"rgb": True, **physical})]
     for n, name in enumerate(payload["classes"]):
         r, g, b = (c / 255 for c in payload["palette"][n][:3])
         cmap = Colormap([[r, g, b, 0.0], [r, g, b, 1.0]], name=f"pbip-cam-{name}")
@@ -74,13 +78,13 @@ def preview_layers(
             (
                 cam_layer_name(name),
                 mosaic(cams[:, n]),
-                {"colormap": cmap, "contrast_limits": (0, 255), "opacity": 0.6},
+                {"colormap": cmap, "contrast_limits": (0, 255), "opacity": 0.6, **physical},
             )
         )
     fg, bg = _class_weights(payload, fgbg_class)
     for i, (name, weight) in enumerate(((FG, fg), (BG, bg)), start=1):
         rgb = (images.astype(np.float32) * weight[..., None]).astype(np.uint8)
-        out.append((name, mosaic(rgb, 255), {"rgb": True, "translate": (0, i * width)}))
+        out.append((name, mosaic(rgb, 255), {"rgb": True, "translate": (0, i * width), **physical}))
     return out
 
 

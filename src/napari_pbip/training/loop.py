@@ -188,6 +188,9 @@ class _Trainer:
         self.preview_idx = np.unique(
             np.linspace(0, len(self.samples) - 1, min(s.n_preview, len(self.samples))).astype(int)
         )
+        self.preview_mpp = _shown_mpp(
+            dataset_mpp(ds.root), [self.samples[i].image for i in self.preview_idx], s.image_size
+        )
         self.meta = self._meta()
 
     # -- the job ---------------------------------------------------------------------------------
@@ -353,7 +356,7 @@ class _Trainer:
             uint8 (P, S, S, 3), "labels" (P, N), "cams" float16 (P, N, S, S) (fused, scaled to
             [0, 1] per class), "fg" / "bg" float16 (P, N, S, S) (eq. 5 weights ``b * M`` and
             ``(1 - b) * (1 - M)``), "probs" (P, N) classifier probabilities, "masks" uint8 (P, S, S)
-            label-gated pseudo-masks}``.
+            label-gated pseudo-masks, "mpp" um/px of the images as shown, or None when unknown}``.
         """
         import torch
 
@@ -400,6 +403,7 @@ class _Trainer:
             "bg": ((1 - b) * (1 - norm)).numpy().astype(np.float16),
             "probs": probs,
             "masks": masks,
+            "mpp": self.preview_mpp,
         }
 
     def _end_epoch(self) -> dict[str, float]:
@@ -523,6 +527,21 @@ def _val_samples(ds) -> list:
     if "val" not in ds.splits():
         return []
     return [s for s in ds.samples("val") if s.mask is not None]
+
+
+def _shown_mpp(mpp: float | None, paths: list[Path], size: int) -> float | None:
+    """um/px of images resized to ``size``, when the data set records ``mpp`` and they share one square size."""
+    from PIL import Image
+
+    if mpp is None:
+        return None
+    sides = set()
+    for path in paths:
+        with Image.open(path) as im:
+            sides.add(im.size)
+    if len(sides) != 1 or len({*next(iter(sides))}) != 1:
+        return None
+    return mpp * next(iter(sides))[0] / size
 
 
 def _load_image(path: Path, size: int) -> np.ndarray:
