@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._quiet_add import keep_selection
+from ._quiet_add import add_hidden, reveal
 
 GAP = 4  # pixels between patches in a mosaic
 PATCHES = "PBIP preview patches"
@@ -127,7 +127,7 @@ class PreviewLayers:
         layers = self.viewer.layers
         if data is None:  # a layer added hidden one turn ago: show it now
             if name in layers:
-                layers[name].visible = True
+                reveal(self.viewer, layers[name])
             return
         layer = layers[name] if name in layers else None
         if layer is not None and layer.data.shape == data.shape and layer.data.dtype == data.dtype:
@@ -136,6 +136,5 @@ class PreviewLayers:
             return
         if layer is not None:
             layers.remove(name)
-        with keep_selection(self.viewer):
-            self.viewer.add_image(data, name=name, visible=False, **kwargs)
-        self.pending.insert(0, (name, None, {}))
+        add_hidden(self.viewer, "image", data, name=name, **kwargs)
+        self.pending.insert(0, (name, None, {}))  # shown on the next turn, before other changes

@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 from ..errors import SlideError
 from . import _labels
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
-from ._quiet_add import keep_selection
+from ._quiet_add import add_hidden, reveal
 from ._segment_live import Finished, LiveChunk, count, live_segmentation
 from ._warmup import warm_up
 from ._worker import JobWorker, as_job, start_job
@@ -60,12 +60,6 @@ def _write_csv(path: Path, class_pixels: dict[str, int], mpp: float) -> Path:
     from ..export import write_area_table
 
     return write_area_table(path, class_pixels, mpp, overwrite=True)
-
-
-def _reveal(viewer, layer) -> None:
-    """Show ``layer`` if it is still in the viewer (see :meth:`SegmentWidget._ensure_layer`)."""
-    if layer in viewer.layers:
-        layer.visible = True
 
 
 class SegmentWidget(QWidget):
@@ -283,12 +277,10 @@ class SegmentWidget(QWidget):
             data = labels if labels is not None else np.full(display.shape, _labels.UNFILLED, np.uint8)
             kwargs = _labels.layer_kwargs(display.classmap, display.mpp, self.slide_mpp, name)
             kwargs["metadata"]["pbip_segmentation"] = str(display.path)
-            # added hidden and shown on the next event-loop turn: napari's layer set-up and the
-            # canvas's first draw of it (texture upload) then stall the GUI one after the other,
-            # not together (under software OpenGL this turn took 0.30 s with both, 0.13-0.20 s)
-            with keep_selection(self.viewer):  # selected when the job is done (_on_done)
-                self.layer = self.viewer.add_labels(data, visible=False, **kwargs)
-            QTimer.singleShot(0, partial(_reveal, self.viewer, self.layer))
+            # hidden and shown on the next turn (under software OpenGL this turn took 0.30 s with
+            # the first draw in it, 0.13-0.20 s without); selected when the job is done (_on_done)
+            self.layer = add_hidden(self.viewer, "labels", data, **kwargs)
+            QTimer.singleShot(0, partial(reveal, self.viewer, self.layer))
         elif labels is not None:
             self.layer.data = labels
         return self.layer

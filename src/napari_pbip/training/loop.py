@@ -535,13 +535,14 @@ def _shown_mpp(mpp: float | None, paths: list[Path], size: int) -> float | None:
 
     if mpp is None:
         return None
-    sides = set()
+    sizes = set()
     for path in paths:
         with Image.open(path) as im:
-            sides.add(im.size)
-    if len(sides) != 1 or len({*next(iter(sides))}) != 1:
+            sizes.add(im.size)
+    if len(sizes) != 1:
         return None
-    return mpp * next(iter(sides))[0] / size
+    ((width, height),) = sizes
+    return mpp * width / size if width == height else None
 
 
 def _load_image(path: Path, size: int) -> np.ndarray:
