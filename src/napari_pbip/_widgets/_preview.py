@@ -10,11 +10,12 @@ as mosaics beside the patches.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ._quiet_add import add_hidden, reveal
+from ._quiet_add import add_in_steps
 
 GAP = 4  # pixels between patches in a mosaic
 PATCHES = "PBIP preview patches"
@@ -94,24 +95,26 @@ class PreviewLayers:
     Each layer change costs napari a refresh and the canvas a redraw (under software OpenGL about
     25 ms per visible layer, several times that while training keeps the CPUs busy; creating a
     layer costs more, most for the first of its kind). Applying them one per turn lets the GUI
-    handle input between them. A new layer is added hidden and shown on the following turn, so
-    napari's set-up of the layer and the canvas's first draw of it (texture upload) fall in
-    different turns. A new preview replaces the changes still waiting, except those reveals.
+    handle input between them. A new layer is added hidden and finished on the following turns
+    (:func:`~._quiet_add.add_in_steps`), so napari's set-up of the layer and the canvas's first
+    draw of it (texture upload) fall in different turns. A new preview replaces the changes still
+    waiting, except the steps finishing layers already added.
     """
 
     def __init__(self, viewer: Any):
         from qtpy.QtCore import QTimer
 
         self.viewer = viewer
-        self.pending: list[tuple[str, np.ndarray | None, dict]] = []
+        # layer changes (name, data, layer kwargs), or steps finishing a layer already added
+        self.pending: list[tuple[str, np.ndarray, dict] | Callable[[], None]] = []
         self.timer = QTimer()
         self.timer.setInterval(0)
         self.timer.timeout.connect(self._apply_next)
 
     def show(self, payload: dict[str, Any], fgbg_class: int | None = None) -> None:
         """Queue the layers of ``payload`` (replacing any still waiting) and start applying them."""
-        reveals = [change for change in self.pending if change[1] is None]  # new layers still hidden
-        self.pending = reveals + preview_layers(payload, fgbg_class)
+        finishing = [change for change in self.pending if callable(change)]
+        self.pending = finishing + preview_layers(payload, fgbg_class)
         self.timer.start()
 
     @property
@@ -123,12 +126,12 @@ class PreviewLayers:
         if not self.pending:
             self.timer.stop()
             return
-        name, data, kwargs = self.pending.pop(0)
-        layers = self.viewer.layers
-        if data is None:  # a layer added hidden one turn ago: show it now
-            if name in layers:
-                reveal(self.viewer, layers[name])
+        change = self.pending.pop(0)
+        if callable(change):  # a step finishing a layer added on an earlier turn
+            change()
             return
+        name, data, kwargs = change
+        layers = self.viewer.layers
         layer = layers[name] if name in layers else None
         if layer is not None and layer.data.shape == data.shape and layer.data.dtype == data.dtype:
             layer.data[...] = data  # same array, new pixels: no new texture, no extent change
@@ -136,5 +139,5 @@ class PreviewLayers:
             return
         if layer is not None:
             layers.remove(name)
-        add_hidden(self.viewer, "image", data, name=name, **kwargs)
-        self.pending.insert(0, (name, None, {}))  # shown on the next turn, before other changes
+        _, steps = add_in_steps(self.viewer, "image", data, name=name, **kwargs)
+        self.pending[:0] = steps  # on the next turns, before other changes

@@ -10,12 +10,11 @@ so corrections painted into it are exported too.
 from __future__ import annotations
 
 import json
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -35,7 +34,7 @@ from qtpy.QtWidgets import (
 from ..errors import SlideError
 from . import _labels
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
-from ._quiet_add import add_hidden, reveal
+from ._quiet_add import add_in_steps, finish_now, run_in_turns
 from ._segment_live import Finished, LiveChunk, count, live_segmentation
 from ._warmup import warm_up
 from ._worker import JobWorker, as_job, start_job
@@ -71,6 +70,7 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.worker: JobWorker | None = None
         self.layer = None
+        self._layer_steps: list[Callable[[], None]] = []  # finishing the result layer (add_in_steps)
         self.chunks_done = 0
         self.slide_mpp: float | None = None
         self._event = None
@@ -277,10 +277,10 @@ class SegmentWidget(QWidget):
             data = labels if labels is not None else np.full(display.shape, _labels.UNFILLED, np.uint8)
             kwargs = _labels.layer_kwargs(display.classmap, display.mpp, self.slide_mpp, name)
             kwargs["metadata"]["pbip_segmentation"] = str(display.path)
-            # hidden and shown on the next turn (under software OpenGL this turn took 0.30 s with
-            # the first draw in it, 0.13-0.20 s without); selected when the job is done (_on_done)
-            self.layer = add_hidden(self.viewer, "labels", data, **kwargs)
-            QTimer.singleShot(0, partial(reveal, self.viewer, self.layer))
+            # hidden, finished over the next turns (under software OpenGL adding it whole took
+            # 0.30 s with the first draw in it); selected when the job is done (_on_done)
+            self.layer, self._layer_steps = add_in_steps(self.viewer, "labels", data, **kwargs)
+            run_in_turns(self._layer_steps)
         elif labels is not None:
             self.layer.data = labels
         return self.layer
@@ -288,7 +288,9 @@ class SegmentWidget(QWidget):
     def _on_done(self, finished: Finished) -> None:
         self._chunks = []  # the finished store replaces them
         self.view.flush()
-        self.viewer.layers.selection.active = self._ensure_layer(finished.display, finished.labels)
+        layer = self._ensure_layer(finished.display, finished.labels)
+        finish_now(self._layer_steps)  # a short job can end before the layer was shown
+        self.viewer.layers.selection.active = layer
         self.show_areas(finished.class_pixels, finished.display.mpp)
         r = finished.result
         self.status.info(
