@@ -52,6 +52,7 @@ def test_training_shows_loss_parts_cams_and_fgbg_and_finishes(widget, tmp_path, 
     layers = widget.viewer.layers
     last = previews[-1]
     assert len(previews) == 5 and last["step"] == 10
+    assert last["layers"][0] is None  # layers made in the worker thread, for "strongest class" FG/BG
     assert layers[PATCHES].data.shape == mosaic(last["images"]).shape
     for n, name in enumerate(CLASSES):
         cam = layers[cam_layer_name(name)].data
@@ -128,3 +129,43 @@ def test_a_failing_job_is_reported_not_swallowed(widget, tmp_path, wait_job):
     wait_job(widget)
     assert widget.status.is_error and "already exists" in widget.status.text()
     assert (tmp_path / "run" / "old.txt").is_file() and widget.start_button.isEnabled()
+
+
+def test_preview_layers_are_made_in_the_job_and_closing_still_closes_the_job():
+    from napari_pbip._widgets._preview import FG, preview_layers, with_layers
+    from napari_pbip.events import Progress
+
+    rng = np.random.default_rng(0)
+    payload = {
+        "kind": "preview",
+        "step": 2,
+        "classes": ["tumor", "stroma"],
+        "palette": [(255, 0, 0), (0, 255, 0)],
+        "images": rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8),
+        "labels": np.array([[1, 0], [0, 1], [1, 1]], np.uint8),
+        "cams": rng.random((3, 2, 16, 16), dtype=np.float32),
+        "fg": rng.random((3, 2, 16, 16), dtype=np.float32),
+        "bg": rng.random((3, 2, 16, 16), dtype=np.float32),
+    }
+    closed = []
+
+    def job():
+        try:
+            yield Progress("train", 1, 4, "step 1")
+            yield Progress("train", 2, 4, "preview", payload=payload)
+            yield Progress("train", 3, 4, "step 3")
+        except GeneratorExit:
+            closed.append("checkpointed")
+            raise
+        return "done"
+
+    inner = job()  # held here too, so only an explicit close reaches it
+    wrapped = with_layers(inner, lambda: 1)  # the user picked "stroma" for FG/BG
+    assert next(wrapped).payload is None
+    ev = next(wrapped)
+    chosen, layers = ev.payload["layers"]
+    want = {name: data for name, data, _ in preview_layers(payload, 1)}
+    assert chosen == 1 and [n for n, _, _ in layers] == list(want)
+    np.testing.assert_array_equal({n: d for n, d, _ in layers}[FG], want[FG])
+    wrapped.close()  # Stop: the library job gets GeneratorExit (and checkpoints) here
+    assert closed == ["checkpointed"]

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import numpy as np
 
+from ..events import Job
 from ._quiet_add import add_in_steps
+
+T = TypeVar("T")
 
 GAP = 4  # pixels between patches in a mosaic
 PATCHES = "PBIP preview patches"
@@ -89,6 +93,30 @@ def preview_layers(
     return out
 
 
+def with_layers(job: Job[T], fgbg_class: Callable[[], int | None]) -> Job[T]:
+    """Pass a training job's events on, each preview with its layers made: ``payload["layers"]``.
+
+    Runs in the worker thread, so the mosaics and colour maps of a preview (30-55 ms in the GUI
+    thread while training ran on the development machine) are made there. ``fgbg_class()`` is the
+    class the user picked for the FG/BG layers when the preview is made (see :func:`preview_layers`);
+    the job is closed in the thread that closes this generator, as the library's jobs expect.
+    """
+    try:
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                return stop.value
+            payload = event.payload
+            if isinstance(payload, dict) and payload.get("kind") == "preview":
+                chosen = fgbg_class()
+                payload = {**payload, "layers": (chosen, preview_layers(payload, chosen))}
+                event = replace(event, payload=payload)
+            yield event
+    finally:
+        job.close()
+
+
 class PreviewLayers:
     """Shows preview payloads in a viewer one layer per event-loop turn.
 
@@ -112,9 +140,16 @@ class PreviewLayers:
         self.timer.timeout.connect(self._apply_next)
 
     def show(self, payload: dict[str, Any], fgbg_class: int | None = None) -> None:
-        """Queue the layers of ``payload`` (replacing any still waiting) and start applying them."""
+        """Queue the layers of ``payload`` (replacing any still waiting) and start applying them.
+
+        Layers made beforehand for the same FG/BG class (:func:`with_layers`) are used as they are.
+        """
+        made = payload.get("layers")
+        layers = (
+            made[1] if made is not None and made[0] == fgbg_class else preview_layers(payload, fgbg_class)
+        )
         finishing = [change for change in self.pending if callable(change)]
-        self.pending = finishing + preview_layers(payload, fgbg_class)
+        self.pending = finishing + layers
         self.timer.start()
 
     @property

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import DatasetError, SettingsError
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
-from ._preview import PreviewLayers
+from ._preview import PreviewLayers, with_layers
 from ._warmup import warm_up
 from ._worker import JobWorker, start_job
 from .loss_plot import LossPlot
@@ -77,6 +77,7 @@ class TrainWidget(QWidget):
         self._event = None
         self._message: str | None = None
         self.preview = PreviewLayers(napari_viewer)
+        self._fgbg_choice: int | None = None  # FG/BG class picked, None: each pixel's strongest
         self.view = Throttled(self._refresh_view, self)
         lay = QVBoxLayout(self)
         lay.addWidget(self._form())
@@ -240,7 +241,10 @@ class TrainWidget(QWidget):
         self.status.info(f"starting {settings.mode} training in {out} ...")
         self._set_running(True)
         self.worker = start_job(
-            lambda: train(settings, dataset, bank, out, resume=resume, overwrite=overwrite),
+            lambda: with_layers(
+                train(settings, dataset, bank, out, resume=resume, overwrite=overwrite),
+                lambda: self._fgbg_choice,
+            ),
             on_event=self._on_event,
             on_done=self._on_done,
             on_error=lambda exc: report_error(exc, self.status, self.marks),
@@ -321,9 +325,10 @@ class TrainWidget(QWidget):
             self.fgbg_class.blockSignals(False)
 
     def _refresh_preview(self, *args) -> None:
+        index = self.fgbg_class.currentIndex()
+        self._fgbg_choice = None if index <= 0 else index - 1  # read by the worker (with_layers)
         if self.last_preview is not None:
-            index = self.fgbg_class.currentIndex()
-            self.preview.show(self.last_preview, None if index <= 0 else index - 1)
+            self.preview.show(self.last_preview, self._fgbg_choice)
 
     def _read_checkpoint(self) -> None:
         """Show the step of the last checkpoint on disk (``RUN/last``), re-read when the file changes."""
