@@ -132,10 +132,12 @@ def focus_on_patches(viewer, app) -> None:
 
     viewer.reset_view()
     settle(app, 0.5)
-    h, w = viewer.layers[PATCHES].data.shape[:2]
+    layer = viewer.layers[PATCHES]
+    h, w = layer.data.shape[:2]
+    sy, sx = layer.scale[-2:]  # in um when the patches record their um/px
     scene = getattr(viewer, "scene", None)  # napari >= 0.9 moved the camera to viewer.scene
     camera = scene.camera if scene is not None else viewer.camera
-    camera.center = (h / 2, w + 2 * GAP)
+    camera.center = (sy * h / 2, sx * (w + 2 * GAP))
     camera.zoom = camera.zoom * 1.45
 
 

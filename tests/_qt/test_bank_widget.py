@@ -158,6 +158,7 @@ def test_add_the_current_patch_of_an_image_stack(widget, bank_copy, dataset, wai
     widget.viewer.add_image(stack, name="patches", rgb=True)
     widget.viewer.dims.set_current_step(0, 2)
     widget.add_image.setCurrentText("patches")
+    assert widget.add_mpp.isHidden()  # no read resolution to choose for a patch
     widget.add_class.setCurrentText("lymphocyte")
     widget.add_region()
     wait_job(widget)
@@ -192,6 +193,7 @@ def test_add_the_region_under_a_rectangle_on_the_slide(widget, bank_copy, small_
     )
     assert widget.add_shapes.currentText() == "box" and widget.add_mpp.value() == 0.5
     widget.add_image.setCurrentText(small_slide.slide.name)
+    assert not widget.add_mpp.isHidden() and widget.add_mpp.value() == 0.5
     widget.add_class.setCurrentText("tumor")
     widget.add_region()
     wait_job(widget)

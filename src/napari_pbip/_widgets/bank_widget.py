@@ -239,6 +239,7 @@ class BankWidget(QWidget):
         if name in self.viewer.layers:
             mpp = self.viewer.layers[name].metadata.get("pbip_mpp")
             self.add_mpp.setEnabled(bool(mpp))
+            self.add_mpp.setVisible(bool(mpp))  # a patch set has no read resolution to choose
             if mpp:
                 self.add_mpp.setValue(float(mpp))
 
