@@ -225,3 +225,36 @@ def test_baseline_needs_no_bank_and_has_no_similarity_loss(dataset, tmp_path):
     assert json.loads((tmp_path / "run" / "model.json").read_text())["mode"] == "baseline"
     with pytest.raises(BankError, match="needs an image bank"):
         run(train(tiny(), dataset, None, tmp_path / "run2"))
+
+
+def _stop_at(job, step: int) -> None:
+    for event in job:
+        if event.step == step:  # as a GUI "Stop" does
+            job.close()
+            return
+
+
+@pytest.mark.parametrize("val", [False, True], ids=["no-val", "val"])
+def test_presence_thresholds_follow_the_weights_they_were_fitted_for(dataset, tmp_path, val):
+    import warnings
+
+    from napari_pbip.cam import load_stage1_predictor
+    from napari_pbip.cam.calibrate import PRESENCE_FILE
+    from napari_pbip.data.synth import write_synthetic_dataset
+
+    data = dataset if val else write_synthetic_dataset(tmp_path / "d", n_train=12, n_val=0, n_test=0, size=64)
+    out = tmp_path / "run"
+    run(train(tiny(epochs=2, preview_every=0), data, fake_bank(), out))  # ends: thresholds fitted
+    fitted = tuple(json.loads((out / PRESENCE_FILE).read_text())["thresholds"])
+    assert load_stage1_predictor(out, "cpu").presence_thresholds == fitted
+    _stop_at(train(tiny(epochs=4, preview_every=0), data, fake_bank(), out, resume=True), 7)
+    if val:  # stopped mid-epoch: the inference weights are still the best-by-val ones, thresholds apply
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert load_stage1_predictor(out, "cpu").presence_thresholds == fitted
+        return
+    with pytest.warns(UserWarning, match="pbip train --resume"):  # new weights (last), no new thresholds
+        assert load_stage1_predictor(out, "cpu").presence_thresholds == 0.5
+    run(train(tiny(epochs=4, preview_every=0), data, fake_bank(), out, resume=True))  # finished: refitted
+    refit = json.loads((out / PRESENCE_FILE).read_text())
+    assert load_stage1_predictor(out, "cpu").presence_thresholds == tuple(refit["thresholds"])

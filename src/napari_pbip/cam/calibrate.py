@@ -7,12 +7,19 @@ ranking), so the fixed 0.5 threshold drops it from every image. After training, 
 the threshold that maximises F1 on the training images' labels (which the run already has), and
 ``RUN/presence.json`` keeps them; :class:`~.predict.Stage1Predictor` uses them unless a threshold
 is given.
+
+They are fitted when training ends. A run stopped part-way (Stop, Ctrl-C) saves new weights but
+cannot fit new thresholds, so ``presence.json`` records the SHA-256 of the weights it was fitted
+for, and thresholds for other weights are not used (0.5 instead, with a warning) until the run is
+finished with ``pbip train --resume``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +29,14 @@ from .. import _atomic
 from ..events import Job, Progress
 
 PRESENCE_FILE = "presence.json"
+WEIGHTS_FILE = "model.safetensors"  # the run's inference weights the thresholds belong to
 DEFAULT_THRESHOLD = 0.5
+
+
+def weights_digest(run: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the run's inference weights."""
+    with open(Path(run) / WEIGHTS_FILE, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def best_threshold(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -72,6 +86,7 @@ def calibrate_presence(
         return {}  # nothing to fit on: the fixed threshold stays
     if len(samples) > max_images:
         samples = [samples[i] for i in np.linspace(0, len(samples) - 1, max_images).astype(int)]
+    digest = weights_digest(run)  # of the weights loaded just below
     predictor = load_stage1_predictor(run, device)
     probs, labels, done = [], [], 0
     for start in range(0, len(samples), batch_size):
@@ -96,6 +111,7 @@ def calibrate_presence(
             for c in range(p.shape[1])
         ],
         "images": len(samples),
+        "weights_sha256": digest,
     }
     _atomic.write_json(Path(run) / PRESENCE_FILE, record)
     return record
@@ -109,11 +125,24 @@ def f1_at(probs: np.ndarray, labels: np.ndarray, threshold: float) -> float:
 
 
 def read_thresholds(run: str | os.PathLike, classes: tuple[str, ...]) -> tuple[float, ...] | None:
-    """The calibrated thresholds of ``run`` (None when it has none, or they are for other classes)."""
+    """The calibrated thresholds of ``run``.
+
+    None when it has none, when they are for other classes, or when they were fitted for other
+    weights than the run's current ones (a warning says so and how to refit them).
+    """
     path = Path(run) / PRESENCE_FILE
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
     if tuple(record.get("classes", ())) != tuple(classes):
+        return None
+    fitted_for = record.get("weights_sha256")  # absent in files written before it was recorded
+    if fitted_for is not None and fitted_for != weights_digest(run):
+        warnings.warn(
+            f"{path} was fitted for earlier weights than {Path(run) / WEIGHTS_FILE} (the run was stopped "
+            f"after training on); class presence on unlabelled images uses {DEFAULT_THRESHOLD} instead. "
+            f"Finish the run with `pbip train --resume` to fit thresholds for these weights.",
+            stacklevel=2,
+        )
         return None
     return tuple(float(t) for t in record["thresholds"])

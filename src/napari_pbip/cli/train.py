@@ -35,7 +35,9 @@ def register(subparsers) -> None:
         description="Train the stage-1 CAM model on the train split of DATASET with the prototypes of BANK. "
         "Writes OUT/model.json + model.safetensors (used by `pbip pseudo`, `pbip predict` and slide inference), "
         "OUT/settings.json, OUT/log.jsonl and checkpoints OUT/last, OUT/best (by val mIoU when the data set has "
-        "val masks). Ctrl-C stops cleanly and keeps the last step; --resume continues exactly.",
+        "val masks). When training ends, OUT/presence.json gets per-class presence thresholds for unlabelled "
+        "images, fitted on the training labels. Ctrl-C stops cleanly and keeps the last step (thresholds fitted "
+        "for earlier weights are then not used); --resume continues exactly and refits them at the end.",
     )
     p.add_argument(
         "--dataset", required=True, help="data set folder (train split with labels in the file names)"
