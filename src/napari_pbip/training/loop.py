@@ -2,7 +2,7 @@
 
 One event per optimizer step (``stage="train"``): ``metrics`` holds ``loss``, ``cls``, ``fg``,
 ``bg``, ``lr``, ``images_per_s`` and ``epoch`` (fractional), plus ``val_miou`` after a validation;
-every ``preview_every`` steps (and at the last step) ``payload`` is a preview dict (see :meth:`_Trainer.preview`) with the
+every ``preview_every`` steps (and at the last step) ``payload`` is a preview dict (see :func:`.preview.preview_payload`) with the
 CAMs and FG/BG maps of a fixed set of training images. A GUI pauses the job by not asking for the
 next event and stops it by closing the generator: the last completed step is checkpointed, and
 ``resume=True`` continues exactly where it stopped (batch order, augmentation and per-step seeds
@@ -27,6 +27,7 @@ from ..data.layouts import dataset_mpp
 from ..errors import BankError, CheckpointError, DatasetError, SettingsError, TrainingDivergedError
 from ..events import Job, Progress
 from . import augment, checkpoint
+from .preview import preview_payload, shown_mpp
 from .runlog import append_log, truncate_log
 from .settings import RESUMABLE_FIELDS, TrainSettings
 
@@ -188,7 +189,7 @@ class _Trainer:
         self.preview_idx = np.unique(
             np.linspace(0, len(self.samples) - 1, min(s.n_preview, len(self.samples))).astype(int)
         )
-        self.preview_mpp = _shown_mpp(
+        self.preview_mpp = shown_mpp(
             dataset_mpp(ds.root), [self.samples[i].image for i in self.preview_idx], s.image_size
         )
         self.meta = self._meta()
@@ -349,62 +350,17 @@ class _Trainer:
     # -- previews, validation, checkpoints -----------------------------------------------------
 
     def preview(self) -> dict[str, Any]:
-        """CAMs and FG/BG maps of the fixed preview images (eval mode, no gradient).
-
-        Returns:
-            ``{"kind": "preview", "step", "classes", "palette", "background_index", "images"
-            uint8 (P, S, S, 3), "labels" (P, N), "cams" float16 (P, N, S, S) (fused, scaled to
-            [0, 1] per class), "fg" / "bg" float16 (P, N, S, S) (eq. 5 weights ``b * M`` and
-            ``(1 - b) * (1 - M)``), "probs" (P, N) classifier probabilities, "masks" uint8 (P, S, S)
-            label-gated pseudo-masks, "mpp" um/px of the images as shown, or None when unknown}``.
-        """
-        import torch
-
-        from ..cam.pseudo import CamSettings, class_scores, label_map, mask_channels, presence_probabilities
-        from .matching import fg_bg_images
-
+        """The preview payload of the fixed preview images (see :func:`.preview.preview_payload`)."""
         images = np.stack([self._image(i) for i in self.preview_idx])
-        labels = torch.as_tensor(self.labels[self.preview_idx], device=self.device)
         self.model.eval()
-        with torch.no_grad():
+        try:
             x = self._to_tensor(images)
-            out = self.model(x)
-            mb = fg_bg_images(
-                x,
-                out["cams"],
-                labels,
-                self.s.image_size,
-                self.s.delta,
-                self.s.threshold_mode,
-                self.s.fg_bg_fill,
+            labels = self.labels[self.preview_idx]
+            return preview_payload(
+                self.model, x, images, labels, self.s, self.spec, self.step, self.preview_mpp
             )
-            weights = self.s.fusion_weights
-            scores = class_scores(out["cams"], x.shape[-2:], labels, weights).cpu().numpy()
-            probs = presence_probabilities(out["logits"], weights).cpu().numpy()
-        self.model.train()
-        n = len(self.spec.palette)
-        masks = np.stack(
-            [
-                label_map(mask_channels(sc, im, n, self.spec.background_index, CamSettings()))
-                for sc, im in zip(scores, images, strict=True)
-            ]
-        )
-        norm, b = mb.norm.cpu(), mb.mask.cpu()
-        return {
-            "kind": "preview",
-            "step": self.step,
-            "classes": self.classes,
-            "palette": self.spec.palette,
-            "background_index": self.spec.background_index,
-            "images": images,
-            "labels": self.labels[self.preview_idx].astype(np.uint8),
-            "cams": norm.numpy().astype(np.float16),
-            "fg": (b * norm).numpy().astype(np.float16),
-            "bg": ((1 - b) * (1 - norm)).numpy().astype(np.float16),
-            "probs": probs,
-            "masks": masks,
-            "mpp": self.preview_mpp,
-        }
+        finally:
+            self.model.train()
 
     def _end_epoch(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -527,22 +483,6 @@ def _val_samples(ds) -> list:
     if "val" not in ds.splits():
         return []
     return [s for s in ds.samples("val") if s.mask is not None]
-
-
-def _shown_mpp(mpp: float | None, paths: list[Path], size: int) -> float | None:
-    """um/px of images resized to ``size``, when the data set records ``mpp`` and they share one square size."""
-    from PIL import Image
-
-    if mpp is None:
-        return None
-    sizes = set()
-    for path in paths:
-        with Image.open(path) as im:
-            sizes.add(im.size)
-    if len(sizes) != 1:
-        return None
-    ((width, height),) = sizes
-    return mpp * width / size if width == height else None
 
 
 def _load_image(path: Path, size: int) -> np.ndarray:
