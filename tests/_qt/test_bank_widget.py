@@ -231,17 +231,3 @@ def test_bad_input_is_marked_and_explained(widget, tmp_path, wait_job):
     assert widget.status.is_error and "not an image bank" in widget.status.text()
     widget.remove()
     assert widget.status.is_error
-
-
-def test_similarity_warning_names_classes_as_alike_as_their_own_subclusters():
-    from napari_pbip._widgets._bank_panels import ABSOLUTE_LIMIT, too_alike
-
-    sim = {
-        "matrix": [[0.90, 0.93, 0.20], [0.93, 0.95, 0.30], [0.20, 0.30, None]],
-        "intra": {"a": 0.90, "b": 0.95, "c": None},
-    }
-    assert too_alike(sim, ("a", "b", "c")) == [("a", "b", 0.93, 0.90)]
-    sim["intra"]["a"] = None  # a and c have one prototype each: the absolute limit applies
-    assert too_alike(sim, ("a", "b", "c")) == []
-    sim["matrix"][2][0] = sim["matrix"][0][2] = ABSOLUTE_LIMIT
-    assert too_alike(sim, ("a", "b", "c")) == [("a", "c", ABSOLUTE_LIMIT, ABSOLUTE_LIMIT)]

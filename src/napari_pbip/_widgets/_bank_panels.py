@@ -1,10 +1,5 @@
-"""Bank panels: the prototype similarity table with its warning, and the version history.
-
-Two classes' prototypes are *too alike* when the mean cosine between them reaches the mean cosine
-between sub-cluster prototypes within either class (the classes are as alike as one class's own
-sub-clusters), or, for classes with a single prototype, when it reaches :data:`ABSOLUTE_LIMIT`.
-ClassNet then has little to tell them apart with (the paper's inter-class homogeneity).
-"""
+"""Bank panels: the prototype similarity table with its warning (classes whose prototypes are too
+alike, :func:`napari_pbip.bank.info.too_alike`), and the version history."""
 
 from __future__ import annotations
 
@@ -13,26 +8,10 @@ from typing import Any
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import QLabel, QListWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ..bank.info import too_alike
 from ._forms import StatusLine
 
-ABSOLUTE_LIMIT = 0.95
 ALIKE_COLOUR = QColor(170, 40, 40)
-
-
-def too_alike(similarity: dict[str, Any], classes: tuple[str, ...]) -> list[tuple[str, str, float, float]]:
-    """Class pairs whose prototypes are too alike: ``(a, b, cosine between them, limit it reached)``."""
-    out = []
-    matrix, intra = similarity["matrix"], similarity["intra"]
-    for i, a in enumerate(classes):
-        for j in range(i + 1, len(classes)):
-            b, cos = classes[j], matrix[i][j]
-            if cos is None:
-                continue
-            own = [v for v in (intra.get(a), intra.get(b)) if v is not None]
-            limit = min(own) if own else ABSOLUTE_LIMIT
-            if cos >= limit:
-                out.append((a, b, float(cos), float(limit)))
-    return out
 
 
 class SimilarityPanel(QWidget):

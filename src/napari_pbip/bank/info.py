@@ -4,6 +4,11 @@ Intra-class similarity is the mean cosine between the distinct prototypes of one
 similarity is the mean cosine between a class's prototypes and the other classes' prototypes. A
 bank whose inter-class similarity is close to its intra-class similarity gives ClassNet little to
 tell the classes apart with (the inter-class homogeneity the paper discusses).
+
+Two classes' prototypes are *too alike* (:func:`too_alike`) when the mean cosine between them
+reaches the mean cosine between sub-cluster prototypes within either class (the classes are as
+alike as one class's own sub-clusters), or, for classes with a single prototype, when it reaches
+:data:`ABSOLUTE_LIMIT`. The report and the "Image bank" widget warn about such pairs.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import numpy as np
 
 from .kmeans import normalise
 from .store import Bank
+
+ABSOLUTE_LIMIT = 0.95  # too alike, for classes with a single prototype each
 
 
 def bank_info(bank: Bank) -> dict[str, Any]:
@@ -29,9 +36,26 @@ def bank_info(bank: Bank) -> dict[str, Any]:
         "valid_prototypes": int(valid.sum()),
         "patch_size": bank.patch_size,
         "classes": [_class_info(bank, name, valid[i]) for i, name in enumerate(bank.classes)],
-        "similarity": prototype_similarity(protos, valid, bank.classes),
+        "similarity": (similarity := prototype_similarity(protos, valid, bank.classes)),
+        "too_alike": [list(pair) for pair in too_alike(similarity, bank.classes)],
         "history": bank.history(),
     }
+
+
+def too_alike(similarity: dict[str, Any], classes: tuple[str, ...]) -> list[tuple[str, str, float, float]]:
+    """Class pairs whose prototypes are too alike: ``(a, b, cosine between them, limit it reached)``."""
+    out = []
+    matrix, intra = similarity["matrix"], similarity["intra"]
+    for i, a in enumerate(classes):
+        for j in range(i + 1, len(classes)):
+            b, cos = classes[j], matrix[i][j]
+            if cos is None:
+                continue
+            own = [v for v in (intra.get(a), intra.get(b)) if v is not None]
+            limit = min(own) if own else ABSOLUTE_LIMIT
+            if cos >= limit:
+                out.append((a, b, float(cos), float(limit)))
+    return out
 
 
 def _class_info(bank: Bank, name: str, valid: np.ndarray) -> dict[str, Any]:
@@ -127,6 +151,11 @@ def format_info(info: dict[str, Any]) -> str:
     lines.append(" " * 14 + "".join(f"{n[:9]:>10}" for n in names))
     for name, row in zip(names, sim["matrix"], strict=True):
         lines.append(f"{name:<14}" + "".join(f"{_fmt(v):>10}" for v in row))
+    for a, b, cos, limit in info["too_alike"]:
+        lines.append(
+            f"WARNING: prototypes of {a} and {b} are too alike (cosine {cos:.3f} >= {limit:.3f}): ClassNet will "
+            "find them hard to tell apart; remove ambiguous images, add distinct ones, or re-cluster"
+        )
     lines += ["", "history:"]
     for h in info["history"]:
         mark = "  <- current" if h["current"] else ""
