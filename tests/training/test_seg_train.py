@@ -239,7 +239,8 @@ def test_cli_trains_and_resumes(colour_set, tmp_path, capsys):
 @pytest.mark.slow
 def test_compiled_segmenter_segments_a_slide_like_the_eager_one(trained, tmp_path):
     """`pbip segment --compile`: same labels as without it, including the chunks' short last
-    batches (padded to the compiled batch size), and the compile time reported."""
+    batches (padded to the compiled batch size) and two chunks at a time sharing the compiled
+    model, and the compile time reported."""
     from napari_pbip.data.synth_slide import write_synthetic_slide
     from napari_pbip.export import open_labels
     from napari_pbip.inference.segment import SegmentSettings, segment_slide
@@ -248,7 +249,11 @@ def test_compiled_segmenter_segments_a_slide_like_the_eager_one(trained, tmp_pat
     slide = write_synthetic_slide(tmp_path / "slide.tif", size=768, seed=1).slide
     base = SegmentSettings(mpp=0.5, batch=8, chunk=512, skip_background=False, device="cpu")
     eager = run(segment_slide(slide, result.out, tmp_path / "eager.zarr", base))
-    compiled = run(segment_slide(slide, result.out, tmp_path / "compiled.zarr", base.replace(compile=True)))
+    compiled = run(
+        segment_slide(
+            slide, result.out, tmp_path / "compiled.zarr", base.replace(compile=True, num_workers=2)
+        )
+    )
     assert compiled.seconds["compile"] > 0 and "compile" not in eager.seconds
     assert compiled.tiles["run"] % 8 != 0  # some model calls had fewer tiles than the batch
     a = np.asarray(open_labels(tmp_path / "eager.zarr").levels[0])
