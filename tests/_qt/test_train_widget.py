@@ -153,7 +153,8 @@ def test_preview_layers_are_made_in_the_job_and_closing_still_closes_the_job():
         try:
             yield Progress("train", 1, 4, "step 1")
             yield Progress("train", 2, 4, "preview", payload=payload)
-            yield Progress("train", 3, 4, "step 3")
+            yield Progress("train", 3, 4, "broken preview", payload={"kind": "preview", "images": None})
+            yield Progress("train", 4, 4, "step 4")
         except GeneratorExit:
             closed.append("checkpointed")
             raise
@@ -167,5 +168,7 @@ def test_preview_layers_are_made_in_the_job_and_closing_still_closes_the_job():
     want = {name: data for name, data, _ in preview_layers(payload, 1)}
     assert chosen == 1 and [n for n, _, _ in layers] == list(want)
     np.testing.assert_array_equal({n: d for n, d, _ in layers}[FG], want[FG])
+    broken = next(wrapped)  # a preview the layers cannot be made of does not stop training
+    assert broken.step == 3 and "layers" not in broken.payload
     wrapped.close()  # Stop: the library job gets GeneratorExit (and checkpoints) here
     assert closed == ["checkpointed"]

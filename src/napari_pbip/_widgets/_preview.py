@@ -110,8 +110,12 @@ def with_layers(job: Job[T], fgbg_class: Callable[[], int | None]) -> Job[T]:
             payload = event.payload
             if isinstance(payload, dict) and payload.get("kind") == "preview":
                 chosen = fgbg_class()
-                payload = {**payload, "layers": (chosen, preview_layers(payload, chosen))}
-                event = replace(event, payload=payload)
+                try:
+                    layers = preview_layers(payload, chosen)
+                except Exception:  # a view must not stop training: the GUI makes them (and reports)
+                    layers = None
+                if layers is not None:
+                    event = replace(event, payload={**payload, "layers": (chosen, layers)})
             yield event
     finally:
         job.close()
