@@ -356,10 +356,12 @@ def main(argv: list[str] | None = None) -> int:
         "--pbip",
         nargs="*",
         default=[],
-        metavar="TILE:OVERLAP",
-        help="extra pbip runs with these tile:overlap",
+        metavar="TILE:OVERLAP[:BATCH]",
+        help="extra pbip runs with these tile:overlap (and tiles per model call, default --batch)",
     )
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument(
+        "--batch", type=int, help="tiles per model call (default: pbip segment's, by device and tile)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (all methods use it)")
     p.add_argument("--workers", type=int, default=1, help="pbip chunks in parallel (pbip segment --workers)")
     p.add_argument("--chunk", type=int, default=4096)
@@ -391,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from napari_pbip.data.synth_slide import write_synthetic_slide
-    from napari_pbip.inference.segment import SegmentSettings
+    from napari_pbip.inference.segment import SegmentSettings, default_batch
     from napari_pbip.slide import open_slide
     from napari_pbip.training.segmenter_predictor import load_segmenter, load_segmenter_predictor
 
@@ -420,12 +422,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     variants = {"pbip": (base, predictor)}  # the defaults of `pbip segment`
     for spec in args.pbip:
-        t, o = (int(v) for v in spec.split(":"))
-        variants[f"pbip-{t}:{o}"] = (base.replace(tile=t, overlap=o), predictor)
+        t, o, *b = (int(v) for v in spec.split(":"))
+        variants[f"pbip-{spec}"] = (
+            base.replace(tile=t, overlap=o, batch=b[0] if b else args.batch),
+            predictor,
+        )
     compile_s = None
     if args.compile:  # `pbip segment --compile`: compiled once per process, before the first chunk
         t = time.perf_counter()
-        variants["pbip-compiled"] = (base, predictor.compiled(args.batch, base.resolve(predictor).tile))
+        resolved = base.resolve(predictor)
+        variants["pbip-compiled"] = (base, predictor.compiled(resolved.batch, resolved.tile))
         compile_s = time.perf_counter() - t
     methods = {
         name: (
@@ -444,7 +450,13 @@ def main(argv: list[str] | None = None) -> int:
 
         tia_note = f"tiatoolbox {tiatoolbox.__version__}"
         methods["tiatoolbox"] = lambda: run_tiatoolbox(
-            args.slide, module, args.tile, args.batch, mpp, args.workdir, str(predictor.device)
+            args.slide,
+            module,
+            args.tile,
+            args.batch or default_batch(args.tile, predictor.device),
+            mpp,
+            args.workdir,
+            str(predictor.device),
         )
     except Exception as exc:  # reported, not hidden
         tia_note = f"tiatoolbox unavailable: {type(exc).__name__}: {exc}"
@@ -471,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                 extra[name] = {
                     "tile": r.settings.tile,
                     "overlap": r.settings.overlap,
+                    "batch": r.settings.batch,
                     "tiles_run": r.tiles.get("run"),
                     "seconds_split": {k: round(v, 2) for k, v in r.seconds.items()},
                     "tissue_fraction": r.tissue_fraction,
@@ -500,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         f"slide {args.slide.name}: {meta.shape[1]}x{meta.shape[0]} px at {mpp:g} um/px, {tiles} tiles of {args.tile} px"
     )
     print(
-        f"device {device_name}, torch threads {torch.get_num_threads()}, batch {args.batch}, "
+        f"device {device_name}, torch threads {torch.get_num_threads()}, batch {base.resolve(predictor).batch} (pbip defaults), "
         f"chunk workers {args.workers}, repeats {args.repeats}"
     )
     print(

@@ -25,6 +25,7 @@ def widget(make_napari_viewer, small_slide, trained_model, tmp_path):
     w.model.set_path(trained_model)
     w.mpp.setValue(1.0)  # 1024 px at 0.5 um/px -> 512 x 512 at 1 um/px
     w.chunk.setValue(256)  # 4 chunks
+    w.batch.setValue(16)  # by device (49 tiles of 64 px here) the tiny model ran all 4 between two redraws
     w.device.setCurrentText("cpu")
     w.out.set_path(tmp_path / "seg.zarr")
     return w

@@ -148,6 +148,7 @@ def test_load_predictor_gives_probabilities_over_mask_indices(trained):
     predictor = load_predictor(result.out, device="cpu")
     assert isinstance(predictor, DensePredictor)
     assert predictor.classes == ("pink", "blue") and predictor.background_index == BACKGROUND
+    assert (predictor.train_tile, predictor.tile) == (64, 128)  # slides tiled at twice the training size
     batch = np.random.default_rng(1).integers(0, 256, (3, 40, 72, 3), dtype=np.uint8)  # not a multiple of 32
     probs = predictor.predict(batch)
     assert probs.shape == (3, 3, 40, 72) and probs.dtype == np.float32

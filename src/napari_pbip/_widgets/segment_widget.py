@@ -127,7 +127,11 @@ class SegmentWidget(QWidget):
         self.mpp.setSuffix(" um/px")
         self.tile = _spin(0, 4096, 0)
         self.tile.setSpecialValueText("model's")
-        self.batch = _spin(1, 1024, 16)
+        self.batch = _spin(0, 1024, 0)
+        self.batch.setSpecialValueText("by device")
+        self.batch.setToolTip(
+            "tiles per model call; 'by device': about 200,000 pixels on a CPU, 16 tiles on a GPU"
+        )
         self.chunk = _spin(256, 16384, DEFAULT_CHUNK, 256)
         self.chunk.setToolTip("pixels per chunk side (a multiple of 256); the layer fills in chunk by chunk")
         self.device = QComboBox()
@@ -186,8 +190,13 @@ class SegmentWidget(QWidget):
 
         self.marks.clear()
         try:
-            return SegmentSettings(mpp=self.mpp.value(), tile=self.tile.value() or None, batch=self.batch.value(),
-                                   chunk=self.chunk.value(), device=self.device.currentText().strip())  # fmt: skip
+            return SegmentSettings(
+                mpp=self.mpp.value(),
+                tile=self.tile.value() or None,
+                batch=self.batch.value() or None,
+                chunk=self.chunk.value(),
+                device=self.device.currentText().strip(),
+            )
         except SettingsError as exc:
             report_error(exc, self.status, self.marks)
             return None

@@ -31,11 +31,19 @@ def register(subparsers) -> None:
     p.add_argument("--areas", type=Path, help="also write a per-class area table (CSV) here")
     p.add_argument("--mpp", type=float, help="inference resolution in um/px (default: the model's)")
     p.add_argument("--slide-mpp", type=float, help="the slide's own um/px, for files that do not record it")
-    p.add_argument("--tile", type=int, help="tile side in pixels (default: the model's)")
+    p.add_argument(
+        "--tile",
+        type=int,
+        help="tile side in pixels (default: the model's: twice a segmenter's training tile, a stage-1 run's own)",
+    )
     p.add_argument(
         "--overlap", type=int, help="overlap between tiles in pixels, blended (default: 32, at most tile/4)"
     )
-    p.add_argument("--batch", type=int, default=16, help="tiles per model call (default: 16)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        help="tiles per model call (default: about 200,000 pixels per call on a CPU, 16 tiles on a GPU)",
+    )
     p.add_argument(
         "--chunk", type=int, default=4096, help="pixels per dask task side, multiple of 256 (default: 4096)"
     )
