@@ -111,7 +111,7 @@ def test_unfinished_output_from_other_settings_is_not_resumed(tmp_path, toy_slid
         if isinstance(event.payload, ChunkDone):
             job.close()
             break
-    with pytest.raises(OutputExistsError, match="cannot be resumed"):
+    with pytest.raises(OutputExistsError, match="overlap 16 then, 8 now.*cannot be resumed"):
         run(segment_slide(path, toy.ColourPredictor(), tmp_path / "out.zarr", FAST.replace(overlap=8)))
 
 

@@ -318,10 +318,14 @@ def _prepare_output(
             raise OutputExistsError(
                 f"{out} already holds a finished segmentation; pass --overwrite to redo it"
             )
-        if attrs.get("fingerprint") != fingerprint:
+        saved = attrs.get("fingerprint") or {}
+        if saved != fingerprint:
+            differ = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+            what = ", ".join(f"{k} {saved.get(k)!r} then, {fingerprint.get(k)!r} now" for k in differ)
             raise OutputExistsError(
-                f"{out} exists but was not started by this slide/model/settings, so it cannot be resumed; "
-                f"choose another output or pass --overwrite"
+                f"{out} exists but was started with other inputs ({what}), so it cannot be resumed; rerun "
+                f"with the same ones (e.g. --tile, --overlap, --chunk, --mpp as then), choose another output, "
+                f"or pass --overwrite"
             )
         ome = zarr.open_group(str(out), mode="r").attrs["ome"]
         store = LabelsStore(
