@@ -52,8 +52,9 @@ class SegmentSettings(Settings):
         batch: tiles per model call; None: about :data:`CPU_PIXELS_PER_CALL` pixels per call on a
             CPU (4 tiles of 224 px, 1 of 448 px), :data:`GPU_BATCH` tiles on a GPU, for the device
             the model is loaded on here (set it when a cluster's workers have other devices). On
-            the 2-core development CPU, 16 tiles of 224 px per call ran 1.15x slower than 4 and
-            16 of 448 px 1.2x slower than 1 or 2 (cache-bound convolutions).
+            the 2-core development CPU, slides ran 1.15x slower with 16 tiles of 224 px per call
+            than with 4, and the bare model did 20-25 224-px tiles/s with 16 tiles of 448 px per
+            call, 32-42 with 1 to 4 (cache-bound convolutions).
         chunk: side of one dask task's block in pixels (a multiple of 256).
         device: torch device ("auto", "cpu", "cuda", ...).
         probabilities: also store per-class uint8 probabilities.
