@@ -255,6 +255,8 @@ def test_presence_thresholds_follow_the_weights_they_were_fitted_for(dataset, tm
         return
     with pytest.warns(UserWarning, match="pbip train --resume"):  # new weights (last), no new thresholds
         assert load_stage1_predictor(out, "cpu").presence_thresholds == 0.5
-    run(train(tiny(epochs=4, preview_every=0), data, fake_bank(), out, resume=True))  # finished: refitted
+    with warnings.catch_warnings():  # refitting does not warn about the thresholds it replaces
+        warnings.simplefilter("error")
+        run(train(tiny(epochs=4, preview_every=0), data, fake_bank(), out, resume=True))  # finished: refitted
     refit = json.loads((out / PRESENCE_FILE).read_text())
     assert load_stage1_predictor(out, "cpu").presence_thresholds == tuple(refit["thresholds"])

@@ -87,7 +87,7 @@ def calibrate_presence(
     if len(samples) > max_images:
         samples = [samples[i] for i in np.linspace(0, len(samples) - 1, max_images).astype(int)]
     digest = weights_digest(run)  # of the weights loaded just below
-    predictor = load_stage1_predictor(run, device)
+    predictor = load_stage1_predictor(run, device, calibrated=False)  # old thresholds are being replaced
     probs, labels, done = [], [], 0
     for start in range(0, len(samples), batch_size):
         part = samples[start : start + batch_size]

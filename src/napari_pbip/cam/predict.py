@@ -129,13 +129,19 @@ def run_cams(model, batch: np.ndarray, device) -> tuple[dict[str, Any], tuple[in
 
 
 def load_stage1_predictor(
-    path: str | os.PathLike, device: str = "auto", settings: CamSettings | None = None
+    path: str | os.PathLike,
+    device: str = "auto",
+    settings: CamSettings | None = None,
+    calibrated: bool = True,
 ) -> Stage1Predictor:
-    """Load a ``pbip train`` run folder as a dense predictor (see the module docstring)."""
+    """Load a ``pbip train`` run folder as a dense predictor (see the module docstring).
+
+    ``calibrated=False`` ignores the run's fitted presence thresholds (used while refitting them).
+    """
     from ..training.checkpoint import load_classnet
 
     model, meta = load_classnet(path, device=device)
-    thresholds = read_thresholds(path, tuple(meta["classes"]))
+    thresholds = read_thresholds(path, tuple(meta["classes"])) if calibrated else None
     return Stage1Predictor(model, meta, next(model.parameters()).device, settings, thresholds)
 
 
