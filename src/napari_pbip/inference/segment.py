@@ -209,12 +209,16 @@ def _cached_predictor(path: str, device: str, compile_for: tuple[int, int] | Non
     return _compiled(predictor, *compile_for) if compile_for else predictor
 
 
-def _compiled(predictor: DensePredictor, batch: int, tile: int) -> DensePredictor:
+def _check_compilable(predictor: DensePredictor) -> None:
     if not hasattr(predictor, "compiled"):
         raise SettingsError(
             f"compile=True works with stage-2 segmenter folders (pbip train-seg); a "
             f"{type(predictor).__name__} cannot be compiled. Segment without --compile"
         )
+
+
+def _compiled(predictor: DensePredictor, batch: int, tile: int) -> DensePredictor:
+    _check_compilable(predictor)
     return predictor.compiled(batch, tile)
 
 
@@ -424,8 +428,8 @@ def segment_slide(
     out = Path(out)
     model_id = model_path or f"{type(predictor).__module__}.{type(predictor).__qualname__}"
     fingerprint = _fingerprint(slide, model_id, s, shape)
-    if s.compile and not hasattr(predictor, "compiled"):
-        _compiled(predictor, s.batch, s.tile)  # raises before any output is written
+    if s.compile:
+        _check_compilable(predictor)  # before any output is written
     store, done = _prepare_output(out, fingerprint, predictor, s, overwrite)
     compile_seconds = None
     if s.compile and not s.distributed:  # on a cluster each worker compiles its own copy
