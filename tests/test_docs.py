@@ -79,7 +79,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/paper-config.md", "--segmenter deeplabv2"): "needs ImageNet ResNet-101 and MiT-B1 weights",
     ("docs/paper-config.md", "hf download"): "downloads from the model hub",
     ("docs/paper-config.md", "SegformerModel.from_pretrained"): "downloads from the model hub",
-    ("docs/paper-config.md", "--backbone weights/mit-b1 --lr"): "needs the saved PLIP and MiT-B1 weights",
+    ("docs/paper-config.md", "--backbone weights/mit-b1 --levels"): "needs the saved PLIP and MiT-B1 weights",
     ("docs/paper-config.md", "save_file("): "downloads ResNet-101 weights from the model hub",
     ("docs/architecture.md", "gen_cli_docs.py"): "rewrites docs/cli.md in the repository; "
     "test_cli_reference_is_generated_from_the_parser runs the generator instead",

@@ -23,6 +23,7 @@ def tiny_run(tiny_dataset, tmp_path_factory):
     pytest.importorskip("torch")
     from napari_pbip.data.layouts import open_dataset
     from napari_pbip.events import run
+    from napari_pbip.models import create_encoder
     from napari_pbip.training import TrainSettings, train
 
     classes = open_dataset(tiny_dataset).spec.classes
@@ -33,6 +34,7 @@ def tiny_run(tiny_dataset, tmp_path_factory):
         content_hash="fake",
         version=1,
         prototype_tensor=lambda: (protos, np.ones((len(classes), 2), bool)),
+        encoder=lambda device="auto", encoder=None: create_encoder("tiny-encoder"),
     )
     settings = TrainSettings(
         backbone="tiny-backbone", pretrained=False, image_size=64, match_size=32, batch_size=4, epochs=2,

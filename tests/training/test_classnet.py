@@ -82,7 +82,7 @@ def test_encoder_frozen_but_gradient_reaches_backbone_through_fg_bg_masks():
     x = torch.rand(2, 3, 64, 64)
     y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     out = model(x)
-    mb = fg_bg_images(x, out["cams"], y, s.match_size, s.delta)
+    mb = fg_bg_images(x, out["cams"], y, encoder.input_size, s.delta)
     fg, bg = encode_pairs(encoder, mb)
     parts = pbip_loss(out["logits"], y, s, fg, bg, mb.class_index, model)
     parts["loss"].backward()

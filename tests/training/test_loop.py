@@ -39,7 +39,14 @@ def fake_bank(classes=CLASSES, seed=0, d=32):
         content_hash=f"fake{seed}",
         version=1,
         prototype_tensor=lambda: (protos, valid),
+        encoder=lambda device="auto", encoder=None: _tiny_encoder(),
     )
+
+
+def _tiny_encoder():
+    from napari_pbip.models import create_encoder
+
+    return create_encoder("tiny-encoder")
 
 
 def tiny(**kw) -> TrainSettings:

@@ -38,7 +38,7 @@ def test_fg_and_bg_losses_match_equations_9_to_13():
     bg = torch.tensor([[0.0, 3.0]])  # cos with P: class0 (0, R2), class1 (1, R2)
     tau = 0.5
     l_fg, l_bg = similarity_losses(fg, bg, torch.tensor([0]), PROTOS, valid, tau)
-    s_ff, s_fb = 1 + R2, 0 - R2  # sums over the slots
+    s_ff, s_fb = (1 + R2) / 2, (0 - R2) / 2  # means over the slots (like with like)
     s_bf, s_bb = (0 + R2) / 2, (1 + R2) / 2  # means over the slots
     assert float(l_fg) == pytest.approx(
         -math.log(math.exp(s_ff / tau) / (math.exp(s_ff / tau) + math.exp(s_fb / tau)))
@@ -53,7 +53,7 @@ def test_invalid_prototype_slots_do_not_count():
     fg = torch.tensor([[2.0, 0.0]])
     bg = torch.tensor([[0.0, 3.0]])
     l_fg, l_bg = similarity_losses(fg, bg, torch.tensor([0]), PROTOS, valid, 1.0)
-    assert float(l_fg) == pytest.approx(_softplus((0 - R2) - 1.0))  # s_FF = 1 only
+    assert float(l_fg) == pytest.approx(_softplus((0 - R2) / 2 - 1.0))  # s_FF = 1 only
     assert float(l_bg) == pytest.approx(_softplus(0.0 - (1 + R2) / 2))  # s_BF = 0 (one valid slot)
 
 

@@ -122,7 +122,11 @@ class TrainWidget(QWidget):
         self.batch_size = _spin(1, 4096, d.batch_size)
         self.lr = QLineEdit(f"{d.lr:g}")
         self.image_size = _spin(32, 4096, d.image_size, 32)
-        self.match_size = _spin(8, 1024, d.match_size, 16)
+        self.match_size = _spin(0, 1024, d.match_size or 0, 16)  # 0: the bank encoder's input size
+        self.match_size.setSpecialValueText("bank's size")
+        self.match_size.setToolTip(
+            "FG/BG image side for the encoder; bank's size (default) matches the prototypes' scale"
+        )
         self.preview_every = _spin(0, 100_000, d.preview_every)
         self.preview_every.setToolTip("steps between CAM / FG-BG previews (0: none)")
         self.device_box = QComboBox()
@@ -194,7 +198,7 @@ class TrainWidget(QWidget):
                 return resume_settings(self.out.path(), **fields)
             return TrainSettings(backbone=self.backbone.currentText().strip(), pretrained=self.pretrained.isChecked(),
                                  baseline=self.baseline.isChecked(), batch_size=self.batch_size.value(), lr=lr,
-                                 image_size=self.image_size.value(), match_size=self.match_size.value(), **fields)  # fmt: skip
+                                 image_size=self.image_size.value(), match_size=self.match_size.value() or None, **fields)  # fmt: skip
         except Exception as exc:  # SettingsError names its field; CheckpointError explains a bad resume
             report_error(exc, self.status, self.marks, None if isinstance(exc, SettingsError) else "out")
             return None

@@ -75,24 +75,28 @@ class CamSettings(Settings):
         )
 
 
-def class_scores(
+def fuse_levels(
     cams: Sequence,
     size: tuple[int, int],
-    presence,
     weights: Sequence[float],
     crop: tuple[int, int] | None = None,
 ):
-    """Fused, gated class scores in [0, 1].
+    """The fused CAM, one definition for training (eq. 3-5) and for masks.
+
+    Per level: bilinear upsampling to ``size``, ReLU, min-max per class; then the levels'
+    weighted mean. Differentiable.
 
     Args:
         cams: per-level CAM tensors ``(B, N, h_i, w_i)``.
-        size: ``(H, W)`` the CAMs are upsampled to (the network's input size).
-        presence: ``(B, N)`` tensor in [0, 1] multiplying each class (labels or classifier decisions).
+        size: ``(H, W)`` the CAMs are upsampled to.
         weights: one fusion weight per level.
         crop: keep the top-left ``(h, w)`` of ``size`` (the image before padding); None keeps all.
 
     Returns:
-        ``(B, N, H, W)`` float tensor (``crop``-sized when given).
+        ``(B, N, H, W)`` float tensor in [0, 1] (``crop``-sized when given).
+
+    Raises:
+        SettingsError: not one weight per level.
     """
     import torch.nn.functional as F
 
@@ -111,6 +115,29 @@ def class_scores(
         lo = up.amin(dim=(2, 3), keepdim=True)
         hi = up.amax(dim=(2, 3), keepdim=True)
         fused = fused + (w / total) * (up - lo) / (hi - lo).clamp_min(1e-6)
+    return fused
+
+
+def class_scores(
+    cams: Sequence,
+    size: tuple[int, int],
+    presence,
+    weights: Sequence[float],
+    crop: tuple[int, int] | None = None,
+):
+    """Fused (:func:`fuse_levels`), gated class scores in [0, 1].
+
+    Args:
+        cams: per-level CAM tensors ``(B, N, h_i, w_i)``.
+        size: ``(H, W)`` the CAMs are upsampled to (the network's input size).
+        presence: ``(B, N)`` tensor in [0, 1] multiplying each class (labels or classifier decisions).
+        weights: one fusion weight per level.
+        crop: keep the top-left ``(h, w)`` of ``size`` (the image before padding); None keeps all.
+
+    Returns:
+        ``(B, N, H, W)`` float tensor (``crop``-sized when given).
+    """
+    fused = fuse_levels(cams, size, weights, crop)
     gate = presence.float()[:, :, None, None]
     return (fused + _TIE) * gate / (1 + _TIE)  # _TIE: a present class beats an absent one where all are 0
 

@@ -54,10 +54,18 @@ def register(subparsers) -> None:
         "--image-size", type=int, help=f"training image side, multiple of 32 (default {d.image_size})"
     )
     p.add_argument(
-        "--match-size", type=int, help=f"FG/BG image side for the encoder (default {d.match_size})"
+        "--match-size",
+        type=int,
+        help="FG/BG image side for the encoder (default: the bank encoder's input size, the prototypes' scale)",
     )
     p.add_argument(
         "--levels", type=int, nargs="+", help="backbone levels, e.g. -3 -2 -1 (paper) or -4 -3 -2 -1"
+    )
+    p.add_argument(
+        "--output-stride",
+        choices=("8", "16", "32", "none"),
+        help=f"coarsest backbone stride: dilate a CNN's last stage (default {d.output_stride}); none keeps "
+        "the backbone's own (MiT: use none with --levels -4 -3 -2, the paper's strides 4/8/16)",
     )
     p.add_argument(
         "--threshold-mode", choices=THRESHOLD_MODES, help="eq. 4: class (paper) or global (reference)"
@@ -98,6 +106,8 @@ def settings_from_args(args: argparse.Namespace):
         n = len(args.levels)
         given.setdefault("level_weights", (1.0,) * n)
         given.setdefault("fusion_weights", (0.3, 0.3, 0.4) if n == 3 else (1.0 / n,) * n)
+    if args.output_stride is not None:
+        given["output_stride"] = None if args.output_stride == "none" else int(args.output_stride)
     if args.threshold_mode and args.delta is None:
         given["delta"] = None  # re-resolve the mode's default delta
     if args.baseline_cam:

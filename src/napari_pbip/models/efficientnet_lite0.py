@@ -233,9 +233,21 @@ def efficientnet_lite0_encoder(pretrained: bool = True, **kwargs: Any):
     "EfficientNet-Lite0, ImageNet-1k weights; maps at strides 4/8/16/32 with 24/40/112/320 channels",
     offline=True,
 )
-def efficientnet_lite0_backbone(pretrained: bool = True, out_indices: tuple[int, ...] = BACKBONE_OUT_INDICES):
-    """Multi-level feature maps, finest first."""
+def efficientnet_lite0_backbone(
+    pretrained: bool = True,
+    out_indices: tuple[int, ...] = BACKBONE_OUT_INDICES,
+    output_stride: int | None = None,
+):
+    """Multi-level feature maps, finest first.
+
+    Args:
+        pretrained: load the ImageNet weights (False: seeded random weights).
+        out_indices: timm feature levels to return.
+        output_stride: 8 or 16 dilate the last stages (same weights) so no map is coarser than
+            this; None keeps the native strides 4/8/16/32.
+    """
     from .hub import wrap_features
 
-    net, weights_id = _build(pretrained, features_only=True, out_indices=tuple(out_indices))
+    extra = {} if output_stride is None else {"output_stride": int(output_stride)}
+    net, weights_id = _build(pretrained, features_only=True, out_indices=tuple(out_indices), **extra)
     return wrap_features(net, MEAN, STD, weights_id=weights_id)

@@ -326,6 +326,11 @@ def _create_transformers(
 ):
     import transformers
 
+    if "output_stride" in kwargs:
+        raise SettingsError(
+            f"output_stride={kwargs['output_stride']}: {source!r} (transformers) cannot be dilated; train it with "
+            "output_stride=None and levels whose stride is at most 16, e.g. (-4, -3, -2) for MiT's 4/8/16 (the paper's)"
+        )
     if kwargs:
         raise SettingsError(f"transformers models take no extra arguments, got {sorted(kwargs)}; remove them")
     local_only = hub_offline()

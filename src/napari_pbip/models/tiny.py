@@ -44,8 +44,8 @@ def _modules() -> SimpleNamespace:
     import torch
     from torch import nn
 
-    def conv(c_in: int, c_out: int, stride: int) -> nn.Conv2d:
-        return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+    def conv(c_in: int, c_out: int, stride: int, dilation: int = 1) -> nn.Conv2d:
+        return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation)
 
     class TinyEncoder(nn.Module):
         """Strided convs, then global average pooling to ``feature_dim`` features."""
@@ -69,23 +69,39 @@ def _modules() -> SimpleNamespace:
             return self.body((x - self.mean) / self.std).mean(dim=(2, 3))
 
     class TinyBackbone(nn.Module):
-        """A stride-2 stem and four stride-2 levels (output strides 4, 8, 16, 32)."""
+        """A stride-2 stem and four stride-2 levels (output strides 4, 8, 16, 32).
 
-        def __init__(self, stem: int, channels: tuple[int, ...], weights_id: str):
+        With ``output_stride``, levels that would be coarser keep the resolution and dilate their
+        convolutions instead (as timm's ``output_stride`` does for CNNs).
+        """
+
+        def __init__(
+            self, stem: int, channels: tuple[int, ...], weights_id: str, output_stride: int | None = None
+        ):
             super().__init__()
             self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
             self.stem = nn.Sequential(conv(3, stem, 2), nn.ReLU())
-            levels = []
-            c_in = stem
+            levels, strides = [], []
+            c_in, stride, dilation = stem, 2, 1
             for c_out in channels:
+                step = 2
+                if output_stride is not None and stride * 2 > output_stride:
+                    step, dilation = 1, dilation * 2
+                stride *= step
                 levels.append(
-                    nn.Sequential(conv(c_in, c_out, 2), nn.ReLU(), conv(c_out, c_out, 1), nn.ReLU())
+                    nn.Sequential(
+                        conv(c_in, c_out, step, 1 if step == 2 else dilation),
+                        nn.ReLU(),
+                        conv(c_out, c_out, 1, dilation),
+                        nn.ReLU(),
+                    )
                 )
+                strides.append(stride)
                 c_in = c_out
             self.levels = nn.ModuleList(levels)
             self.channels = tuple(channels)
-            self.strides = tuple(2 ** (i + 2) for i in range(len(channels)))
+            self.strides = tuple(strides)
             self.weights_id = weights_id
 
         def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -126,11 +142,12 @@ def build_tiny_encoder(config: dict[str, Any] | None = None):
     )
 
 
-def build_tiny_backbone(config: dict[str, Any] | None = None):
+def build_tiny_backbone(config: dict[str, Any] | None = None, output_stride: int | None = None):
     """A tiny 4-level backbone from ``config`` (defaults: :data:`TINY_BACKBONE_CONFIG`), seeded weights.
 
     Args:
         config: keys of :data:`TINY_BACKBONE_CONFIG` to override.
+        output_stride: dilate the levels that would be coarser than this (None: strides up to 32).
 
     Returns:
         A backbone returning maps at strides 4, 8, 16, 32 (for 4 levels), finest first.
@@ -138,7 +155,8 @@ def build_tiny_backbone(config: dict[str, Any] | None = None):
     cfg = {**TINY_BACKBONE_CONFIG, **(config or {})}
     cls = _modules().TinyBackbone
     return _seeded(
-        cfg["seed"], lambda: cls(cfg["stem"], tuple(cfg["channels"]), _config_id("tiny-backbone", cfg))
+        cfg["seed"],
+        lambda: cls(cfg["stem"], tuple(cfg["channels"]), _config_id("tiny-backbone", cfg), output_stride),
     )
 
 
@@ -151,6 +169,6 @@ def tiny_encoder(pretrained: bool = True, **config: Any):
 @register_backbone(
     "tiny-backbone", "tiny random 4-level conv backbone (strides 4-32) for tests and demos", offline=True
 )
-def tiny_backbone(pretrained: bool = True, **config: Any):
+def tiny_backbone(pretrained: bool = True, output_stride: int | None = None, **config: Any):
     """Registry factory; ``pretrained`` is ignored (the weights are always the seeded random ones)."""
-    return build_tiny_backbone(config)
+    return build_tiny_backbone(config, output_stride)

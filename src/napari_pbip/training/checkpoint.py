@@ -187,7 +187,7 @@ def load_classnet(run: str | os.PathLike, device: str = "auto"):
 
     run = Path(run)
     meta = read_model_meta(run)
-    settings = TrainSettings.from_dict(meta["settings"])
+    settings = TrainSettings.from_dict(meta["settings"])  # older runs: LEGACY_DEFAULTS
     tensors = load_tensors(run / "model.safetensors")
     n = len(meta["classes"])
     protos = valid = None

@@ -177,8 +177,17 @@ def build_classnet(
     from ..models import create_backbone
 
     pretrained = settings.pretrained if pretrained is None else pretrained
-    backbone = create_backbone(settings.backbone, pretrained=pretrained)
+    stride = settings.output_stride
+    extra = {} if stride is None else {"output_stride": stride}
+    backbone = create_backbone(settings.backbone, pretrained=pretrained, **extra)
     levels = resolve_levels(settings.levels, len(backbone.channels), settings.backbone)
+    coarsest = max(backbone.strides[i] for i in levels)
+    if stride is not None and coarsest > stride:
+        raise SettingsError(
+            f"output_stride={stride}: backbone {settings.backbone!r} still gives stride {coarsest} at levels "
+            f"{settings.levels} (its strides: {tuple(backbone.strides)}); it cannot be dilated: set "
+            "output_stride=None and levels whose stride is at most 16, e.g. (-4, -3, -2)"
+        )
     if settings.baseline:
         prototypes = proto_valid = None
     else:

@@ -172,11 +172,12 @@ class _Trainer:
         self.total = s.epochs * self.spe
         protos = valid = None
         self.encoder = None
+        self.match_size = s.match_size
         if bank is not None:
-            from ..models import create_encoder
-
             protos, valid = bank.prototype_tensor()
-            self.encoder = create_encoder(bank.encoder_name).to(self.device)
+            # through the bank: refuses an encoder whose weights differ from those it was built with
+            self.encoder = bank.encoder(device=str(self.device))
+            self.match_size = s.match_size or int(self.encoder.input_size)
         self.model = build_classnet(s, len(self.classes), protos, valid).to(self.device)
         self.cuda = self.device.type == "cuda"
         if self.cuda and s.channels_last:
@@ -281,7 +282,7 @@ class _Trainer:
                 if self.micro == 1:
                     raise SettingsError(
                         f"out of memory at batch_size={self.s.batch_size} even one image at a time; lower "
-                        f"image_size={self.s.image_size} or match_size={self.s.match_size}, or use --device cpu"
+                        f"image_size={self.s.image_size} or match_size={self.match_size}, or use --device cpu"
                     ) from None
                 if self.cuda:
                     torch.cuda.empty_cache()
@@ -310,10 +311,11 @@ class _Trainer:
                         xc,
                         out["cams"],
                         yc,
-                        self.s.match_size,
+                        self.match_size,
                         self.s.delta,
                         self.s.threshold_mode,
                         self.s.fg_bg_fill,
+                        self.s.fusion_weights,
                     )
                     fg, bg = encode_pairs(self.encoder, mb)
                     parts = pbip_loss(out["logits"], yc, self.s, fg, bg, mb.class_index, self.model)

@@ -6,12 +6,17 @@ Every loss function returns tensors; :func:`pbip_loss` returns the named parts `
 Similarities are cosines between encoder features of the FG/BG images and the raw d-dim bank
 prototypes; only valid prototype slots count. For an (image, present class j) pair:
 
-* ``s_FF`` = sum of cos(F_FG, P[j, k]) over k; ``s_FB`` = the same sum over all other classes'
-  prototypes; ``L_FGS = -log(e^{s_FF/t} / (e^{s_FF/t} + e^{s_FB/t})) = softplus((s_FB - s_FF) / t)``;
+* ``s_FF`` = mean of cos(F_FG, P[j, k]) over class j's prototypes; ``s_FB`` = the mean over all
+  other classes' prototypes; ``L_FGS = -log(e^{s_FF/t} / (e^{s_FF/t} + e^{s_FB/t})) =
+  softplus((s_FB - s_FF) / t)``;
 * ``s_BB`` = mean of cos(F_BG, P[n, k]) over the other classes n; ``s_BF`` = mean over class j's;
   ``L_BGS = -log(e^{s_BB/t} / (e^{s_BF/t} + e^{s_BB/t})) = softplus((s_BF - s_BB) / t)``;
 
-both averaged over the pairs of the batch (0 when the batch has no present class).
+both averaged over the pairs of the batch (0 when the batch has no present class). Eq. 9-10 as
+written sum the similarities, K of class j's against K (N - 1) of the others': with non-negative
+encoder features (ReLU6) every cosine is >= 0, so that form falls when all similarities fall, and
+rewards FG images that look like no tissue at all. Means compare like with like: adding a constant
+to every similarity leaves both losses unchanged.
 """
 
 from __future__ import annotations
@@ -64,14 +69,17 @@ def similarity_losses(fg_feat, bg_feat, class_index, prototypes, valid, tau_s: f
     vmask = valid.to(torch.float32)[None]  # (1, N, K)
     own_slots, other_slots = own * vmask, (1 - own) * vmask
 
+    n_own = own_slots.sum(dim=(1, 2)).clamp_min(1)
+    n_other = other_slots.sum(dim=(1, 2)).clamp_min(1)
+
     sim_fg = prototype_similarities(fg_feat, prototypes, valid)
-    s_ff = (sim_fg * own_slots).sum(dim=(1, 2))
-    s_fb = (sim_fg * other_slots).sum(dim=(1, 2))
+    s_ff = (sim_fg * own_slots).sum(dim=(1, 2)) / n_own
+    s_fb = (sim_fg * other_slots).sum(dim=(1, 2)) / n_other
     l_fg = F.softplus((s_fb - s_ff) / tau_s).mean()
 
     sim_bg = prototype_similarities(bg_feat, prototypes, valid)
-    s_bf = (sim_bg * own_slots).sum(dim=(1, 2)) / own_slots.sum(dim=(1, 2)).clamp_min(1)
-    s_bb = (sim_bg * other_slots).sum(dim=(1, 2)) / other_slots.sum(dim=(1, 2)).clamp_min(1)
+    s_bf = (sim_bg * own_slots).sum(dim=(1, 2)) / n_own
+    s_bb = (sim_bg * other_slots).sum(dim=(1, 2)) / n_other
     l_bg = F.softplus((s_bf - s_bb) / tau_s).mean()
     return l_fg, l_bg
 

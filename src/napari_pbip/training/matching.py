@@ -1,14 +1,17 @@
 """ImgMatchNet: fused CAMs, adaptive threshold and foreground / background images (eq. 3-5).
 
-Eq. 3 fuses the level CAMs at one resolution, ``M' = sum_i Up(M_i)``; each present class's map is
-scaled to [0, 1]; eq. 4 thresholds it at ``tau = delta * max``; eq. 5 builds
-``X_FG = b * M * X`` and ``X_BG = (1 - b) * (1 - M) * X``. The images go through the bank's frozen
+Eq. 3 fuses the level CAMs at one resolution with :func:`napari_pbip.cam.pseudo.fuse_levels`, the
+function pseudo-masks use (per level ReLU and min-max per class, then the fusion-weighted mean), so
+foreground means the same thing in training and in the masks; in ``"global"`` mode the fused maps
+are then scaled jointly over the present classes. Eq. 4 thresholds at ``tau = delta * max``; eq. 5
+builds ``X_FG = b * M * X`` and ``X_BG = (1 - b) * (1 - M) * X``. The images go through the bank's frozen
 encoder; its weights get no gradient, but the encoder is *not* run under ``no_grad``, so the
 similarity losses reach ClassNet through ``M``.
 
 The FG/BG images are built directly at ``match_size`` (the CAMs are upsampled to that side and the
-image downsampled to it), which equals building them at input resolution and resizing before the
-encoder, without the full-size intermediate. All present classes of all images go through the
+image resized to it), which equals building them at input resolution and resizing before the
+encoder, without the full-size intermediate. By default ``match_size`` is the bank encoder's input
+size, the size the prototypes were encoded at. All present classes of all images go through the
 encoder in one call.
 """
 
@@ -16,17 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-
-def fuse_cams(cams, size: tuple[int, int]):
-    """Eq. 3: the sum of the level CAMs, each bilinearly resized to ``size`` -> ``(B, N, *size)``."""
-    import torch.nn.functional as F
-
-    fused = None
-    for cam in cams:
-        up = F.interpolate(cam.float(), size=size, mode="bilinear", align_corners=False)
-        fused = up if fused is None else fused + up
-    return fused
 
 
 def normalise_cams(fused, labels, mode: str = "class"):
@@ -93,7 +85,14 @@ class MatchBatch:
 
 
 def fg_bg_images(
-    images, cams, labels, size: int, delta: float, mode: str = "class", fill: str = "black"
+    images,
+    cams,
+    labels,
+    size: int,
+    delta: float,
+    mode: str = "class",
+    fill: str = "black",
+    weights: tuple[float, ...] | None = None,
 ) -> MatchBatch:
     """Eq. 3-5 for a batch: fuse, scale, threshold and split the images of each present class.
 
@@ -107,13 +106,18 @@ def fg_bg_images(
         fill: what the masked-out share of each pixel shows: ``"black"`` (eq. 5 as written,
             ``w * X``) or ``"white"`` (``w * X + (1 - w)``, i.e. glass, closer to the tissue images
             the bank prototypes were encoded from).
+        weights: fusion weight per level (None: equal weights).
     """
     import torch.nn.functional as F
+
+    from ..cam.pseudo import fuse_levels
 
     x = images
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    norm = normalise_cams(fuse_cams(cams, (size, size)), labels, mode)
+    norm = fuse_levels(cams, (size, size), weights or (1.0,) * len(cams))
+    if mode == "global":
+        norm = normalise_cams(norm, labels, mode)
     b = threshold_masks(norm, labels, delta, mode)
     bi, ci = labels.bool().nonzero(as_tuple=True)
     m = norm[bi, ci][:, None]

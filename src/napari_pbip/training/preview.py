@@ -50,6 +50,7 @@ def preview_payload(
             settings.delta,
             settings.threshold_mode,
             settings.fg_bg_fill,
+            settings.fusion_weights,
         )
         weights = settings.fusion_weights
         scores = class_scores(out["cams"], x.shape[-2:], gate, weights).cpu().numpy()

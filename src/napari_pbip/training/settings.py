@@ -38,6 +38,13 @@ class TrainSettings(Settings):
             loss; the paper's Table 5 ablation) on the same backbone, loop and budget.
         levels: backbone levels used for CAMs, indices into its maps (finest first; negative counts
             from the coarsest). Paper: the last 3; reference code: all 4.
+        output_stride: the coarsest stride of the backbone's maps: 16 dilates the last stage of a
+            CNN backbone (same weights) so the coarsest CAM is 1/16 of the input, as the paper's
+            levels (strides 4/8/16) and the reference code's coarsest; with EfficientNet-Lite0 the
+            default levels are then at strides 8/16/16 (40/112/320 channels) instead of 8/16/32,
+            whose 7x7 map at 224 px carried 40% of the fusion weight. None keeps the native strides;
+            backbones that cannot dilate (transformers' MiT) need None and levels whose stride is at
+            most 16, e.g. ``(-4, -3, -2)`` for MiT's 4/8/16.
         level_weights: weight of each level's BCE in L_CLS (eq. 8), one per level.
         fusion_weights: weight of each level's CAM when fusing CAMs into pseudo-masks (reference:
             0.3, 0.3, 0.4 for the last three levels), one per level.
@@ -51,9 +58,12 @@ class TrainSettings(Settings):
             them (reference code).
         delta: threshold fraction; None picks 0.15 for ``"class"`` and 0.5 for ``"global"``.
         fg_bg_fill: what masked-out pixels of the FG/BG images show: ``"black"`` (eq. 5 as written)
-            or ``"white"`` (glass). With the ImageNet encoder, GT-masked WSSS4LUAD regions at 224 px
-            matched their own class's prototypes in 81% of cases with white fill, 38% with black.
-        tau_s: temperature of the FG/BG similarity losses (eq. 9-13; paper 1, reference 0.07).
+            or ``"white"`` (glass, as around the tissue of the bank's patches). Measured with
+            ``benchmarks/fill_match.py`` (ground-truth regions of the 31 WSSS4LUAD dev images cut
+            out as eq. 5 does, encoded at the bank's size): see docs/benchmarks.md.
+        tau_s: temperature of the FG/BG similarity losses (eq. 9-13; paper 1, reference 0.07). The
+            losses compare mean similarities (see :mod:`.losses`), so they do not change when every
+            similarity moves by the same amount.
         alpha: weight of L_CLS.
         beta: weight of L_SIM.
         theta1: weight of L_FGS within L_SIM.
@@ -68,11 +78,11 @@ class TrainSettings(Settings):
         epochs: passes over the training split.
         batch_size: images per optimizer step (paper 10).
         image_size: training images are resized to this side.
-        match_size: side the FG/BG images are resized to before the frozen encoder. The encoder
-            passes (two per present class per image, with a backward pass to the masks) dominate
-            CPU time: on this project's 2-core machine a PBIP step of 10 images at 224 px ran at
-            4.7 images/s with 64 px and 3.3 with 96 px (baseline 5.6); 64 px keeps colour and
-            texture and reached 0.88 val mIoU on the synthetic set.
+        match_size: side the FG/BG images are resized to before the frozen encoder. None (default):
+            the bank encoder's input size, the size the prototypes they are compared with were
+            encoded at, so both show the tissue at one magnification. A smaller side is cheaper
+            (on this project's 2-core CPU 14.5 images/s at 64 px vs 4.7 at 224 px) but compares
+            features across a scale gap; its quality cost is in docs/benchmarks.md.
         seed: seeds the model heads, shuffling, augmentation and every step (resume is exact).
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ...
         amp: bfloat16 autocast on CUDA (ignored on the CPU).
@@ -86,13 +96,14 @@ class TrainSettings(Settings):
     pretrained: bool = True
     baseline: bool = False
     levels: tuple[int, ...] = (-3, -2, -1)
+    output_stride: int | None = 16
     level_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
     fusion_weights: tuple[float, ...] = (0.3, 0.3, 0.4)
     cam_scale: float = 1 / 0.07
     learn_scale: bool = True
     threshold_mode: str = "class"
     delta: float | None = None
-    fg_bg_fill: str = "black"
+    fg_bg_fill: str = "white"
     tau_s: float = 1.0
     alpha: float = 1.0
     beta: float = 0.5
@@ -105,7 +116,7 @@ class TrainSettings(Settings):
     epochs: int = 6
     batch_size: int = 10
     image_size: int = 224
-    match_size: int = 64
+    match_size: int | None = None
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -161,7 +172,18 @@ class TrainSettings(Settings):
             self.image_size,
             "a multiple of 32, >= 32",
         )
-        check(self.match_size >= 32, "match_size", self.match_size, "at least 32 px")
+        check(
+            self.match_size is None or self.match_size >= 32,
+            "match_size",
+            self.match_size,
+            "None (the bank encoder's input size) or at least 32 px",
+        )
+        check(
+            self.output_stride in (None, 8, 16, 32),
+            "output_stride",
+            self.output_stride,
+            "None (the backbone's own strides), 8, 16 or 32",
+        )
         check(self.preview_every >= 0, "preview_every", self.preview_every, "0 (off) or a number of steps")
         check(self.n_preview >= 1, "n_preview", self.n_preview, "at least 1")
         check(
@@ -171,11 +193,20 @@ class TrainSettings(Settings):
             "None (no limit) or a positive number of minutes",
         )
 
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainSettings:
+        """Settings from a saved dict; fields a run saved before they existed get :data:`LEGACY_DEFAULTS`."""
+        return super().from_dict({**{k: v for k, v in LEGACY_DEFAULTS.items() if k not in data}, **data})
+
     @property
     def mode(self) -> str:
         """``"baseline"`` for the plain-CAM baseline, ``"pbip"`` otherwise."""
         return "baseline" if self.baseline else "pbip"
 
+
+# Values of fields added after runs were first saved, for reading those runs: a run saved without
+# ``output_stride`` was trained on the backbone's native strides.
+LEGACY_DEFAULTS: dict[str, object] = {"output_stride": None}
 
 # Fields that may change when a run is resumed; every other field must match the saved settings.
 RESUMABLE_FIELDS = ("epochs", "max_minutes", "device", "preview_every", "n_preview")
