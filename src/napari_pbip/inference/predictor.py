@@ -24,8 +24,9 @@ class DensePredictor(Protocol):
     """Per-pixel class probabilities for batches of RGB tiles.
 
     Attributes:
-        classes: tissue class names in mask-index order.
-        palette: RGB colour per mask index (tissue classes, then background).
+        classes: tissue class names in class order; class ``k`` has the ``k``-th mask index other
+            than ``background_index`` (:func:`~napari_pbip.data.layouts.tissue_mask_indices`).
+        palette: RGB colour per mask index (background's at ``background_index``).
         background_index: mask index of background.
         mpp: resolution (um/px) the model was trained at, or None when unknown.
         tile: preferred tile side in pixels.
