@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,24 +149,6 @@ def load_stage1_predictor(
     return Stage1Predictor(model, meta, next(model.parameters()).device, settings, thresholds)
 
 
-def _same_size_batches(
-    items: Sequence[Any], images: Sequence[np.ndarray], batch_size: int
-) -> Iterator[list[int]]:
-    """Runs of consecutive indices whose images share a shape, at most ``batch_size`` long."""
-    run: list[int] = []
-    for i in range(len(items)):
-        if run and (len(run) == batch_size or images[i].shape != images[run[0]].shape):
-            yield run
-            run = []
-        run.append(i)
-    if run:
-        yield run
-
-
-def _mask_name(image: Path) -> str:
-    return image.stem + ".png"  # same name as a PNG image; never "x.png.png"
-
-
 def _write_masks(
     predictor: Stage1Predictor,
     paths: Sequence[Path],
@@ -176,12 +158,9 @@ def _write_masks(
     batch_size: int,
     stage: str,
 ) -> Job[Path]:
-    from ..data.images import read_rgb, write_mask
+    from ..data.images import mask_file_names, read_rgb, same_size_runs, write_mask
 
-    names = [_mask_name(p) for p in paths]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DatasetError(f"images {dupes[:3]} would give masks of the same name; rename one of each pair")
+    names = mask_file_names(paths)
     total = len(paths)
     with _atomic.atomic_dir(out, overwrite=overwrite) as tmp:
         predictor.settings.save(tmp / SETTINGS_FILE)
@@ -190,7 +169,7 @@ def _write_masks(
         for start in range(0, total, chunk * 4):
             idx = list(range(start, min(total, start + chunk * 4)))
             images = [read_rgb(paths[i]) for i in idx]
-            for run in _same_size_batches(idx, images, chunk):
+            for run in same_size_runs([im.shape for im in images], chunk):
                 batch = np.stack([images[j] for j in run])
                 gate = None if labels is None else np.asarray([labels[idx[j]] for j in run], dtype=np.float32)
                 for j, mask in zip(run, predictor.predict_masks(batch, gate), strict=True):
