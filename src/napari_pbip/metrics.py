@@ -2,8 +2,9 @@
 
 Label maps hold mask indices: ``n_classes`` tissue classes and one background index
 (``ignore_index``, the data set's ``background_index``). Tissue class ``k`` is the ``k``-th mask
-index other than the background, so with the usual ``ignore_index == n_classes`` the tissue
-classes are ``0..n_classes-1``.
+index other than the background (:func:`napari_pbip.data.layouts.tissue_mask_indices`, the one
+mapping pseudo-masks, predictions and exports use too), so with the usual
+``ignore_index == n_classes`` the tissue classes are ``0..n_classes-1``.
 
 How background is treated (DESIGN.md section 4):
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .data.layouts import tissue_mask_indices
 from .errors import DatasetError
 
 BOUNDARY_RATIO = 0.02  # boundary width as a share of the image diagonal (Cheng et al.)
@@ -47,8 +49,7 @@ def _lookup(n_classes: int, ignore_index: int) -> np.ndarray:
     if n_classes >= np.iinfo(np.int16).max - 1:
         raise DatasetError(f"n_classes={n_classes} is invalid: expected fewer than 32766 classes")
     lut = np.full(max(n_classes + 1, ignore_index + 1), np.iinfo(dtype).max, dtype=dtype)
-    tissue = [i for i in range(n_classes + 1) if i != ignore_index][:n_classes]
-    lut[tissue] = np.arange(n_classes)
+    lut[list(tissue_mask_indices(n_classes, ignore_index))] = np.arange(n_classes)
     lut[ignore_index] = n_classes
     return lut
 

@@ -23,6 +23,16 @@ def test_patch_label_purity_and_tissue():
     assert patch_label(mask, tissue, 3, settings) == "background"
 
 
+def test_patch_label_counts_tissue_classes_when_background_is_mask_index_0():
+    settings = EvalSettings(purity=0.9, min_tissue=0.5)
+    mask = np.full((10, 10), 2, np.uint8)  # tissue class 1 (background 0, class 0 at 1, class 1 at 2)
+    mask[:, 8:] = 0
+    tissue = mask != 0
+    assert patch_label(mask, tissue, 2, settings, background_index=0) == 1
+    mask[:, :8] = 1
+    assert patch_label(mask, tissue, 2, settings, background_index=0) == 0
+
+
 def test_scores_hand_computed():
     truth = np.array([0, 0, 0, 1, 1, 2])
     preds = np.array([0, 0, 1, 1, 1, 1])

@@ -13,8 +13,11 @@ from napari_pbip.data.layouts import (
     LUAD_HISTOSEG,
     WSSS4LUAD,
     DatasetSpec,
+    mask_index_names,
     open_dataset,
     read_spec,
+    tissue_class_index,
+    tissue_mask_indices,
     write_spec,
 )
 from napari_pbip.errors import DatasetError, LabelParseError
@@ -196,3 +199,23 @@ def test_real_wsss4luad_dev(shared_data):
     assert train["436219-9328-56427-[1, 1, 0].png"] == (1, 1, 0)
     val = ds.samples("val")
     assert len(val) == 31 and all(s.mask.parent.name == "mask" for s in val)  # not background-mask/
+
+
+@pytest.mark.parametrize(
+    "bg, indices, names",
+    [
+        (3, (0, 1, 2), ("a", "b", "c", "background")),
+        (0, (1, 2, 3), ("background", "a", "b", "c")),
+        (1, (0, 2, 3), ("a", "background", "b", "c")),
+    ],
+)
+def test_tissue_class_k_is_the_kth_mask_index_other_than_background(bg, indices, names):
+    palette = ((1, 1, 1), (2, 2, 2), (3, 3, 3), (255, 255, 255))
+    spec = DatasetSpec("generic", ("a", "b", "c"), palette, bg, "space")
+    assert spec.tissue_indices == tissue_mask_indices(3, bg) == indices
+    assert spec.mask_names == mask_index_names(spec.classes, bg) == names
+    assert [tissue_class_index(i, bg) for i in range(4)] == [
+        None if i == bg else indices.index(i) for i in range(4)
+    ]
+    with pytest.raises(DatasetError, match="background_index=-1"):
+        tissue_mask_indices(3, -1)

@@ -12,7 +12,7 @@ from napari_pbip.cli.main import main
 from napari_pbip.data.images import read_mask, read_rgb, write_mask, write_rgb
 from napari_pbip.data.labels import parse_labels
 from napari_pbip.data.layouts import DatasetSpec, open_dataset, write_spec
-from napari_pbip.data.weak import WeakSettings, infer_spec, tile_starts, weak_dataset
+from napari_pbip.data.weak import WeakSettings, infer_spec, tile_label, tile_starts, weak_dataset
 from napari_pbip.errors import DatasetError, OutputExistsError, SettingsError
 from napari_pbip.events import run
 
@@ -45,6 +45,19 @@ def test_tile_starts_hand_computed():
     assert tile_starts(336, 224, 56) == [0, 56, 112]
     assert tile_starts(224, 224, 56) == [0]
     assert tile_starts(100, 224, 56) == [0]
+
+
+@pytest.mark.parametrize("bg", [0, 1])
+def test_tile_labels_follow_the_classes_when_background_is_not_last(bg):
+    """Background at mask index 0 or 1: class a (mask index 1 or 0) and class b (index 2)."""
+    spec = DatasetSpec("generic", ("a", "b"), ((255, 255, 255), (200, 0, 0), (0, 200, 0)), bg, "space")
+    a, b = (1, 2) if bg == 0 else (0, 2)
+    mask = np.full((8, 16), b, np.uint8)
+    mask[:, 12:] = bg  # 25% background
+    white = np.zeros(mask.shape, bool)
+    assert tile_label(mask, white, spec, WeakSettings()) == (0, 1)
+    mask[:, :12] = a
+    assert tile_label(mask, white, spec, WeakSettings()) == (1, 0)
 
 
 def test_tiles_are_labelled_by_class_cover_and_background_tiles_dropped(tmp_path):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.layouts import mask_index_names
 from ..errors import SlideError
 
 UNFILLED = 255  # pixels a running segmentation has not written yet
@@ -33,9 +34,7 @@ class ClassMap:
     @property
     def names(self) -> list[str]:
         """A name per mask index (tissue classes with "background" at its index)."""
-        names = list(self.classes)
-        names.insert(self.background_index, "background")
-        return names
+        return list(mask_index_names(self.classes, self.background_index))
 
     def metadata(self, slide_mpp: float | None = None) -> dict[str, Any]:
         """The layer metadata that records this class map (see the module docstring)."""

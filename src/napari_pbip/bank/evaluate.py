@@ -24,19 +24,34 @@ from .settings import EvalSettings
 from .store import Bank
 
 
-def patch_label(mask: np.ndarray, tissue: np.ndarray, n_classes: int, settings: EvalSettings) -> int | str:
+def patch_label(
+    mask: np.ndarray,
+    tissue: np.ndarray,
+    n_classes: int,
+    settings: EvalSettings,
+    background_index: int | None = None,
+) -> int | str:
     """True class of a mask patch, or why it is not single-class (``"background"`` or ``"mixed"``).
 
     Args:
         mask: ``(h, w)`` mask indices of the patch.
         tissue: ``(h, w)`` bool, True on tissue pixels (not background index, not near-white).
-        n_classes: number of tissue classes (indices ``0..n-1``).
+        n_classes: number of tissue classes.
         settings: purity and tissue thresholds.
+        background_index: mask index of background (default ``n_classes``); tissue class ``k`` is
+            the ``k``-th other index (:func:`~napari_pbip.data.layouts.tissue_mask_indices`).
+
+    Returns:
+        The tissue class number ``k`` (not its mask index), or the reason.
     """
+    from ..data.layouts import tissue_mask_indices
+
+    bg = n_classes if background_index is None else background_index
+    indices = list(tissue_mask_indices(n_classes, bg))
     n_tissue = int(tissue.sum())
     if n_tissue == 0 or n_tissue < settings.min_tissue * tissue.size:
         return "background"
-    counts = np.bincount(mask[tissue].ravel(), minlength=n_classes + 1)[:n_classes]
+    counts = np.bincount(mask[tissue].ravel(), minlength=max(indices) + 1)[indices]
     top = int(counts.argmax())
     return top if counts[top] >= settings.purity * n_tissue else "mixed"
 
@@ -61,13 +76,13 @@ def _patches(
         tissue = (
             tissue_mask(image, settings.white_level)
             & (mask != spec.background_index)
-            & (mask < spec.n_classes)
+            & (mask < len(spec.palette))
         )
         t = settings.tile
         for y in tile_starts(image.shape[0], t, settings.stride):
             for x in tile_starts(image.shape[1], t, settings.stride):
                 crop = (slice(y, y + t), slice(x, x + t))
-                label = patch_label(mask[crop], tissue[crop], spec.n_classes, settings)
+                label = patch_label(mask[crop], tissue[crop], spec.n_classes, settings, spec.background_index)
                 if isinstance(label, str):
                     skipped[label] = skipped.get(label, 0) + 1
                     continue

@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .pseudo import (
 )
 from .pseudo import probabilities as normalise
 
+if TYPE_CHECKING:
+    from ..data.layouts import DatasetSpec
+
 SETTINGS_FILE = "cam_settings.json"  # written beside the masks so any mask folder can be reproduced
 
 
@@ -38,7 +41,8 @@ class Stage1Predictor:
     """A trained stage-1 run as a :class:`~napari_pbip.inference.predictor.DensePredictor`.
 
     Attributes:
-        classes: tissue class names (mask indices ``0..N-1``).
+        classes: tissue class names in class order (mask indices: see
+            :func:`~napari_pbip.data.layouts.tissue_mask_indices`).
         palette: RGB per mask index.
         background_index: mask index of background.
         mpp: um/px of the training patches when known, else None.
@@ -145,24 +149,6 @@ def load_stage1_predictor(
     return Stage1Predictor(model, meta, next(model.parameters()).device, settings, thresholds)
 
 
-def _same_size_batches(
-    items: Sequence[Any], images: Sequence[np.ndarray], batch_size: int
-) -> Iterator[list[int]]:
-    """Runs of consecutive indices whose images share a shape, at most ``batch_size`` long."""
-    run: list[int] = []
-    for i in range(len(items)):
-        if run and (len(run) == batch_size or images[i].shape != images[run[0]].shape):
-            yield run
-            run = []
-        run.append(i)
-    if run:
-        yield run
-
-
-def _mask_name(image: Path) -> str:
-    return image.stem + ".png"  # same name as a PNG image; never "x.png.png"
-
-
 def _write_masks(
     predictor: Stage1Predictor,
     paths: Sequence[Path],
@@ -172,12 +158,9 @@ def _write_masks(
     batch_size: int,
     stage: str,
 ) -> Job[Path]:
-    from ..data.images import read_rgb, write_mask
+    from ..data.images import mask_file_names, read_rgb, same_size_runs, write_mask
 
-    names = [_mask_name(p) for p in paths]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DatasetError(f"images {dupes[:3]} would give masks of the same name; rename one of each pair")
+    names = mask_file_names(paths)
     total = len(paths)
     with _atomic.atomic_dir(out, overwrite=overwrite) as tmp:
         predictor.settings.save(tmp / SETTINGS_FILE)
@@ -186,7 +169,7 @@ def _write_masks(
         for start in range(0, total, chunk * 4):
             idx = list(range(start, min(total, start + chunk * 4)))
             images = [read_rgb(paths[i]) for i in idx]
-            for run in _same_size_batches(idx, images, chunk):
+            for run in same_size_runs([im.shape for im in images], chunk):
                 batch = np.stack([images[j] for j in run])
                 gate = None if labels is None else np.asarray([labels[idx[j]] for j in run], dtype=np.float32)
                 for j, mask in zip(run, predictor.predict_masks(batch, gate), strict=True):
@@ -234,7 +217,7 @@ def make_pseudo_masks(
     _atomic.check_writable(out, overwrite)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     predictor = load_stage1_predictor(run, device, settings)
-    _check_run_classes(predictor, ds.spec.classes, run)
+    _check_run_classes(predictor, ds.spec, run)
     samples = ds.samples(split)
     if labels_from_masks:
         samples = [_labelled_by_mask(s, ds.spec) for s in samples]
@@ -257,7 +240,8 @@ def _labelled_by_mask(sample, spec):
 
     if sample.labels is not None or sample.mask is None:
         return sample
-    present = np.bincount(read_mask(sample.mask, spec).ravel(), minlength=256)[: len(spec.classes)] > 0
+    counts = np.bincount(read_mask(sample.mask, spec).ravel(), minlength=len(spec.palette))
+    present = counts[list(spec.tissue_indices)] > 0
     return dataclasses.replace(sample, labels=tuple(int(v) for v in present))
 
 
@@ -296,9 +280,16 @@ def predict_folder(
     return (yield from _write_masks(predictor, paths, None, Path(out), overwrite, batch_size, "predict"))
 
 
-def _check_run_classes(predictor: Stage1Predictor, classes: Sequence[str], run) -> None:
-    if tuple(classes) != predictor.classes:
+def _check_run_classes(predictor: Stage1Predictor, spec: DatasetSpec, run: str | os.PathLike) -> None:
+    """The run must label masks as the data set does: same classes and background index."""
+    if tuple(spec.classes) != predictor.classes:
         raise CheckpointError(
             f"run {run} was trained on classes {list(predictor.classes)} but the data set has classes "
-            f"{list(classes)}; use a run trained on this data set"
+            f"{list(spec.classes)}; use a run trained on this data set"
+        )
+    if spec.background_index != predictor.background_index:
+        raise CheckpointError(
+            f"run {run} was trained with background index {predictor.background_index} but the data set has "
+            f"background index {spec.background_index}; its masks would put the classes at other mask indices: "
+            "use a run trained on this data set"
         )

@@ -163,21 +163,34 @@ def decide_presence(probs, threshold):
 def mask_channels(
     scores: np.ndarray, image: np.ndarray, n_channels: int, background_index: int, settings: CamSettings
 ) -> np.ndarray:
-    """Scores per mask index for one image: tissue classes then the background channel.
+    """Scores per mask index for one image: each tissue class at its mask index, and background.
 
     Args:
         scores: ``(N, H, W)`` class scores in [0, 1] (from :func:`class_scores`).
         image: the RGB ``uint8 (H, W, 3)`` image (for the white-region prior).
-        n_channels: number of mask indices (the palette's length).
-        background_index: mask index of background (tissue class i has mask index i).
+        n_channels: number of mask indices (the palette's length, ``N + 1``).
+        background_index: mask index of background; tissue class ``k`` goes to the ``k``-th
+            other index (:func:`~napari_pbip.data.layouts.tissue_mask_indices`).
         settings: background options.
 
     Returns:
         ``float32 (n_channels, H, W)``; its argmax is the label map.
+
+    Raises:
+        DatasetError: ``n_channels`` is too small for the classes and the background index.
     """
+    from ..data.layouts import tissue_mask_indices
+    from ..errors import DatasetError
+
     n = scores.shape[0]
+    tissue = list(tissue_mask_indices(n, background_index))
+    if n_channels <= max([*tissue, background_index]):
+        raise DatasetError(
+            f"n_channels={n_channels} is too small for {n} classes with background_index={background_index}; "
+            f"expected the palette's length ({max([*tissue, background_index]) + 1})"
+        )
     out = np.zeros((n_channels, *scores.shape[1:]), dtype=np.float32)
-    out[:n] = scores
+    out[tissue] = scores
     bg = np.zeros(scores.shape[1:], dtype=np.float32)
     if settings.background in ("power", "white+power"):
         bg = power_background(scores, settings.bg_power).astype(np.float32)
@@ -185,7 +198,7 @@ def mask_channels(
         white = white_mask(
             image, settings.white_level, settings.white_max_saturation, settings.min_white_size
         )
-        out[:n, white] = 0.0
+        out[:, white] = 0.0
         bg = np.where(white, 1.0, bg).astype(np.float32)
     out[background_index] = bg
     return out

@@ -1,8 +1,11 @@
-"""``pbip predict``: masks for unlabelled images with a stage-1 run (the classifier decides the classes)."""
+"""``pbip predict``: masks for a folder of images (ROIs, TMA cores, patches) with a stage-1 run or a segmenter."""
 
 from __future__ import annotations
 
 import argparse
+
+# CamSettings fields given by flags; they only apply to a stage-1 run
+_CAM_FIELDS = ("threshold", "background", "white_level", "bg_power")
 
 
 def register(subparsers) -> None:
@@ -11,20 +14,27 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "predict",
-        help="masks for a folder of images without labels, from a `pbip train` run",
-        description="Segment every image in IMAGES with the stage-1 run MODEL: the run's classifier decides "
-        "which classes are present (probability >= --threshold; the most probable class always), their CAMs "
-        "are fused and white regions become background. Writes palette PNGs named like the images into OUT; "
-        "score them with `pbip evaluate`.",
+        help="masks for a folder of images, from a `pbip train` run or a `pbip train-seg` segmenter",
+        description="Segment every image in IMAGES (ROIs, TMA cores, patches) with MODEL. With a stage-1 run "
+        "(pbip train) the run's classifier decides which classes are present (probability >= --threshold; the "
+        "most probable class always), their CAMs are fused and white regions become background. With a "
+        "stage-2 segmenter (pbip train-seg) every pixel gets the segmenter's most probable class or "
+        "background; images larger than its tile are predicted tile by tile with blended overlaps; the CAM "
+        "options (--threshold, --background, --white-level, --bg-power) are for stage-1 runs only. Writes palette "
+        "PNGs named like the images into OUT; score them with `pbip evaluate`.",
     )
-    p.add_argument("--model", required=True, help="stage-1 run folder (pbip train --out)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="stage-1 run folder (pbip train --out) or segmenter folder (pbip train-seg --out)",
+    )
     p.add_argument("--images", required=True, help="folder of RGB images")
     p.add_argument("--out", required=True, help="output folder of masks")
     p.add_argument(
         "--threshold",
         type=float,
-        help="class presence probability threshold (default: the per-class thresholds fitted on the run's "
-        "training labels, or 0.5 for runs without them)",
+        help="stage-1 runs: class presence probability threshold (default: the per-class thresholds fitted "
+        "on the run's training labels, or 0.5 for runs without them)",
     )
     add_cam_args(p)
     p.set_defaults(func=run_predict)
@@ -32,12 +42,14 @@ def register(subparsers) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Write the masks and say where."""
-    from ..cam import predict_folder
+    from ..inference.images import predict_images
     from ._common import drain
     from .pseudo import cam_settings
 
-    job = predict_folder(
-        args.model, args.images, args.out, cam_settings(args), args.device, args.overwrite, args.batch_size
+    given = any(getattr(args, name) is not None for name in _CAM_FIELDS)
+    settings = cam_settings(args) if given else None  # None: a segmenter folder accepts it
+    job = predict_images(
+        args.model, args.images, args.out, settings, args.device, args.overwrite, args.batch_size
     )
     out = drain(job, quiet=args.quiet)
     print(f"masks written to {out}")

@@ -1,14 +1,16 @@
 """Reading and writing patches and label masks.
 
 Images are RGB ``uint8 (H, W, 3)`` arrays. Masks are ``uint8 (H, W)`` arrays of mask indices
-(tissue classes ``0..N-1`` and the data set's background index), stored as palette PNGs so
-that any image viewer shows them in the data set's colours.
+(the data set's background index, and tissue class ``k`` at the ``k``-th other index: see
+:func:`~napari_pbip.data.layouts.tissue_mask_indices`), stored as palette PNGs so that any image
+viewer shows them in the data set's colours. A folder of masks made for a folder of images names
+each mask like its image (:func:`mask_file_names`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,32 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
     )
+
+
+def mask_file_names(images: Sequence[Path]) -> list[str]:
+    """The mask file name of each image: its stem + ``.png`` (``a.png`` -> ``a.png``, never ``a.png.png``).
+
+    Raises:
+        DatasetError: two images would give masks of the same name (such as ``a.png`` and ``a.tif``).
+    """
+    names = [Path(p).stem + ".png" for p in images]
+    seen: set[str] = set()
+    dupes = sorted({n for n in names if n in seen or seen.add(n)})
+    if dupes:
+        raise DatasetError(f"images {dupes[:3]} would give masks of the same name; rename one of each pair")
+    return names
+
+
+def same_size_runs(shapes: Sequence[tuple[int, ...]], batch_size: int) -> Iterator[list[int]]:
+    """Runs of consecutive indices whose ``shapes`` are equal, at most ``batch_size`` long (a batch each)."""
+    run: list[int] = []
+    for i, shape in enumerate(shapes):
+        if run and (len(run) == batch_size or shape != shapes[run[0]]):
+            yield run
+            run = []
+        run.append(i)
+    if run:
+        yield run
 
 
 def _open(path: Path):

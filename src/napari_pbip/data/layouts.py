@@ -11,12 +11,18 @@ Supported layouts (:func:`open_dataset` detects them in this order):
   how the labels in ``train/`` are written (or, without ``train/``, by the palette of the masks).
 * **folder**: ``root/<class>/*.png`` (two or more class folders), every image belonging to its
   folder's class only.
+
+Mask indices: background may sit at any index ``0..N``; tissue class ``k`` is the ``k``-th mask
+index other than the background (:func:`tissue_mask_indices`, :func:`tissue_class_index`). Every
+part of the package (pseudo-masks, stage-2 targets, predictions, metrics, exports) goes through
+these helpers, so they agree for any background index.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,15 +44,63 @@ _FOLDER_COLOURS = (
 )  # fmt: skip
 
 
+def _check_background(background_index: int) -> None:
+    if background_index < 0:
+        raise DatasetError(
+            f"background_index={background_index} is invalid: expected a mask index >= 0 "
+            "(usually the number of tissue classes)"
+        )
+
+
+def tissue_mask_index(k: int, background_index: int) -> int:
+    """Mask index of tissue class ``k``: the ``k``-th index other than ``background_index``.
+
+    Raises:
+        DatasetError: ``k`` or ``background_index`` is negative.
+    """
+    _check_background(background_index)
+    if k < 0:
+        raise DatasetError(f"tissue class {k} is invalid: expected a class number >= 0")
+    return k + int(k >= background_index)
+
+
+def tissue_mask_indices(n_classes: int, background_index: int) -> tuple[int, ...]:
+    """Mask index of each of ``n_classes`` tissue classes, in class order.
+
+    Example: 3 classes with background 0 -> ``(1, 2, 3)``; with background 3 -> ``(0, 1, 2)``.
+    """
+    _check_background(background_index)
+    return tuple(k + int(k >= background_index) for k in range(n_classes))
+
+
+def tissue_class_index(mask_index: int, background_index: int) -> int | None:
+    """Tissue class number of ``mask_index`` (inverse of :func:`tissue_mask_index`); None for background."""
+    _check_background(background_index)
+    if mask_index < 0:
+        raise DatasetError(f"mask index {mask_index} is invalid: expected an index >= 0")
+    if mask_index == background_index:
+        return None
+    return mask_index - int(mask_index > background_index)
+
+
+def mask_index_names(classes: Sequence[str], background_index: int) -> tuple[str, ...]:
+    """Name of each mask index: the tissue classes with ``"background"`` at ``background_index``."""
+    _check_background(background_index)
+    names = list(classes)
+    names.insert(background_index, "background")
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """What a data set's labels mean.
 
     Attributes:
         layout: ``generic``, ``luad-histoseg``, ``bcss-wsss``, ``wsss4luad`` or ``folder``.
-        classes: tissue class names in label order (mask indices ``0..N-1``).
-        palette: one RGB colour per mask index, tissue classes then background.
-        background_index: the mask index of background (excluded from metrics).
+        classes: tissue class names in label order; class ``k`` has mask index
+            ``tissue_indices[k]``, the ``k``-th index other than ``background_index``.
+        palette: one RGB colour per mask index (background's at ``background_index``).
+        background_index: the mask index of background (excluded from metrics), ``0..N``.
         label_format: how ``train/`` names carry labels: ``space``, ``comma``, ``compact``, or
             ``folder`` when the folder name is the label.
     """
@@ -83,6 +137,16 @@ class DatasetSpec:
     def n_classes(self) -> int:
         """Number of tissue classes."""
         return len(self.classes)
+
+    @property
+    def tissue_indices(self) -> tuple[int, ...]:
+        """Mask index of each tissue class (see :func:`tissue_mask_indices`)."""
+        return tissue_mask_indices(self.n_classes, self.background_index)
+
+    @property
+    def mask_names(self) -> tuple[str, ...]:
+        """Name of each mask index, ``"background"`` included (see :func:`mask_index_names`)."""
+        return mask_index_names(self.classes, self.background_index)
 
     def to_json(self, name: str = "") -> dict[str, Any]:
         """The ``dataset.json`` contents describing this spec."""

@@ -121,7 +121,7 @@ def tile_label(
     if background.mean() > settings.max_background:
         return "background"
     counts = np.bincount(mask.ravel(), minlength=len(spec.palette)) / mask.size
-    labels = tuple(int(counts[c] >= settings.min_fraction) for c in range(spec.n_classes))
+    labels = tuple(int(counts[i] >= settings.min_fraction) for i in spec.tissue_indices)
     return labels if any(labels) else "unlabelled"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import _atomic
+from ..data.layouts import mask_index_names
 
 
 def _pct(v: Any) -> str:
@@ -195,8 +196,7 @@ def plot_slide(out: Path, name: str = "stage2") -> Path | None:
         ax.set_title(title)
         ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(c) / 255) for c in labels.palette]
-    names = [*labels.classes]
-    names.insert(labels.background_index, "background")
+    names = list(mask_index_names(labels.classes, labels.background_index))
     fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     png = out / f"report-slide-{name}.png"

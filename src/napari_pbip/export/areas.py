@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _atomic
+from ..data.layouts import mask_index_names
 
 COLUMNS = ("class", "pixels", "area_um2", "percent_of_tissue")
 
@@ -71,7 +72,6 @@ def export_areas(labels_path: str | os.PathLike, path: str | os.PathLike, overwr
 
     path = _atomic.check_writable(path, overwrite)
     img = open_labels(labels_path)
-    names = [*img.classes]
-    names.insert(img.background_index, "background")
+    names = list(mask_index_names(img.classes, img.background_index))
     counts = img.attrs.get("pbip", {}).get("class_pixels") or count_classes(img.levels[0], names)
     return write_area_table(path, counts, img.mpp[0], overwrite=True)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import _atomic
+from ..data.layouts import mask_index_names
 from ..errors import SlideError
 
 
@@ -97,8 +98,7 @@ def labels_to_features(
     from shapely.geometry import mapping
 
     bg = len(classes) if background_index is None else background_index
-    names = [*classes]
-    names.insert(bg, "background")
+    names = mask_index_names(classes, bg)
     features = []
     for value, name in enumerate(names):
         if value == bg:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .. import _atomic
+from ..data.layouts import mask_index_names
 from ..errors import SlideError
 
 NGFF_VERSION = "0.5"
@@ -105,8 +106,7 @@ def labels_attrs(
     background_index: int,
 ) -> dict[str, Any]:
     """The ``ome`` attributes of a label image (background drawn transparent over the slide)."""
-    names = [*classes]
-    names.insert(background_index, "background")
+    names = mask_index_names(classes, background_index)
     colors, props = [], []
     for value, (name, rgb) in enumerate(zip(names, palette, strict=True)):
         alpha = 0 if value == background_index else 255
@@ -203,8 +203,7 @@ def create_labels_store(
 
 
 def _create_probabilities(root, shape, mpp, n, block, classes, palette, background_index, codec) -> None:
-    names = [*classes]
-    names.insert(background_index, "background")
+    names = mask_index_names(classes, background_index)
     group = root.create_group("probabilities")
     channels = [
         {

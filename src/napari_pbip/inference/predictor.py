@@ -24,8 +24,9 @@ class DensePredictor(Protocol):
     """Per-pixel class probabilities for batches of RGB tiles.
 
     Attributes:
-        classes: tissue class names in mask-index order.
-        palette: RGB colour per mask index (tissue classes, then background).
+        classes: tissue class names in class order; class ``k`` has the ``k``-th mask index other
+            than ``background_index`` (:func:`~napari_pbip.data.layouts.tissue_mask_indices`).
+        palette: RGB colour per mask index (background's at ``background_index``).
         background_index: mask index of background.
         mpp: resolution (um/px) the model was trained at, or None when unknown.
         tile: preferred tile side in pixels.
@@ -54,11 +55,14 @@ def register_predictor_kind(kind: str, loader: str | Callable[..., DensePredicto
     _LOADERS[kind] = loader
 
 
-def load_predictor(path: str | os.PathLike, device: str = "auto") -> DensePredictor:
-    """Load the trained model folder at ``path`` as a :class:`DensePredictor`.
+def model_kind(path: str | os.PathLike) -> str:
+    """The ``"kind"`` in the ``model.json`` of a trained model folder, checked to be a known one.
+
+    ``"pbip-stage1"`` for a ``pbip train`` run, ``"pbip-segmenter"`` for a ``pbip train-seg``
+    folder, or a kind added with :func:`register_predictor_kind`.
 
     Raises:
-        CheckpointError: ``path`` has no ``model.json`` or names an unknown kind.
+        CheckpointError: ``path`` has no readable ``model.json`` or it names an unknown kind.
     """
     path = Path(path)
     meta_path = path / "model.json"
@@ -67,11 +71,30 @@ def load_predictor(path: str | os.PathLike, device: str = "auto") -> DensePredic
             f"{path} is not a trained model folder (no model.json); give a stage-1 run folder "
             f"(pbip train --out) or a segmenter folder (pbip train-seg --out)"
         )
-    kind = json.loads(meta_path.read_text()).get("kind")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"{meta_path} is not readable JSON ({exc}); give an intact stage-1 run folder (pbip train --out) "
+            "or segmenter folder (pbip train-seg --out)"
+        ) from None
+    kind = meta.get("kind") if isinstance(meta, dict) else None
     if kind not in _LOADERS:
-        raise CheckpointError(f"{meta_path} has kind={kind!r}; known kinds: {sorted(_LOADERS)}")
-    loader = _LOADERS[kind]
+        raise CheckpointError(
+            f"{meta_path} has kind={kind!r}; expected one of {sorted(_LOADERS)}: give a stage-1 run folder "
+            f"(pbip train --out) or a segmenter folder (pbip train-seg --out)"
+        )
+    return kind
+
+
+def load_predictor(path: str | os.PathLike, device: str = "auto") -> DensePredictor:
+    """Load the trained model folder at ``path`` as a :class:`DensePredictor`.
+
+    Raises:
+        CheckpointError: ``path`` has no ``model.json`` or names an unknown kind.
+    """
+    loader = _LOADERS[model_kind(path)]
     if isinstance(loader, str):
         module, func = loader.split(":")
         loader = getattr(importlib.import_module(module), func)
-    return loader(path, device=device)
+    return loader(Path(path), device=device)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import _atomic
+from ..data.layouts import mask_index_names
 from ..errors import OutputExistsError, SettingsError
 from ..events import Job, Progress
 from ..export.ome_zarr import LabelsStore, create_labels_store
@@ -515,8 +516,7 @@ def _save_tissue_png(path: Path, tissue: TissueMask) -> None:
 def _finish(out, slide, predictor, s, shape, tissue, summaries, resumed, seconds) -> SegmentResult:
     import zarr
 
-    names = list(predictor.classes)
-    names.insert(predictor.background_index, "background")
+    names = mask_index_names(predictor.classes, predictor.background_index)
     counts = np.sum([sm.counts for sm in summaries.values()], axis=0).astype(int)
     timing: dict[str, float] = {}
     for sm in summaries.values():
