@@ -84,7 +84,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/architecture.md", "gen_cli_docs.py"): "rewrites docs/cli.md in the repository; "
     "test_cli_reference_is_generated_from_the_parser runs the generator instead",
     ("docs/benchmarks.md", "make demo"): "takes minutes (the whole demo)",
-    ("docs/benchmarks.md", "compare_stage1_real.py"): "trains six stage-1 runs on real data (about 30 min)",
+    ("docs/benchmarks.md", "compare_real.py"): "trains 12 stage-1 and 12 stage-2 runs on real data (hours)",
     (
         "docs/benchmarks.md",
         "bench_segment.py --slide demo-out",
