@@ -50,6 +50,30 @@ def test_widgets_have_their_documented_names_and_every_command_is_used():
     assert used == {c["id"] for c in contributions["commands"]}
 
 
+def test_every_widget_is_in_a_layers_menu():
+    contributions = manifest()["contributions"]
+    widgets = {w["command"] for w in contributions["widgets"]}
+    menus = contributions["menus"]
+    assert set(menus) <= {"napari/layers/segment", "napari/layers/classify"}  # napari's MenuId values
+    assert {item["command"] for items in menus.values() for item in items} == widgets
+
+
+def test_the_package_declares_its_licence_and_platforms():
+    import tomllib
+
+    root = MANIFEST.parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "BSD-3-Clause" and project["license-files"] == ["LICENSE"]
+    assert "BSD 3-Clause License" in (root / "LICENSE").read_text()
+    classifiers = set(project["classifiers"])
+    assert {
+        "Framework :: napari",
+        "Operating System :: OS Independent",
+        "Programming Language :: Python :: 3.11",
+    } <= (classifiers)
+    assert any(c.startswith("Development Status ::") for c in classifiers)
+
+
 def test_npe2_validates_the_manifest_and_its_imports():
     npe2 = pytest.importorskip("npe2")
     pm = npe2.PluginManifest.from_file(MANIFEST)
