@@ -55,6 +55,29 @@ def test_reader_leaves_other_files_to_other_readers(tmp_path):
     assert get_reader(str(tmp_path / "seg.zarr")) is read_labels
 
 
+def test_reader_declines_tiffs_it_cannot_show_and_opens_label_tiffs_as_labels(make_napari_viewer, tmp_path):
+    import tifffile
+
+    from napari_pbip._widgets.reader import get_reader, read_label_tiff, read_slide
+
+    grey = tmp_path / "grey.tif"
+    tifffile.imwrite(grey, np.zeros((64, 64), np.uint8))
+    planes = tmp_path / "planes.tif"
+    tifffile.imwrite(planes, np.zeros((5, 64, 64), np.uint16))
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8))
+    labels = tmp_path / "slide.labels.tif"
+    truth = np.arange(64 * 64).reshape(64, 64).astype(np.uint8) % 4
+    tifffile.imwrite(labels, truth, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    assert get_reader(str(grey)) is None  # greyscale: napari's builtins show it as it is, not as fake RGB
+    assert get_reader(str(planes)) is None  # 16-bit, 5 planes: not a slide this plugin can read
+    assert get_reader(str(rgb)) is read_slide
+    assert get_reader(str(labels)) is read_label_tiff
+    layer = make_napari_viewer().open(str(labels), plugin="napari-pbip")[0]
+    assert layer._type_string == "labels" and tuple(layer.scale) == (0.5, 0.5)
+    np.testing.assert_array_equal(np.asarray(layer.data), truth)
+
+
 def test_sample_slide_with_ground_truth_is_made_once_and_reused(make_napari_viewer, tmp_path, monkeypatch):
     from napari_pbip._widgets import sample_data
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".tif", ".tiff", ".vms", ".vmu", ".bif", ".zarr")
+LABEL_TIFF_SUFFIXES = (".labels.tif", ".labels.tiff")
 DASK_CACHE_BYTES = 256 * 1024**2  # napari's default (25% of RAM) is far too much for slide viewing
 MIN_LEVEL_SIDE = 16  # levels smaller than this add nothing to the display
 NO_MPP_NOTE = (
@@ -24,7 +25,13 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 
 def get_reader(path: str | list[str]):
-    """Return a reader function when ``path`` looks like a slide or a label image, else None."""
+    """Return a reader function for what this plugin can show, else None (napari's plugin guide).
+
+    OpenSlide formats open as slides. A TIFF is looked at first: 8-bit RGB opens as a slide, a
+    single plane of integers named ``*.labels.tif`` (as ``pbip data synth`` writes ground truth) as
+    Labels, anything else (greyscale, 16-bit, multi-channel) is left to napari's builtins or other
+    plugins. A ``.zarr`` folder opens when it is a label image or a slide pbip can read.
+    """
     if isinstance(path, list):
         if len(path) != 1:
             return None
@@ -36,8 +43,28 @@ def get_reader(path: str | list[str]):
     if name.endswith(".zarr"):
         if not p.is_dir():
             return None
-        return read_labels if _is_label_image(p) else read_slide
+        if _is_label_image(p):
+            return read_labels
+        return read_slide if _opens_as_slide(p) else None
+    if name.endswith((".tif", ".tiff")) and p.is_file():
+        from ..slide import tiff_kind
+
+        kind = tiff_kind(p)
+        if kind == "labels" and name.endswith(LABEL_TIFF_SUFFIXES):
+            return read_label_tiff
+        return read_slide if kind == "rgb" else None
     return read_slide
+
+
+def _opens_as_slide(path: Path) -> bool:
+    from ..errors import SlideError
+    from ..slide import open_slide
+
+    try:
+        open_slide(path, mpp=1.0)
+    except SlideError:
+        return False
+    return True
 
 
 def _is_label_image(path: Path) -> bool:
@@ -125,3 +152,19 @@ def read_labels(path: str | list[str]) -> list[LayerData]:
     if isinstance(path, list):
         path = path[0]
     return [labels_layer_data(path)]
+
+
+def read_label_tiff(path: str | list[str]) -> list[LayerData]:
+    """napari reader function: a one-plane integer TIFF (``*.labels.tif``) as a Labels layer, in um when
+    the file records its resolution."""
+    import tifffile
+
+    from ..slide import tiff_mpp
+
+    if isinstance(path, list):
+        path = path[0]
+    mpp = tiff_mpp(path)
+    kwargs: dict[str, Any] = {"name": Path(path).name}
+    if mpp:
+        kwargs.update(scale=(mpp, mpp), units=("um", "um"))
+    return [(tifffile.imread(path), kwargs, "labels")]

@@ -131,7 +131,7 @@ class TiffReader(_ArrayLevels):
         super().__init__(arrays, series.axes, str(path))
         if "Y" not in self._axes or "X" not in self._axes:
             raise SlideError(f"{path} has axes {series.axes!r}; expected an image with Y and X axes")
-        self.mpp = plausible_mpp(_tiff_mpp(tif))
+        self.mpp = plausible_mpp(tiff_mpp(tif))
         page = tif.pages[0]
         self.metadata = {
             "format": "ome-tiff" if tif.is_ome else ("svs" if tif.is_svs else "tiff"),
@@ -140,7 +140,7 @@ class TiffReader(_ArrayLevels):
         }
 
 
-def _tiff_mpp(tif: Any) -> float | None:
+def tiff_mpp(tif: Any) -> float | None:
     """Level-0 um/px from OME-XML, an Aperio description or the TIFF resolution tags."""
     page = tif.pages[0]
     if tif.is_ome and tif.ome_metadata:

@@ -220,3 +220,30 @@ def _mpp_from_others(path: Path, names: list[str], used: str) -> float | None:
         if other is not None:
             return other
     return None
+
+
+def tiff_kind(path: str | os.PathLike) -> str | None:
+    """What a (OME-)TIFF holds, from its header: ``"rgb"`` (a brightfield slide or image: 8-bit, 3 or 4
+    samples per pixel), ``"labels"`` (one plane of integers) or None (anything else: multi-channel,
+    16-bit or float images, volumes, or not a readable TIFF)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape, dtype, axes = tuple(series.shape), np.dtype(series.dtype), series.axes
+    except Exception:  # not a TIFF tifffile can parse: leave it to other readers
+        return None
+    if dtype == np.uint8 and axes.endswith("S") and shape[-1] in (3, 4) and len(shape) == 3:
+        return "rgb"
+    if np.issubdtype(dtype, np.integer) and len(shape) == 2 and axes == "YX":
+        return "labels"
+    return None
+
+
+def tiff_mpp(path: str | os.PathLike) -> float | None:
+    """Level-0 um/px recorded in a TIFF (OME-XML, Aperio description or resolution tags); None when absent."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return plausible_mpp(_backends.tiff_mpp(tif))
