@@ -187,3 +187,37 @@ def test_real_svs_jpeg2000_without_mpp(shared_data):
     assert slide.level_for(0.5) == 1
     thumb = slide.read_region(0, 0, 300, 400, 2.0)
     assert thumb.shape == (300, 400, 3) and thumb.std() > 10
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_transparent_pixels_read_as_glass_white_in_every_backend(tmp_path, suffix):
+    """A transparent-black corner (as exported crops have) must not turn into dark 'tissue'."""
+    import tifffile
+    from PIL import Image
+
+    from napari_pbip.data.images import read_rgb
+    from napari_pbip.slide import open_slide
+
+    rgba = np.zeros((256, 256, 4), np.uint8)
+    rgba[..., :3] = (180, 90, 160)  # H&E-like pink
+    rgba[..., 3] = 255
+    rgba[:128, :128] = 0  # transparent black corner
+    rgba[200:, 200:, 3] = 128  # half transparent: halfway to white
+    path = tmp_path / f"alpha{suffix}"
+    if suffix == ".png":
+        Image.fromarray(rgba, "RGBA").save(path)
+    else:
+        tifffile.imwrite(
+            path,
+            rgba,
+            photometric="rgb",
+            extrasamples=["unassalpha"],
+            resolution=(2e4, 2e4),
+            resolutionunit="CENTIMETER",
+        )
+    slide = open_slide(path, mpp=0.5)
+    pixels = np.asarray(slide.read_region(0, 0, 256, 256, 0.5))
+    assert (pixels[:128, :128] == 255).all()
+    assert abs(int(pixels[220, 220, 1]) - (90 + 255) // 2) <= 1
+    assert (pixels[140:190, 140:190] == (180, 90, 160)).all()
+    np.testing.assert_array_equal(read_rgb(path), pixels)

@@ -89,11 +89,28 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)  # float images in [0, 1]
 
 
+def over_white(rgba: np.ndarray, premultiplied: bool = False) -> np.ndarray:
+    """RGBA uint8 ``(..., 4)`` -> RGB composited over white: transparent pixels show as glass.
+
+    The one rule for transparency everywhere an image or slide is read (PNG and TIFF alpha, and
+    OpenSlide's premultiplied RGBA), so transparent areas are never segmented as tissue.
+
+    Args:
+        rgba: uint8 array whose last axis is R, G, B, alpha.
+        premultiplied: the colours are already multiplied by alpha (OpenSlide).
+    """
+    rgb = rgba[..., :3].astype(np.uint16)
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    if not premultiplied:
+        rgb = (rgb * alpha + 127) // 255
+    return np.minimum(rgb + (255 - alpha), 255).astype(np.uint8)
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read an image as RGB ``uint8 (H, W, 3)``.
 
-    Alpha is dropped, grey and palette images are expanded to three channels, 16-bit images
-    are scaled to 8 bits.
+    Transparent pixels become white, as glass (:func:`over_white`); grey and palette images are
+    expanded to three channels, 16-bit images are scaled to 8 bits.
 
     Raises:
         DatasetError: the file is missing or not a readable image.
@@ -103,14 +120,20 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         array = _read_tiff(path)
     else:
         image = _open(path)
-        if image.mode in ("P", "PA", "1", "LA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
-            image = image.convert("RGBA" if image.mode in ("P", "PA") else "RGB")
+        if "transparency" in image.info or image.mode in ("P", "PA", "LA", "RGBA"):
+            image = image.convert("RGBA")  # keeps the alpha (also a palette's transparent entry)
+        elif image.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+            image = image.convert("RGB")
         array = np.asarray(image)
     array = _to_uint8(array)
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
-    elif array.ndim == 3 and array.shape[2] in (1, 2):  # grey (+ alpha)
-        array = np.repeat(array[:, :, :1], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 2:  # grey + alpha
+        array = over_white(np.concatenate([np.repeat(array[:, :, :1], 3, axis=2), array[:, :, 1:]], axis=2))
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = over_white(array)
     elif array.ndim == 3 and array.shape[2] >= 3:
         array = array[:, :, :3]
     else:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.images import over_white, read_rgb
 from ..errors import SlideError
 
 OPENSLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".tif", ".tiff")
@@ -78,6 +79,8 @@ def _to_rgb(block: np.ndarray, axes: str, where: str) -> np.ndarray:
         block = block[..., None]
     if block.shape[2] == 1:
         block = np.repeat(block, 3, axis=2)
+    if block.shape[2] == 4:  # RGBA (extra sample alpha): transparent areas are glass
+        return over_white(block)
     return np.ascontiguousarray(block[..., :3])
 
 
@@ -102,7 +105,7 @@ class _ArrayLevels(_Reader):
             elif a == "X":
                 index.append(slice(x0, x1))
             elif a in "SC":
-                index.append(slice(0, 3))
+                index.append(slice(0, 4))  # R, G, B and alpha when there is one
             else:
                 index.append(0)
         kept = "".join(a for a in self._axes if a in "YXSC")
@@ -190,9 +193,7 @@ class OpenSlideReader(_Reader):
         rgba = np.asarray(
             self._slide.read_region((round(x0 * ds), round(y0 * ds)), level, (x1 - x0, y1 - y0))
         )
-        # OpenSlide returns premultiplied RGBA; transparent areas become white, as on glass.
-        rgb = rgba[..., :3].astype(np.uint16) + (255 - rgba[..., 3:4])
-        return np.minimum(rgb, 255).astype(np.uint8)
+        return over_white(rgba, premultiplied=True)  # OpenSlide's RGBA is premultiplied
 
 
 class ZarrReader(_ArrayLevels):
@@ -247,11 +248,9 @@ class ImageReader(_Reader):
     backend = "image"
 
     def __init__(self, path: Path):
-        from PIL import Image
 
         try:
-            with Image.open(path) as im:
-                self._pixels = np.asarray(im.convert("RGB"))
+            self._pixels = read_rgb(path)  # transparent pixels over white, as in every backend
         except Exception as exc:
             raise SlideError(
                 f"{path} cannot be read as an image ({exc}); supported formats: {SUPPORTED}"
