@@ -35,6 +35,7 @@ from .tiled import Cancelled, predict_block
 DEFAULT_OVERLAP = 32  # px; see SegmentSettings.overlap
 CPU_PIXELS_PER_CALL = 448 * 448  # default model-call size on a CPU; see SegmentSettings.batch
 GPU_BATCH = 16  # default tiles per model call on a GPU
+OUTPUT_KIND = "segment"  # the command named in the output store's marker
 _SCHEDULER = re.compile(r"^(threads|sync|(tcp|tls|inproc|ucx|ws|wss)://.+)$")
 
 
@@ -307,14 +308,17 @@ def _fingerprint(slide: Slide, model_id: str, s: SegmentSettings, shape: tuple[i
 
 
 def _prepare_output(
-    out: Path, fingerprint: dict, predictor: DensePredictor, s: SegmentSettings, overwrite: bool
+    out: Path,
+    fingerprint: dict,
+    predictor: DensePredictor,
+    s: SegmentSettings,
+    overwrite: bool,
+    inputs: dict[str, Any],
 ):
     """Create the store, or reopen it for resuming; returns (store, done markers)."""
-    import shutil
-
     import zarr
 
-    if out.exists() and not overwrite:
+    if out.exists() and any(out.iterdir()) and not overwrite:  # segment_slide checked it is a folder
         try:
             attrs = zarr.open_group(str(out), mode="r").attrs.asdict().get("pbip", {})
         except Exception:
@@ -345,12 +349,7 @@ def _prepare_output(
             s.probabilities,
         )
         return store, _read_markers(out)
-    if out.exists():
-        if out.is_dir() and any(out.iterdir()) and not (out / "zarr.json").exists():
-            raise OutputExistsError(
-                f"{out} is a non-empty folder that is not a zarr store; refusing to delete it"
-            )
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    _atomic.clear_output(out, OUTPUT_KIND, inputs)  # only a previous segmentation (or an empty folder)
     attrs = {"pbip": {"status": "running", "fingerprint": fingerprint}}
     store = create_labels_store(
         out,
@@ -363,6 +362,7 @@ def _prepare_output(
         s.probabilities,
         attrs,
     )
+    _atomic.mark_output(out, OUTPUT_KIND)
     zarr.open_group(str(out / "pbip"), mode="w", zarr_format=3)
     s.save(out / "pbip" / "settings.json")
     return store, {}
@@ -408,7 +408,8 @@ def segment_slide(
         model: trained model folder (``model.json``) or a :class:`DensePredictor` (threads only).
         out: output ``.zarr`` folder; an unfinished one from the same inputs is resumed.
         settings: :class:`SegmentSettings` (defaults: model resolution and tile, threads).
-        overwrite: replace an existing output instead of refusing or resuming.
+        overwrite: replace an existing output (a previous segmentation) instead of refusing or
+            resuming.
         slide_mpp: the slide's level-0 um/px when the file lacks it.
 
     Yields:
@@ -418,19 +419,27 @@ def segment_slide(
     Returns:
         :class:`SegmentResult`. Closing the generator early stops after the running chunks'
         current batch; finished chunks are kept for resuming.
+
+    Raises:
+        OutputConflictError: ``out`` is, contains or lies inside the slide or the model folder.
+        OutputExistsError: ``out`` holds a finished segmentation, one started with other inputs,
+            or is not a segmentation (with ``overwrite`` too: only a previous segmentation is
+            deleted).
     """
     s = settings or SegmentSettings()
     t_start = time.perf_counter()
+    out = Path(out)
+    inputs = {"slide": slide, "model": model}
+    _atomic.check_output(out, OUTPUT_KIND, inputs, overwrite=overwrite, resume=not overwrite)
     slide = slide if isinstance(slide, Slide) else open_slide(slide, mpp=slide_mpp)
     predictor, model_path = _load_model(model, s)
     s = s.resolve(predictor)
     shape = slide.size_at(s.mpp)
-    out = Path(out)
     model_id = model_path or f"{type(predictor).__module__}.{type(predictor).__qualname__}"
     fingerprint = _fingerprint(slide, model_id, s, shape)
     if s.compile:
         _check_compilable(predictor)  # before any output is written
-    store, done = _prepare_output(out, fingerprint, predictor, s, overwrite)
+    store, done = _prepare_output(out, fingerprint, predictor, s, overwrite, inputs)
     compile_seconds = None
     if s.compile and not s.distributed:  # on a cluster each worker compiles its own copy
         yield Progress("compile", 0, 1, "compiling the model (once per process; can take a minute)")
