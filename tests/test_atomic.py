@@ -52,7 +52,9 @@ def test_an_output_that_is_contains_or_lies_inside_an_input_is_refused_naming_bo
     ]
     for out, says in cases:
         for kind in ("predict", None):
-            with pytest.raises(OutputConflictError, match=f"output {out} {says} {data}; .*choose an output path"):
+            with pytest.raises(
+                OutputConflictError, match=f"output {out} {says} {data}; .*choose an output path"
+            ):
                 _atomic.check_output(out, kind, {"data set": data, "bank": None}, overwrite=True)
     _atomic.check_output(tmp_path / "masks", "predict", {"data set": data})  # a sibling is fine
     opened = SimpleNamespace(root=data)  # an opened data set stands for its folder
@@ -79,7 +81,10 @@ def test_overwrite_deletes_only_a_previous_output_of_the_same_command(tmp_path):
     mine.mkdir()
     for name in ("a.txt", "b.txt", "c.txt", "d.txt"):
         (mine / name).write_text(name)
-    with pytest.raises(OutputExistsError, match=r"not a `pbip train` output .*delete its 4 entries \(a.txt, b.txt, c.txt, \.\.\.\)"):
+    with pytest.raises(
+        OutputExistsError,
+        match=r"not a `pbip train` output .*delete its 4 entries \(a.txt, b.txt, c.txt, \.\.\.\)",
+    ):
         _atomic.clear_output(mine, "train")
     assert len(list(mine.iterdir())) == 4
     _atomic.check_output(mine, "train", resume=True)  # continuing deletes nothing

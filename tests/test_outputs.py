@@ -31,7 +31,9 @@ def dataset(tmp_path_factory) -> Path:
     from napari_pbip.data.synth import write_synthetic_dataset
 
     # 24 patches: every class has single-class patches, so a bank can be built from it
-    return write_synthetic_dataset(tmp_path_factory.mktemp("outputs") / "D", n_train=24, n_val=4, n_test=0, size=64)
+    return write_synthetic_dataset(
+        tmp_path_factory.mktemp("outputs") / "D", n_train=24, n_val=4, n_test=0, size=64
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,19 @@ def test_segment_refuses_to_write_its_output_over_the_slide(stage1, tmp_path, ca
 
     slide = write_synthetic_slide(tmp_path / "c.tif", size=256, seed=0, tile=128).slide
     before = _digest(slide)
-    args = ["segment", slide, "--model", stage1, "--out", slide, "--overwrite", "--chunk", "256", "--device", "cpu"]
+    args = [
+        "segment",
+        slide,
+        "--model",
+        stage1,
+        "--out",
+        slide,
+        "--overwrite",
+        "--chunk",
+        "256",
+        "--device",
+        "cpu",
+    ]
     err = _refused(args, capsys, slide)
     assert "is the slide" in err
     assert _digest(slide) == before
@@ -76,7 +90,19 @@ def test_segment_refuses_to_write_its_output_over_the_slide(stage1, tmp_path, ca
 def test_predict_refuses_to_write_masks_over_its_images(stage1, dataset, tmp_path, capsys):
     images = Path(shutil.copytree(dataset / "val" / "img", tmp_path / "imgs"))
     before = _digest(images)
-    args = ["predict", "--model", stage1, "--images", images, "--out", images, "--overwrite", "--quiet", "--device", "cpu"]
+    args = [
+        "predict",
+        "--model",
+        stage1,
+        "--images",
+        images,
+        "--out",
+        images,
+        "--overwrite",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     err = _refused(args, capsys, images)
     assert "is the images" in err
     assert _digest(images) == before
@@ -85,7 +111,19 @@ def test_predict_refuses_to_write_masks_over_its_images(stage1, dataset, tmp_pat
 def test_pseudo_refuses_to_write_masks_inside_its_data_set(stage1, data_copy, capsys):
     before = _digest(data_copy)
     out = data_copy / "train"
-    args = ["pseudo", "--run", stage1, "--dataset", data_copy, "--out", out, "--overwrite", "--quiet", "--device", "cpu"]
+    args = [
+        "pseudo",
+        "--run",
+        stage1,
+        "--dataset",
+        data_copy,
+        "--out",
+        out,
+        "--overwrite",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     err = _refused(args, capsys, out, data_copy)
     assert "lies inside the data set" in err
     assert _digest(data_copy) == before
@@ -116,7 +154,9 @@ def test_demo_refuses_to_empty_a_folder_it_did_not_write(tmp_path):
     before = _digest(precious)
     job = run_demo(precious, overwrite=True)
     try:
-        with pytest.raises(OutputExistsError, match=r"precious is not a `pbip demo` output.*1 entries \(notes\)"):
+        with pytest.raises(
+            OutputExistsError, match=r"precious is not a `pbip demo` output.*1 entry \(notes\)"
+        ):
             next(job)
     finally:
         job.close()

@@ -191,7 +191,8 @@ def check_output(
         shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
         whose = f"a `pbip {found}` output" if found else f"not a {what} output (it has no {MARKER})"
         raise OutputExistsError(
-            f"{path} is {whose}; --overwrite would delete its {len(entries)} entries ({shown}): "
+            f"{path} is {whose}; --overwrite would delete its {len(entries)} "
+            f"{'entry' if len(entries) == 1 else 'entries'} ({shown}): "
             f"choose another output path, or delete the folder yourself if you mean to"
         )
     return path

@@ -112,7 +112,11 @@ def test_existing_output_is_kept_unless_overwrite_and_a_folder_it_did_not_write_
     with pytest.raises(OutputExistsError, match="--overwrite"):
         run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "out", settings, SPEC))
     with pytest.raises(OutputExistsError, match=r"not a `pbip data weak` output.*keep\.txt"):
-        run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "out", settings, SPEC, overwrite=True))
+        run(
+            weak_dataset(
+                tmp_path / "img", tmp_path / "mask", tmp_path / "out", settings, SPEC, overwrite=True
+            )
+        )
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
     run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "weak", settings, SPEC))
@@ -129,7 +133,9 @@ def test_input_problems_are_reported(tmp_path):
         run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "out", WeakSettings(tile=8), SPEC))
     with pytest.raises(DatasetError, match="--dataset-json"):
         run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "out", WeakSettings(tile=8)))
-    with pytest.raises(OutputConflictError, match="output .* contains the images .*img; .*choose an output path"):
+    with pytest.raises(
+        OutputConflictError, match="output .* contains the images .*img; .*choose an output path"
+    ):
         run(
             weak_dataset(
                 tmp_path / "img", tmp_path / "mask", tmp_path, WeakSettings(tile=8), SPEC, overwrite=True

@@ -131,13 +131,17 @@ def test_a_model_retrained_in_its_folder_does_not_finish_what_the_old_one_began(
             job.close()  # stopped after its first chunk
             break
     toy.save_toy_model(model, "conv", seed=1)  # retrained in the same folder
-    with pytest.raises(OutputExistsError, match=r"model .*model changed since .*out\.zarr was started.*new --out"):
+    with pytest.raises(
+        OutputExistsError, match=r"model .*model changed since .*out\.zarr was started.*new --out"
+    ):
         run(segment_slide(path, model, out, FAST))
     assert zarr.open_group(str(out), mode="r").attrs["pbip"]["status"] == "running"  # refused, not touched
 
     toy.save_toy_model(model, "conv", seed=0)  # the weights it was started with: it resumes
     resumed = run(segment_slide(path, model, out, FAST))
-    straight = run(segment_slide(path, toy.save_toy_model(tmp_path / "m0", "conv", 0), tmp_path / "s.zarr", FAST))
+    straight = run(
+        segment_slide(path, toy.save_toy_model(tmp_path / "m0", "conv", 0), tmp_path / "s.zarr", FAST)
+    )
     assert resumed.chunks["resumed"] >= 1
     assert np.array_equal(_labels(out), _labels(tmp_path / "s.zarr"))
     assert resumed.class_pixels == straight.class_pixels

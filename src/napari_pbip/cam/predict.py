@@ -250,7 +250,9 @@ def make_pseudo_masks(
         )
     paths = [s.image for s in samples]
     labels = [s.labels for s in samples]
-    return (yield from _write_masks(predictor, paths, labels, Path(out), overwrite, batch_size, "pseudo", inputs))
+    return (
+        yield from _write_masks(predictor, paths, labels, Path(out), overwrite, batch_size, "pseudo", inputs)
+    )
 
 
 def _labelled_by_mask(sample, spec):
@@ -302,7 +304,9 @@ def predict_folder(
             f"no images (.png, .jpg, .tif, ...) in {images}; give the folder holding the images"
         )
     predictor = load_stage1_predictor(model, device, settings)
-    return (yield from _write_masks(predictor, paths, None, Path(out), overwrite, batch_size, "predict", inputs))
+    return (
+        yield from _write_masks(predictor, paths, None, Path(out), overwrite, batch_size, "predict", inputs)
+    )
 
 
 def _check_run_classes(predictor: Stage1Predictor, classes: Sequence[str], run) -> None:

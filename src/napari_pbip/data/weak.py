@@ -27,6 +27,7 @@ from .layouts import SPLITS, DatasetSpec, open_dataset, read_spec, write_spec
 
 OUTPUT_KIND = "data weak"  # the command named in the data set folder's output marker
 
+
 @dataclass(frozen=True)
 class WeakSettings(Settings):
     """How annotated images are tiled into weakly labelled patches.

@@ -19,6 +19,7 @@ from ..settings import Settings, check
 
 OUTPUT_KIND = "demo"  # the command named in the demo folder's output marker
 
+
 @dataclass(frozen=True)
 class DemoSettings(Settings):
     """Settings of the demo run (all stages use their own defaults otherwise).

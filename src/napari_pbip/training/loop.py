@@ -33,6 +33,7 @@ from .settings import RESUMABLE_FIELDS, TrainSettings
 
 OUTPUT_KIND = "train"  # the command named in the run folder's output marker
 
+
 @dataclass
 class TrainResult:
     """What a finished (or stopped) training job leaves.
@@ -120,7 +121,8 @@ def resume_settings(out: str | os.PathLike, **changes: Any) -> TrainSettings:
 
 def _resolve_settings(settings: TrainSettings | None, out: Path, resume: bool) -> TrainSettings:
     if not resume:
-        return settings or TrainSettings()  # train() checked the output; the old run goes when training starts
+        # train() checked the output; the old run goes when training starts
+        return settings or TrainSettings()
     saved = resume_settings(out)
     if settings is None:
         return saved

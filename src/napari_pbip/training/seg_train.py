@@ -115,7 +115,8 @@ def resume_seg_settings(out: str | os.PathLike, **changes: Any) -> SegSettings:
 
 def _resolve_settings(settings: SegSettings | None, out: Path, resume: bool) -> SegSettings:
     if not resume:
-        return settings or SegSettings()  # checked by train_segmenter; the old folder goes when training starts
+        # checked by train_segmenter; the old folder goes when training starts
+        return settings or SegSettings()
     saved = resume_seg_settings(out)
     if settings is None:
         return saved
