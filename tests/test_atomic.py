@@ -91,6 +91,12 @@ def test_overwrite_deletes_only_a_previous_output_of_the_same_command(tmp_path):
     (tmp_path / "empty").mkdir()
     _atomic.clear_output(tmp_path / "empty", "train")  # nothing to lose
     assert not (tmp_path / "empty").exists()
+    (tmp_path / "latest").symlink_to(out)
+    with pytest.raises(
+        OutputExistsError, match="latest is a symbolic link to .*masks; give the folder itself"
+    ):
+        _atomic.clear_output(tmp_path / "latest", "predict")  # shutil.rmtree would fail on the link
+    assert (out / "b.png").exists()
 
 
 def test_a_file_output_replaces_a_file_but_never_a_folder_or_an_input(tmp_path):

@@ -257,6 +257,10 @@ def clear_output(path: PathLike, kind: str, inputs: Inputs = ()) -> None:
     one carrying the marker of ``kind`` is ever deleted.
     """
     path = check_output(path, kind, inputs, overwrite=True)
+    if path.is_symlink():
+        raise OutputExistsError(
+            f"{path} is a symbolic link to {path.resolve()}; give the folder itself as the output"
+        )
     if path.is_dir():
         shutil.rmtree(path)
 
