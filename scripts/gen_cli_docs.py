@@ -34,6 +34,30 @@ HEADER = """\
 Every `pbip` command with its full `--help`. The user guide shows them at work: [data](data.md),
 [exports](exports.md), [GPU](gpu.md), [cluster](cluster.md), [paper configuration](paper-config.md).
 Long jobs show progress bars on stderr; Ctrl-C keeps finished work and a rerun resumes.
+
+## What the commands refuse
+
+No command writes over, into or around what it reads, and `--overwrite` replaces only what the same
+command wrote before. A refusal is one line on stderr naming the paths and the fix, exit code 1;
+nothing is written or deleted.
+
+- **An output that is, contains or lies inside an input**, with or without `--overwrite` (symlinks
+  are resolved). Inputs are every path the job reads: data set, bank, run or model folder, slide,
+  image and mask folders, `--pred`. So `pbip segment c.tif --out c.tif`, `pbip predict --images imgs
+  --out imgs`, `pbip pseudo --dataset D --out D/train`, `pbip bank build --dataset D --out D` and
+  `pbip train --dataset D --out D` stop before any work; put outputs beside their inputs.
+- **An existing output without `--overwrite`.** `pbip segment` continues an unfinished output
+  instead, and `pbip train` / `pbip train-seg` with `--resume`.
+- **With `--overwrite`, a folder the same command did not write.** Every output folder holds
+  `.pbip-output.json` naming the command that wrote it (`{"kind": "train", ...}`). A non-empty
+  folder without it, or with another command's, is never deleted; the message lists what it holds.
+  An empty folder is simply used. Folders written before napari-pbip had this marker have none:
+  choose a new output, or delete such a folder yourself.
+- **A single-file output over a folder or an input**: `--json`, `--geojson`, `--areas` and the
+  TIFFs of `pbip data synth-slide` replace a file only.
+- **Resuming `pbip segment` with another model.** An unfinished output records the SHA-256 of the
+  model's `model.json`, `presence.json` and weight files (not its path), so a model retrained in
+  the same folder cannot finish what the old one began: use a new `--out`, or `--overwrite`.
 """
 
 

@@ -1,4 +1,10 @@
-"""Atomic file writes and content hashing: outputs either appear whole or not at all."""
+"""Atomic file writes, the output guard and content hashing: outputs either appear whole or not at all.
+
+Every command checks its output with :func:`check_output` before it does any work: an output may
+not be, contain or lie inside one of the job's inputs, and ``--overwrite`` only replaces a previous
+output of the same command. Output folders carry a marker file (:data:`MARKER`) naming the command
+that wrote them; a folder without it is never deleted.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,16 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputExistsError
+from .errors import OutputConflictError, OutputExistsError
+
+MARKER = ".pbip-output.json"  # in every output folder: {"kind": <command>, "written_by": ...}
+
+PathLike = str | os.PathLike
+Inputs = Mapping[str, PathLike | None] | Iterable[PathLike | None]
 
 
 def _read_umask() -> int:
@@ -72,14 +83,28 @@ def _json_default(obj: Any) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(
+    path: PathLike, overwrite: bool = False, kind: str | None = None, inputs: Inputs = ()
+) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path``.
 
+    Args:
+        path: the folder to write.
+        overwrite: replace an existing ``path``.
+        kind: the command whose output ``path`` is: :func:`check_output` guards it first and the
+            finished folder carries the :data:`MARKER` of ``kind``. None for a folder inside an
+            output the caller has already checked (a checkpoint, a bank version).
+        inputs: what the job reads (see :func:`check_output`); only used with ``kind``.
+
     Raises:
-        OutputExistsError: ``path`` exists and ``overwrite`` is false.
+        OutputExistsError: ``path`` exists and ``overwrite`` is false, or (with ``kind``) it is
+            not a previous output of ``kind``.
+        OutputConflictError: (with ``kind``) ``path`` is, contains or lies inside an input.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
+    if kind is not None:
+        check_output(path, kind, inputs, overwrite=overwrite)
+    elif path.exists() and not overwrite:
         raise OutputExistsError(
             f"{path} already exists; choose another output or pass overwrite=True (--overwrite)"
         )
@@ -88,6 +113,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700: colleagues could not read the results
     try:
         yield tmp
+        if kind is not None:
+            mark_output(tmp, kind)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():
@@ -102,12 +129,140 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
             shutil.rmtree(tmp)
 
 
-def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Return ``path`` as a Path, raising if it exists and ``overwrite`` is false."""
+def check_writable(path: PathLike, overwrite: bool, inputs: Inputs = ()) -> Path:
+    """Guard a single-file output (see :func:`check_output` with ``kind=None``); return it as a Path."""
+    return check_output(path, None, inputs, overwrite=overwrite)
+
+
+def check_output(
+    path: PathLike,
+    kind: str | None,
+    inputs: Inputs = (),
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> Path:
+    """Refuse an output that would destroy or mix data, before any work is done; return it as a Path.
+
+    Args:
+        path: the output: a folder when ``kind`` is given, else a single file.
+        kind: the command whose output folder ``path`` is (``"train"``, ``"segment"``, ...), as
+            written in its :data:`MARKER`; None for a single-file output (CSV, GeoJSON, JSON, TIFF).
+        inputs: every path the job reads (data set, bank, run or model folder, slide, images), as
+            ``{role: path}`` (the role names it in the message) or plain paths; an opened data
+            set, bank or slide stands for its ``root`` or ``path``; None is skipped.
+        overwrite: an existing output may be replaced: a file that is not an input, or a folder that
+            is empty or carries the marker of ``kind``.
+        resume: an existing output is continued, not replaced: nothing is deleted, so a folder
+            without a marker passes, but one marked by another command does not.
+
+    Raises:
+        OutputConflictError: ``path`` is, contains or lies inside one of ``inputs`` (symlinks resolved).
+        OutputExistsError: ``path`` exists and neither ``overwrite`` nor ``resume`` is given; or it
+            exists and is not something this command may replace.
+    """
     path = Path(path)
-    if path.exists() and not overwrite:
+    _check_inputs(path, inputs)
+    if not os.path.lexists(path) or (kind is not None and path.is_dir() and not _entries(path)):
+        return path  # nothing there, or an empty folder: nothing to lose
+    what = f"`pbip {kind}`" if kind else "pbip"
+    if kind is None and path.is_dir():
+        raise OutputExistsError(
+            f"{path} is a folder, but this output is a single file; refusing to replace the folder: "
+            "give the path of a file"
+        )
+    if kind is not None and not path.is_dir():
+        raise OutputExistsError(
+            f"{path} is a file, not a previous {what} output folder; refusing to replace it: "
+            "choose another output path"
+        )
+    found = output_kind(path) if kind is not None else None
+    if resume:
+        if found is not None and found != kind:
+            raise OutputExistsError(
+                f"{path} is a `pbip {found}` output, not a {what} one, so it cannot be continued; "
+                "choose another output path"
+            )
+        return path
+    if not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another output or pass --overwrite")
+    if kind is not None and found != kind:
+        entries = _entries(path)
+        shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        whose = f"a `pbip {found}` output" if found else f"not a {what} output (it has no {MARKER})"
+        raise OutputExistsError(
+            f"{path} is {whose}; --overwrite would delete its {len(entries)} "
+            f"{'entry' if len(entries) == 1 else 'entries'} ({shown}): "
+            f"choose another output path, or delete the folder yourself if you mean to"
+        )
     return path
+
+
+def _entries(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir()]
+
+
+def _input_path(obj: Any) -> Path | None:
+    """A path, or the folder/file an opened data set, bank or slide stands for (None: nothing on disk)."""
+    if obj is None or isinstance(obj, str | os.PathLike):
+        return None if obj is None else Path(obj)
+    found = getattr(obj, "root", None) or getattr(obj, "path", None)
+    return Path(found) if isinstance(found, str | os.PathLike) else None
+
+
+def _check_inputs(path: Path, inputs: Inputs) -> None:
+    if isinstance(inputs, str | os.PathLike):
+        inputs = (inputs,)
+    pairs = inputs.items() if isinstance(inputs, Mapping) else (("input", p) for p in inputs)
+    out = path.resolve()
+    for role, obj in pairs:
+        given = _input_path(obj)
+        if given is None:
+            continue
+        source = given.resolve()
+        if out == source or (out.exists() and source.exists() and os.path.samefile(out, source)):
+            where, fix = "is", "choose an output path that is not an input"
+        elif source in out.parents:
+            where, fix = "lies inside", f"choose an output path outside {given}"
+        elif out in source.parents:
+            where, fix = "contains", f"choose an output path that does not contain {given}"
+        else:
+            continue
+        raise OutputConflictError(
+            f"the output {path} {where} the {role} {given}; writing it would destroy or mix what the job "
+            f"reads: {fix}"
+        )
+
+
+def output_kind(folder: PathLike) -> str | None:
+    """The command named by the :data:`MARKER` of an output folder (None without a readable one)."""
+    try:
+        return json.loads((Path(folder) / MARKER).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def mark_output(folder: PathLike, kind: str) -> None:
+    """Write the :data:`MARKER` of ``kind`` into ``folder`` (kept when it already names ``kind``)."""
+    from . import __version__
+
+    if output_kind(folder) != kind:
+        write_json(Path(folder) / MARKER, {"kind": kind, "written_by": f"napari-pbip {__version__}"})
+
+
+def clear_output(path: PathLike, kind: str, inputs: Inputs = ()) -> None:
+    """Delete a previous output folder of ``kind`` so a command can write it again.
+
+    The same guard as ``check_output(..., overwrite=True)`` runs first, so only an empty folder or
+    one carrying the marker of ``kind`` is ever deleted.
+    """
+    path = check_output(path, kind, inputs, overwrite=True)
+    if path.is_symlink():
+        raise OutputExistsError(
+            f"{path} is a symbolic link to {path.resolve()}; give the folder itself as the output"
+        )
+    if path.is_dir():
+        shutil.rmtree(path)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

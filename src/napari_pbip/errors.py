@@ -43,5 +43,9 @@ class OutputExistsError(PbipError, FileExistsError):
     """An output exists and overwriting was not asked for."""
 
 
+class OutputConflictError(PbipError, ValueError):
+    """An output path is, contains or lies inside one of the job's inputs."""
+
+
 class TrainingDivergedError(PbipError, ArithmeticError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""

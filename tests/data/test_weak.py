@@ -13,7 +13,7 @@ from napari_pbip.data.images import read_mask, read_rgb, write_mask, write_rgb
 from napari_pbip.data.labels import parse_labels
 from napari_pbip.data.layouts import DatasetSpec, open_dataset, write_spec
 from napari_pbip.data.weak import WeakSettings, infer_spec, tile_label, tile_starts, weak_dataset
-from napari_pbip.errors import DatasetError, OutputExistsError, SettingsError
+from napari_pbip.errors import DatasetError, OutputConflictError, OutputExistsError, SettingsError
 from napari_pbip.events import run
 
 SPEC = DatasetSpec("generic", ("a", "b"), ((200, 0, 0), (0, 200, 0), (255, 255, 255)), 2, "space")
@@ -117,16 +117,26 @@ def test_small_images_are_padded_with_white_background(tmp_path):
     assert (crop == 0).sum() == 30 and (crop == 2).sum() == 34
 
 
-def test_existing_output_is_kept_unless_overwrite(tmp_path):
+def test_existing_output_is_kept_unless_overwrite_and_a_folder_it_did_not_write_always(tmp_path):
     _annotated(tmp_path, _two_class_mask())
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
     settings = WeakSettings(tile=8, stride=4)
     with pytest.raises(OutputExistsError, match="--overwrite"):
         run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "out", settings, SPEC))
+    with pytest.raises(OutputExistsError, match=r"not a `pbip data weak` output.*keep\.txt"):
+        run(
+            weak_dataset(
+                tmp_path / "img", tmp_path / "mask", tmp_path / "out", settings, SPEC, overwrite=True
+            )
+        )
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
-    run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "out", settings, SPEC, overwrite=True))
-    assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / "dataset.json").exists()
+
+    run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "weak", settings, SPEC))
+    (tmp_path / "weak" / "train" / "stale-[1 0].png").write_bytes(b"from an older tiling")
+    run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "weak", settings, SPEC, overwrite=True))
+    assert not (tmp_path / "weak" / "train" / "stale-[1 0].png").exists()
+    assert (tmp_path / "weak" / "dataset.json").exists()
 
 
 def test_input_problems_are_reported(tmp_path):
@@ -136,7 +146,9 @@ def test_input_problems_are_reported(tmp_path):
         run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "out", WeakSettings(tile=8), SPEC))
     with pytest.raises(DatasetError, match="--dataset-json"):
         run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "out", WeakSettings(tile=8)))
-    with pytest.raises(DatasetError, match="would replace the input"):
+    with pytest.raises(
+        OutputConflictError, match="output .* contains the images .*img; .*choose an output path"
+    ):
         run(
             weak_dataset(
                 tmp_path / "img", tmp_path / "mask", tmp_path, WeakSettings(tile=8), SPEC, overwrite=True

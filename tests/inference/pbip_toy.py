@@ -123,17 +123,31 @@ class ConvPredictor:
             return torch.softmax(self.net(x), 1).numpy()
 
 
-def save_toy_model(folder: Path, which: str = "colour") -> Path:
-    """A model folder (model.json kind "toy") that :func:`load_toy` turns into a predictor."""
+def save_toy_model(folder: Path, which: str = "colour", seed: int = 0) -> Path:
+    """A model folder (model.json kind "toy") that :func:`load_toy` turns into a predictor.
+
+    ``"conv"`` also writes the :class:`ConvPredictor` weights of ``seed`` to ``model.safetensors``
+    (saving another seed into the same folder is a retrained model).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.json").write_text(json.dumps({"kind": "toy", "which": which}))
+    if which == "conv":
+        from safetensors.torch import save_file
+
+        save_file(ConvPredictor(seed).net.state_dict(), str(folder / "model.safetensors"))
     return folder
 
 
 def load_toy(path, device: str = "auto"):
     """Loader for kind "toy" (registered with ``register_predictor_kind``)."""
     which = json.loads((Path(path) / "model.json").read_text())["which"]
-    return ColourPredictor() if which == "colour" else ConvPredictor()
+    if which == "colour":
+        return ColourPredictor()
+    from safetensors.torch import load_file
+
+    model = ConvPredictor()
+    model.net.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
+    return model
 
 
 def register() -> None:

@@ -115,6 +115,53 @@ def test_unfinished_output_from_other_settings_is_not_resumed(tmp_path, toy_slid
         run(segment_slide(path, toy.ColourPredictor(), tmp_path / "out.zarr", FAST.replace(overlap=8)))
 
 
+def _labels(out) -> np.ndarray:
+    return zarr.open_array(str(out / "0"), mode="r")[:]
+
+
+def test_a_model_retrained_in_its_folder_does_not_finish_what_the_old_one_began(tmp_path, toy_slide):
+    """Resuming checks the model's weights and model.json, not its path (issue 14, section 2)."""
+    path, _ = toy_slide
+    toy.register()
+    model = toy.save_toy_model(tmp_path / "model", "conv", seed=0)
+    out = tmp_path / "out.zarr"
+    job = segment_slide(path, model, out, FAST)
+    for event in job:
+        if isinstance(event.payload, ChunkDone):
+            job.close()  # stopped after its first chunk
+            break
+    toy.save_toy_model(model, "conv", seed=1)  # retrained in the same folder
+    with pytest.raises(
+        OutputExistsError, match=r"model .*model changed since .*out\.zarr was started.*new --out"
+    ):
+        run(segment_slide(path, model, out, FAST))
+    assert zarr.open_group(str(out), mode="r").attrs["pbip"]["status"] == "running"  # refused, not touched
+
+    toy.save_toy_model(model, "conv", seed=0)  # the weights it was started with: it resumes
+    resumed = run(segment_slide(path, model, out, FAST))
+    straight = run(
+        segment_slide(path, toy.save_toy_model(tmp_path / "m0", "conv", 0), tmp_path / "s.zarr", FAST)
+    )
+    assert resumed.chunks["resumed"] >= 1
+    assert np.array_equal(_labels(out), _labels(tmp_path / "s.zarr"))
+    assert resumed.class_pixels == straight.class_pixels
+
+
+def test_overwrite_after_retraining_segments_with_the_new_weights(tmp_path, toy_slide):
+    """A model cached by this process is not reused once its folder holds other weights."""
+    path, _ = toy_slide
+    toy.register()
+    model = toy.save_toy_model(tmp_path / "model", "conv", seed=0)
+    run(segment_slide(path, model, tmp_path / "out.zarr", FAST))
+    old = _labels(tmp_path / "out.zarr")
+    toy.save_toy_model(model, "conv", seed=1)
+    run(segment_slide(path, model, tmp_path / "out.zarr", FAST, overwrite=True))
+    new = toy.save_toy_model(tmp_path / "m1", "conv", seed=1)
+    run(segment_slide(path, new, tmp_path / "ref.zarr", FAST))
+    assert not np.array_equal(old, _labels(tmp_path / "ref.zarr"))  # the two models disagree
+    assert np.array_equal(_labels(tmp_path / "out.zarr"), _labels(tmp_path / "ref.zarr"))
+
+
 def test_settings_are_checked_and_resolved_from_the_model():
     with pytest.raises(SettingsError, match="chunk"):
         SegmentSettings(chunk=1000)

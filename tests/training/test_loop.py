@@ -186,6 +186,15 @@ def test_existing_run_is_not_overwritten_without_asking(dataset, tmp_path):
     assert TrainSettings.load(out / "settings.json").seed == 3
 
 
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(dataset, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "slide.svs").write_bytes(b"scan")
+    with pytest.raises(OutputExistsError, match=r"mine is not a `pbip train` output.*slide\.svs"):
+        next(train(tiny(epochs=1), dataset, fake_bank(), mine, overwrite=True))
+    assert (mine / "slide.svs").read_bytes() == b"scan"
+
+
 def test_nan_loss_stops_naming_step_and_last_checkpoint(dataset, tmp_path, monkeypatch):
     from napari_pbip.training import losses
 

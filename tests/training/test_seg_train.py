@@ -12,7 +12,7 @@ from PIL import Image
 
 from napari_pbip.cli.main import main
 from napari_pbip.data.images import read_mask, read_rgb, write_mask
-from napari_pbip.errors import CheckpointError, OutputExistsError, SettingsError
+from napari_pbip.errors import CheckpointError, OutputConflictError, OutputExistsError, SettingsError
 from napari_pbip.events import run
 from napari_pbip.inference.predictor import DensePredictor, load_predictor
 from napari_pbip.training.seg_settings import SegSettings
@@ -208,6 +208,22 @@ def test_existing_output_needs_overwrite_and_resume_needs_same_settings(trained,
         next(train_segmenter(tiny(), data, masks, result.out))
     with pytest.raises(CheckpointError, match=r"lr.*saved 0\.001, given 0\.5"):
         next(train_segmenter(tiny(lr=0.5), data, masks, result.out, resume=True))
+
+
+def test_overwrite_replaces_a_previous_segmenter_but_no_other_folder(colour_set, tmp_path):
+    data, masks = colour_set
+    s = tiny(epochs=1)
+    run(train_segmenter(s, data, masks, tmp_path / "seg"))
+    run(train_segmenter(s.replace(seed=3), data, masks, tmp_path / "seg", overwrite=True))
+    assert SegSettings.load(tmp_path / "seg" / "settings.json").seed == 3
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "weights.pt").write_bytes(b"a week of GPU time")
+    with pytest.raises(OutputExistsError, match=r"mine is not a `pbip train-seg` output.*weights\.pt"):
+        next(train_segmenter(s, data, masks, mine, overwrite=True))
+    assert (mine / "weights.pt").read_bytes() == b"a week of GPU time"
+    with pytest.raises(OutputConflictError, match="lies inside the masks"):
+        next(train_segmenter(s, data, masks, masks / "seg"))
 
 
 def test_settings_reject_bad_values_by_name():

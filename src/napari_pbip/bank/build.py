@@ -29,6 +29,7 @@ from .encode import encode, encoder_info, load_encoder
 from .kmeans import select_nearest, spherical_kmeans
 from .settings import BankSettings
 
+OUTPUT_KIND = "bank build"  # the command named in the bank folder's output marker
 _SCAN_BATCH = 256
 _FLUSH_EVERY = 512  # features written to a cache shard every this many new images
 
@@ -48,7 +49,7 @@ def build_bank(
         dataset: a data set folder or an opened ``Dataset``; its ``settings.split`` is used.
         out: the bank folder to write (atomically).
         device: torch device for the encoder ("auto": CUDA when present).
-        overwrite: replace an existing bank at ``out``.
+        overwrite: replace an existing bank at ``out`` (only a folder ``bank build`` wrote).
         encoder: an already built encoder to use instead of loading ``settings.encoder``.
 
     Yields:
@@ -60,13 +61,15 @@ def build_bank(
 
     Raises:
         BankError: a class has no eligible image, or fewer eligible images than ``k``.
-        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        OutputExistsError: ``out`` exists and ``overwrite`` is false, or it is not a bank.
+        OutputConflictError: ``out`` is, contains or lies inside the data set.
     """
     from ..data.layouts import Dataset, open_dataset
 
-    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     out = Path(out)
-    _atomic.check_writable(out, overwrite)
+    inputs = {"data set": dataset}
+    _atomic.check_output(out, OUTPUT_KIND, inputs, overwrite=overwrite)
+    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     candidates, counts = _candidates(ds, settings)
     enc = encoder if encoder is not None else load_encoder(settings.encoder, device)
     info = encoder_info(enc, settings.encoder)
@@ -81,7 +84,7 @@ def build_bank(
     report = _report(ds, settings, info, reference, counts, pool, clusters, skipped, stats)
     base = {"settings": settings.to_dict(), "encoder": info, "patch_size": reference, "next_id": 0}
     edit = {"op": "build", "summary": _summary(ds, settings, draft)}
-    with _atomic.atomic_dir(out, overwrite=overwrite) as tmp:
+    with _atomic.atomic_dir(out, overwrite=overwrite, kind=OUTPUT_KIND, inputs=inputs) as tmp:
         yield from _thumbnails(tmp, draft, settings)
         tensors = store.compute_prototypes(draft, cache)
         manifest = store.make_manifest(draft, tensors, base, 1, None, edit)

@@ -157,12 +157,13 @@ def _write_masks(
     overwrite: bool,
     batch_size: int,
     stage: str,
+    inputs: dict[str, Any],
 ) -> Job[Path]:
     from ..data.images import mask_file_names, read_rgb, same_size_runs, write_mask
 
     names = mask_file_names(paths)
     total = len(paths)
-    with _atomic.atomic_dir(out, overwrite=overwrite) as tmp:
+    with _atomic.atomic_dir(out, overwrite=overwrite, kind=stage, inputs=inputs) as tmp:
         predictor.settings.save(tmp / SETTINGS_FILE)
         done = 0
         chunk = max(1, batch_size)
@@ -199,7 +200,7 @@ def make_pseudo_masks(
         split: the split to label (its images need image-level labels).
         settings: background and fusion options (default :class:`CamSettings`).
         device: torch device.
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out`` that a previous ``pseudo`` wrote.
         batch_size: images per forward pass.
         labels_from_masks: gate images without a label in their name by the classes present in
             their mask (the label an annotator would give): measures pseudo-mask quality on a
@@ -211,10 +212,13 @@ def make_pseudo_masks(
     Raises:
         CheckpointError: the run was trained on other classes.
         DatasetError: an image of ``split`` has no image-level label.
+        OutputConflictError: ``out`` is, contains or lies inside the run or the data set.
+        OutputExistsError: ``out`` exists and is not a previous ``pseudo`` output to overwrite.
     """
     from ..data.layouts import Dataset, open_dataset
 
-    _atomic.check_writable(out, overwrite)
+    inputs = {"run": run, "data set": dataset}
+    _atomic.check_output(out, "pseudo", inputs, overwrite=overwrite)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     predictor = load_stage1_predictor(run, device, settings)
     _check_run_classes(predictor, ds.spec, run)
@@ -229,7 +233,9 @@ def make_pseudo_masks(
         )
     paths = [s.image for s in samples]
     labels = [s.labels for s in samples]
-    return (yield from _write_masks(predictor, paths, labels, Path(out), overwrite, batch_size, "pseudo"))
+    return (
+        yield from _write_masks(predictor, paths, labels, Path(out), overwrite, batch_size, "pseudo", inputs)
+    )
 
 
 def _labelled_by_mask(sample, spec):
@@ -262,22 +268,29 @@ def predict_folder(
         out: output folder of palette PNGs named like the images.
         settings: background, fusion and presence-threshold options.
         device: torch device.
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out`` that a previous ``predict`` wrote.
         batch_size: images per forward pass (same-size images are batched together).
 
     Returns:
         A job yielding ``Progress("predict", ...)`` per batch and returning ``out``.
+
+    Raises:
+        OutputConflictError: ``out`` is, contains or lies inside the model or the image folder.
+        OutputExistsError: ``out`` exists and is not a previous ``predict`` output to overwrite.
     """
     from ..data.images import list_images
 
-    _atomic.check_writable(out, overwrite)
+    inputs = {"model": model, "images": images}
+    _atomic.check_output(out, "predict", inputs, overwrite=overwrite)
     paths = list_images(images)
     if not paths:
         raise DatasetError(
             f"no images (.png, .jpg, .tif, ...) in {images}; give the folder holding the images"
         )
     predictor = load_stage1_predictor(model, device, settings)
-    return (yield from _write_masks(predictor, paths, None, Path(out), overwrite, batch_size, "predict"))
+    return (
+        yield from _write_masks(predictor, paths, None, Path(out), overwrite, batch_size, "predict", inputs)
+    )
 
 
 def _check_run_classes(predictor: Stage1Predictor, spec: DatasetSpec, run: str | os.PathLike) -> None:

@@ -148,7 +148,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ._common import drain
 
     if args.json:
-        _atomic.check_writable(args.json, args.overwrite)
+        _atomic.check_writable(args.json, args.overwrite, {"bank": args.bank, "data set": args.dataset})
     settings = EvalSettings(
         tile=args.tile, stride=args.stride, purity=args.purity, min_tissue=args.min_tissue
     )

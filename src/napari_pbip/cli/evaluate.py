@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from ._common import drain
 
     if args.json:
-        _atomic.check_writable(args.json, args.overwrite)
+        _atomic.check_writable(
+            args.json, args.overwrite, {"data set": args.dataset, "predictions": args.pred}
+        )
     result = drain(evaluate_folder_job(args.dataset, args.split, args.pred), quiet=args.quiet)
     print(format_table(result))
     if args.json:

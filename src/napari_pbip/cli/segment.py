@@ -77,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from ..export import export_areas, export_geojson
     from ..inference.segment import SegmentSettings, segment_slide
 
-    for extra in (args.geojson, args.areas):
-        if extra is not None:
-            check_writable(extra, args.overwrite)  # fail before hours of work, not after
+    reads = {"slide": args.slide, "model": args.model, "segmentation (--out)": args.out}
+    for extra, other in ((args.geojson, args.areas), (args.areas, args.geojson)):
+        if extra is not None:  # fail before hours of work, not after
+            check_writable(extra, args.overwrite, {**reads, "other export": other})
     settings = SegmentSettings(
         mpp=args.mpp,
         tile=args.tile,

@@ -157,7 +157,7 @@ def synthetic_dataset_job(
     check(isinstance(size, int) and size >= 32, "size", size, "an integer >= 32 (pixels)")
     counts = {"train": n_train, "val": n_val, "test": n_test}
     total, done = sum(counts.values()), 0
-    with _atomic.atomic_dir(out, overwrite=overwrite) as tmp:
+    with _atomic.atomic_dir(out, overwrite=overwrite, kind="data synth") as tmp:
         for split in SPLITS:
             for index in range(counts[split]):
                 _write_patch(tmp, split, index, seed, size, classes)
@@ -219,13 +219,14 @@ def write_synthetic_dataset(
         n_train, n_val, n_test: patches per split.
         size: patch side in pixels.
         classes: tissue classes in label order, names among ``tissue.STYLES``.
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out`` that a previous ``data synth`` wrote.
 
     Returns:
         ``out`` as a Path.
 
     Raises:
-        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        OutputExistsError: ``out`` exists and ``overwrite`` is false, or it is a folder that
+            ``data synth`` did not write.
         SettingsError: a count, size or class name is invalid.
     """
     return run(synthetic_dataset_job(out, seed, n_train, n_val, n_test, size, classes, overwrite))

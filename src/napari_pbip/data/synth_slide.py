@@ -189,7 +189,7 @@ def synthetic_slide_job(
     out = Path(out)
     labels_path = Path(labels_out) if labels_out else out.with_name(f"{out.stem}.labels.tif")
     _atomic.check_writable(out, overwrite)
-    _atomic.check_writable(labels_path, overwrite)
+    _atomic.check_writable(labels_path, overwrite, {"slide (--out)": out})
     field = SlideField(seed, size, len(classes), mpp)
     threshold = field.threshold
     shapes = pyramid_shapes(size, size)

@@ -25,6 +25,8 @@ from .images import list_images, read_mask, read_rgb, write_mask, write_rgb
 from .labels import labelled_name
 from .layouts import SPLITS, DatasetSpec, open_dataset, read_spec, write_spec
 
+OUTPUT_KIND = "data weak"  # the command named in the data set folder's output marker
+
 
 @dataclass(frozen=True)
 class WeakSettings(Settings):
@@ -139,14 +141,6 @@ def _pairs(images: Path, masks: Path) -> list[tuple[Path, Path]]:
     return [(p, mask_files[p.stem]) for p in image_files]
 
 
-def _check_out(out: Path, sources: tuple[Path, ...]) -> None:
-    target = out.resolve()
-    for source in sources:
-        source = source.resolve()
-        if target == source or target in source.parents:
-            raise DatasetError(f"output {out} would replace the input folder {source}; choose another --out")
-
-
 def _tile_image(image_path: Path, mask_path: Path, spec: DatasetSpec, settings: WeakSettings, train: Path):
     """Write the kept tiles of one image; yield (name, label or drop reason) per tile."""
     image, mask = read_rgb(image_path), read_mask(mask_path, spec)
@@ -189,7 +183,7 @@ def weak_dataset(
         settings: tiling settings (defaults: 224 px tiles every 56 px).
         spec: classes, palette and background of the masks; inferred from ``images`` when None
             (see :func:`infer_spec`).
-        overwrite: replace ``out`` if it exists.
+        overwrite: replace ``out`` if it is a previous ``data weak`` output.
 
     Yields:
         One :class:`Progress` per image (stage ``"tile"``).
@@ -199,22 +193,24 @@ def weak_dataset(
         ``dropped`` counts by reason, the output folder and the settings.
 
     Raises:
-        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        OutputExistsError: ``out`` exists and ``overwrite`` is false, or it is not a previous
+            ``data weak`` output.
+        OutputConflictError: ``out`` is, contains or lies inside ``images`` or ``masks``.
         DatasetError: inputs are missing, unpaired or mismatched.
     """
     settings = settings or WeakSettings()
     images, masks, out = Path(images), Path(masks), Path(out)
-    _check_out(out, (images, masks))
+    inputs = {"images": images, "masks": masks}
+    _atomic.check_output(out, OUTPUT_KIND, inputs, overwrite=overwrite)
     spec = spec or infer_spec(images)
     pairs = _pairs(images, masks)
-    _atomic.check_writable(out, overwrite)
     out_spec = DatasetSpec("generic", spec.classes, spec.palette, spec.background_index, "space")
     class_counts = dict.fromkeys(spec.classes, 0)
     single = dict.fromkeys(spec.classes, 0)
     dropped = {"background": 0, "unlabelled": 0}
     tiles = 0
     yield Progress("tile", 0, len(pairs), f"tiling {len(pairs)} images from {images}")
-    with _atomic.atomic_dir(out, overwrite=overwrite) as tmp:
+    with _atomic.atomic_dir(out, overwrite=overwrite, kind=OUTPUT_KIND, inputs=inputs) as tmp:
         (tmp / "train").mkdir()
         for step, (image_path, mask_path) in enumerate(pairs, start=1):
             kept = 0

@@ -17,6 +17,8 @@ from .. import _atomic
 from ..events import Job, Progress
 from ..settings import Settings, check
 
+OUTPUT_KIND = "demo"  # the command named in the demo folder's output marker
+
 
 @dataclass(frozen=True)
 class DemoSettings(Settings):
@@ -71,20 +73,18 @@ def run_demo(
         out: output folder; it holds data, bank, runs, masks, the slide, its segmentation,
             exports, ``summary.json`` and ``report.md``.
         settings: :class:`DemoSettings`.
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out`` that a previous demo wrote.
 
     Raises:
-        OutputExistsError: ``out`` exists and ``overwrite`` is false.
+        OutputExistsError: ``out`` exists and ``overwrite`` is false, or it is not a previous demo
+            output (a folder the demo did not write is never emptied).
     """
-    import shutil
-
     s = settings or DemoSettings()
     out = Path(out)
-    if out.exists():
-        if not overwrite:
-            _atomic.check_writable(out, overwrite)
-        shutil.rmtree(out)
+    _atomic.check_output(out, OUTPUT_KIND, overwrite=overwrite)
+    _atomic.clear_output(out, OUTPUT_KIND)  # a previous demo's folder (the check above allows no other)
     out.mkdir(parents=True)
+    _atomic.mark_output(out, OUTPUT_KIND)
     s.save(out / "demo_settings.json")
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"settings": s.to_dict(), "seconds": timings}

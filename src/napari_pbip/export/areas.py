@@ -70,7 +70,7 @@ def export_areas(labels_path: str | os.PathLike, path: str | os.PathLike, overwr
     """Area table of an OME-Zarr label image (counts recorded by ``pbip segment``, else counted)."""
     from .ome_zarr import open_labels
 
-    path = _atomic.check_writable(path, overwrite)
+    path = _atomic.check_writable(path, overwrite, {"label image": labels_path})
     img = open_labels(labels_path)
     names = list(mask_index_names(img.classes, img.background_index))
     counts = img.attrs.get("pbip", {}).get("class_pixels") or count_classes(img.levels[0], names)

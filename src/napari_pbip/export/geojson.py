@@ -188,7 +188,7 @@ def export_geojson(
     """
     from .ome_zarr import open_labels
 
-    path = _atomic.check_writable(path, overwrite)
+    path = _atomic.check_writable(path, overwrite, {"label image": labels_path})
     img = open_labels(labels_path)
     level = _pick_level(img.levels, img.mpp, resolution, max_pixels)
     ref_mpp = img.attrs.get("pbip", {}).get("slide_mpp") or img.mpp[0]

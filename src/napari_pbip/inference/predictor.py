@@ -50,6 +50,35 @@ _LOADERS: dict[str, str | Callable[..., DensePredictor]] = {
 }
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")  # weight files a loader may read
+SETTINGS_FILES = ("model.json", "presence.json")  # the model's description and its fitted thresholds
+
+
+def model_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of what decides a model folder's predictions.
+
+    That is ``model.json``, ``presence.json`` (a stage-1 run's presence thresholds) and the weight
+    files at the top of the folder (``model.safetensors``, shards); not the training checkpoints in
+    ``last/`` and ``best/`` or the log. A model retrained in the same folder gets another hash.
+
+    Raises:
+        CheckpointError: ``path`` has no ``model.json``.
+    """
+    from .._atomic import sha256_bytes, sha256_file
+
+    path = Path(path)
+    if not (path / "model.json").is_file():
+        raise CheckpointError(
+            f"{path} is not a trained model folder (no model.json); give a stage-1 run folder "
+            f"(pbip train --out) or a segmenter folder (pbip train-seg --out)"
+        )
+    files = sorted(
+        p for p in path.iterdir()
+        if p.is_file() and (p.name in SETTINGS_FILES or p.name.endswith(WEIGHT_SUFFIXES))
+    )  # fmt: skip
+    return sha256_bytes("".join(f"{p.name}\0{sha256_file(p)}\n" for p in files).encode())
+
+
 def register_predictor_kind(kind: str, loader: str | Callable[..., DensePredictor]) -> None:
     """Register ``loader(path, device) -> DensePredictor`` for folders whose model.json has ``kind``."""
     _LOADERS[kind] = loader

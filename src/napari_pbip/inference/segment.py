@@ -30,12 +30,13 @@ from ..settings import Settings, check
 from ..slide import Slide, TissueMask, TissueSettings, detect_tissue, open_slide
 from ..slide._backends import stamp
 from . import _scheduling
-from .predictor import DensePredictor, load_predictor
+from .predictor import DensePredictor, load_predictor, model_hash
 from .tiled import Cancelled, predict_block
 
 DEFAULT_OVERLAP = 32  # px; see SegmentSettings.overlap
 CPU_PIXELS_PER_CALL = 448 * 448  # default model-call size on a CPU; see SegmentSettings.batch
 GPU_BATCH = 16  # default tiles per model call on a GPU
+OUTPUT_KIND = "segment"  # the command named in the output store's marker
 _SCHEDULER = re.compile(r"^(threads|sync|(tcp|tls|inproc|ucx|ws|wss)://.+)$")
 
 
@@ -142,6 +143,7 @@ class ChunkTask:
     settings: SegmentSettings
     tissue: TissueMask | None
     model_path: str | None
+    model_hash: str | None = None
 
 
 @dataclass
@@ -203,9 +205,12 @@ class SegmentResult:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_predictor(path: str, device: str, compile_for: tuple[int, int] | None = None) -> DensePredictor:
+def _cached_predictor(
+    path: str, device: str, compile_for: tuple[int, int] | None = None, content: str | None = None
+) -> DensePredictor:
     """One model per process and model folder (dask workers load it once, never per task);
-    compiled for ``(batch, tile)`` when given."""
+    compiled for ``(batch, tile)`` when given. ``content`` (the folder's :func:`model_hash`) is
+    part of the cache key only: a model retrained in the same folder is loaded afresh."""
     predictor = load_predictor(path, device=device)
     return _compiled(predictor, *compile_for) if compile_for else predictor
 
@@ -225,7 +230,8 @@ def _compiled(predictor: DensePredictor, batch: int, tile: int) -> DensePredicto
 
 def _chunk_predictor(task: ChunkTask) -> DensePredictor:
     s = task.settings
-    return _cached_predictor(task.model_path, s.device, (s.batch, s.tile) if s.compile else None)
+    compile_for = (s.batch, s.tile) if s.compile else None
+    return _cached_predictor(task.model_path, s.device, compile_for, task.model_hash)
 
 
 def run_chunk(
@@ -295,7 +301,11 @@ def _read_markers(out: Path) -> dict[tuple[int, int], ChunkSummary]:
 
 
 def _fingerprint(slide: Slide, model_id: str, s: SegmentSettings, shape: tuple[int, int]) -> dict[str, Any]:
-    """What must match for a rerun to resume an existing output."""
+    """What must match for a rerun to resume an existing output.
+
+    ``model_id`` is ``sha256:<model_hash>`` for a model folder (its weights and settings, not its
+    path: a model retrained in the same folder must not finish a segmentation the old one began).
+    """
     keep = ("mpp", "tile", "overlap", "chunk", "probabilities", "skip_background", "tissue_mpp")
     return {
         "slide": str(slide.path.resolve()),
@@ -308,14 +318,17 @@ def _fingerprint(slide: Slide, model_id: str, s: SegmentSettings, shape: tuple[i
 
 
 def _prepare_output(
-    out: Path, fingerprint: dict, predictor: DensePredictor, s: SegmentSettings, overwrite: bool
+    out: Path,
+    fingerprint: dict,
+    predictor: DensePredictor,
+    s: SegmentSettings,
+    overwrite: bool,
+    inputs: dict[str, Any],
 ):
     """Create the store, or reopen it for resuming; returns (store, done markers)."""
-    import shutil
-
     import zarr
 
-    if out.exists() and not overwrite:
+    if out.exists() and any(out.iterdir()) and not overwrite:  # segment_slide checked it is a folder
         try:
             attrs = zarr.open_group(str(out), mode="r").attrs.asdict().get("pbip", {})
         except Exception:
@@ -325,6 +338,7 @@ def _prepare_output(
                 f"{out} already holds a finished segmentation; pass --overwrite to redo it"
             )
         saved = attrs.get("fingerprint") or {}
+        _check_same_model(out, inputs["model"], str(saved.get("model")), str(fingerprint["model"]))
         if saved != fingerprint:
             differ = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
             what = ", ".join(f"{k} {saved.get(k)!r} then, {fingerprint.get(k)!r} now" for k in differ)
@@ -346,12 +360,7 @@ def _prepare_output(
             s.probabilities,
         )
         return store, _read_markers(out)
-    if out.exists():
-        if out.is_dir() and any(out.iterdir()) and not (out / "zarr.json").exists():
-            raise OutputExistsError(
-                f"{out} is a non-empty folder that is not a zarr store; refusing to delete it"
-            )
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    _atomic.clear_output(out, OUTPUT_KIND, inputs)  # only a previous segmentation (or an empty folder)
     attrs = {"pbip": {"status": "running", "fingerprint": fingerprint}}
     store = create_labels_store(
         out,
@@ -364,23 +373,42 @@ def _prepare_output(
         s.probabilities,
         attrs,
     )
+    _atomic.mark_output(out, OUTPUT_KIND)
     zarr.open_group(str(out / "pbip"), mode="w", zarr_format=3)
     s.save(out / "pbip" / "settings.json")
     return store, {}
 
 
+def _check_same_model(out: Path, model: Any, then: str, now: str) -> None:
+    """Refuse to resume ``out`` with a model folder whose weights or settings changed."""
+    if then != now and then.startswith("sha256:") and now.startswith("sha256:"):
+        raise OutputExistsError(
+            f"the model {model} changed since {out} was started (weights and model.json hash "
+            f"{then[7:19]} then, {now[7:19]} now), so its finished chunks cannot be mixed with the new "
+            f"model's: use a new --out, or pass --overwrite to start this one again"
+        )
+
+
+def _model_id(predictor: DensePredictor, content: str | None) -> str:
+    if content is not None:
+        return f"sha256:{content}"
+    return f"{type(predictor).__module__}.{type(predictor).__qualname__}"
+
+
 def _load_model(
     model: str | os.PathLike | DensePredictor, s: SegmentSettings
-) -> tuple[DensePredictor, str | None]:
+) -> tuple[DensePredictor, str | None, str | None]:
+    """The predictor, its folder and the folder's :func:`model_hash` (None, None for an in-memory one)."""
     if isinstance(model, str | os.PathLike):
         path = str(Path(model).resolve())
-        return _cached_predictor(path, s.device), path
+        content = model_hash(path)
+        return _cached_predictor(path, s.device, None, content), path, content
     if s.distributed:
         raise SettingsError(
             f"scheduler={s.scheduler!r} needs the model as a folder path so each worker loads it once; "
             f"got an in-memory {type(model).__name__}"
         )
-    return model, None
+    return model, None, None
 
 
 def _chunk_boxes(
@@ -409,7 +437,8 @@ def segment_slide(
         model: trained model folder (``model.json``) or a :class:`DensePredictor` (threads only).
         out: output ``.zarr`` folder; an unfinished one from the same inputs is resumed.
         settings: :class:`SegmentSettings` (defaults: model resolution and tile, threads).
-        overwrite: replace an existing output instead of refusing or resuming.
+        overwrite: replace an existing output (a previous segmentation) instead of refusing or
+            resuming.
         slide_mpp: the slide's level-0 um/px when the file lacks it.
 
     Yields:
@@ -419,25 +448,32 @@ def segment_slide(
     Returns:
         :class:`SegmentResult`. Closing the generator early stops after the running chunks'
         current batch; finished chunks are kept for resuming.
+
+    Raises:
+        OutputConflictError: ``out`` is, contains or lies inside the slide or the model folder.
+        OutputExistsError: ``out`` holds a finished segmentation, one started with other inputs
+            (another model, or the same folder retrained), or is not a segmentation (with
+            ``overwrite`` too: only a previous segmentation is deleted).
     """
     s = settings or SegmentSettings()
     t_start = time.perf_counter()
+    out = Path(out)
+    inputs = {"slide": slide, "model": model}
+    _atomic.check_output(out, OUTPUT_KIND, inputs, overwrite=overwrite, resume=not overwrite)
     slide = slide if isinstance(slide, Slide) else open_slide(slide, mpp=slide_mpp)
-    predictor, model_path = _load_model(model, s)
+    predictor, model_path, content = _load_model(model, s)
     s = s.resolve(predictor)
     shape = slide.size_at(s.mpp)
-    out = Path(out)
-    model_id = model_path or f"{type(predictor).__module__}.{type(predictor).__qualname__}"
-    fingerprint = _fingerprint(slide, model_id, s, shape)
+    fingerprint = _fingerprint(slide, _model_id(predictor, content), s, shape)
     if s.compile:
         _check_compilable(predictor)  # before any output is written
-    store, done = _prepare_output(out, fingerprint, predictor, s, overwrite)
+    store, done = _prepare_output(out, fingerprint, predictor, s, overwrite, inputs)
     compile_seconds = None
     if s.compile and not s.distributed:  # on a cluster each worker compiles its own copy
         yield Progress("compile", 0, 1, "compiling the model (once per process; can take a minute)")
         t = time.perf_counter()
         if model_path:
-            predictor = _cached_predictor(model_path, s.device, (s.batch, s.tile))
+            predictor = _cached_predictor(model_path, s.device, (s.batch, s.tile), content)
         else:
             predictor = _compiled(predictor, s.batch, s.tile)
         compile_seconds = time.perf_counter() - t
@@ -462,6 +498,7 @@ def segment_slide(
             s,
             None if tissue is None else tissue.crop(*core, s.mpp, halo),
             model_path,
+            content,
         )
         for index, core in boxes
         if index not in done

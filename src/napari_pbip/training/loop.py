@@ -31,6 +31,8 @@ from .preview import preview_payload, shown_mpp
 from .runlog import append_log, truncate_log
 from .settings import RESUMABLE_FIELDS, TrainSettings
 
+OUTPUT_KIND = "train"  # the command named in the run folder's output marker
+
 
 @dataclass
 class TrainResult:
@@ -72,7 +74,7 @@ def train(
         bank: image-bank folder or opened ``Bank`` (None for the baseline).
         out: the run folder.
         resume: continue the run in ``out`` from ``out/last``.
-        overwrite: replace an existing ``out`` (ignored with ``resume``).
+        overwrite: replace an existing ``out`` that is a previous run (ignored with ``resume``).
 
     Returns:
         A job yielding one ``Progress("train", ...)`` per step and returning a :class:`TrainResult`;
@@ -82,12 +84,16 @@ def train(
     Raises:
         BankError: the bank's classes differ from the data set's.
         CheckpointError: resuming a run made for other classes or settings.
+        OutputConflictError: ``out`` is, contains or lies inside the data set or the bank.
+        OutputExistsError: ``out`` exists and is not a previous run to resume or overwrite.
         TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is named).
     """
     from ..data.layouts import Dataset, open_dataset
 
     out = Path(out)
-    settings = _resolve_settings(settings, out, resume, overwrite)
+    inputs = {"data set": dataset, "bank": bank}
+    _atomic.check_output(out, OUTPUT_KIND, inputs, overwrite=overwrite, resume=resume)
+    settings = _resolve_settings(settings, out, resume)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     trainer = _Trainer(settings, ds, _open_bank(bank, settings, ds), out)
     result = yield from trainer.run(resume)
@@ -113,12 +119,9 @@ def resume_settings(out: str | os.PathLike, **changes: Any) -> TrainSettings:
     return TrainSettings.load(path).replace(**changes)
 
 
-def _resolve_settings(
-    settings: TrainSettings | None, out: Path, resume: bool, overwrite: bool
-) -> TrainSettings:
+def _resolve_settings(settings: TrainSettings | None, out: Path, resume: bool) -> TrainSettings:
     if not resume:
-        if out.exists() and any(out.iterdir()):
-            _atomic.check_writable(out, overwrite)  # the old run is removed when training starts
+        # train() checked the output; the old run goes when training starts
         return settings or TrainSettings()
     saved = resume_settings(out)
     if settings is None:
@@ -202,10 +205,10 @@ class _Trainer:
         if resume:
             self._restore()
         else:
-            if self.out.exists():
-                shutil.rmtree(self.out)  # overwrite was asked for (checked in train())
+            _atomic.clear_output(self.out, OUTPUT_KIND, {"data set": self.ds, "bank": self.bank})
             self.out.mkdir(parents=True)
             self.s.save(self.out / "settings.json")
+        _atomic.mark_output(self.out, OUTPUT_KIND)  # runs from before the marker get it when resumed
         start, stopped = time.monotonic(), "finished"
         self.dirty = False  # True only while the optimizer updates the weights
         yield Progress("train", self.step, self.total, self._start_message(resume))

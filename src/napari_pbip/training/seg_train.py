@@ -31,6 +31,8 @@ from .seg_data import IGNORE, BatchLoader, pair_masks
 from .seg_settings import RESUMABLE_FIELDS, SegSettings
 from .segmenter_predictor import FORMAT_VERSION, MODEL_KIND, SegmenterPredictor, build_from_meta, read_meta
 
+OUTPUT_KIND = "train-seg"  # the command named in the segmenter folder's output marker
+
 
 @dataclass
 class SegResult:
@@ -72,21 +74,26 @@ def train_segmenter(
         masks: folder of pseudo-masks named like the training images (``pbip pseudo``).
         out: the segmenter folder to create (or to continue with ``resume``).
         resume: continue from ``out/last``.
-        overwrite: replace an existing ``out`` (ignored with ``resume``).
+        overwrite: replace an existing ``out`` that is a previous segmenter folder (ignored with
+            ``resume``).
 
     Returns:
         A job yielding ``Progress("train-seg", ...)`` per step and returning a :class:`SegResult`.
 
     Raises:
         DatasetError: a training image has no mask, or a mask holds a value outside the palette.
-        OutputExistsError: ``out`` exists and neither ``resume`` nor ``overwrite`` is given.
+        OutputExistsError: ``out`` exists and neither ``resume`` nor ``overwrite`` is given, or
+            it is not a previous segmenter folder.
+        OutputConflictError: ``out`` is, contains or lies inside the data set or the masks.
         CheckpointError: resuming a folder made for other classes or settings.
         TrainingDivergedError: the loss became NaN/inf.
     """
     from ..data.layouts import Dataset, open_dataset
 
     out = Path(out)
-    settings = _resolve_settings(settings, out, resume, overwrite)
+    inputs = {"data set": dataset, "masks": masks}
+    _atomic.check_output(out, OUTPUT_KIND, inputs, overwrite=overwrite, resume=resume)
+    settings = _resolve_settings(settings, out, resume)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     trainer = _Trainer(settings, ds, Path(masks), out, resume)
     return (yield from trainer.run(resume))
@@ -106,10 +113,9 @@ def resume_seg_settings(out: str | os.PathLike, **changes: Any) -> SegSettings:
     return SegSettings.load(path).replace(**changes)
 
 
-def _resolve_settings(settings: SegSettings | None, out: Path, resume: bool, overwrite: bool) -> SegSettings:
+def _resolve_settings(settings: SegSettings | None, out: Path, resume: bool) -> SegSettings:
     if not resume:
-        if out.exists() and any(out.iterdir()):
-            _atomic.check_writable(out, overwrite)  # the old folder is removed when training starts
+        # checked by train_segmenter; the old folder goes when training starts
         return settings or SegSettings()
     saved = resume_seg_settings(out)
     if settings is None:
@@ -188,10 +194,10 @@ class _Trainer:
         if resume:
             self._restore()
         else:
-            if self.out.exists():
-                shutil.rmtree(self.out)  # overwrite was asked for (checked in train_segmenter)
+            _atomic.clear_output(self.out, OUTPUT_KIND, {"data set": self.ds, "masks": self.masks})
             self.out.mkdir(parents=True)
             self.s.save(self.out / "settings.json")
+        _atomic.mark_output(self.out, OUTPUT_KIND)  # folders from before the marker get it when resumed
         start, stopped = time.monotonic(), "finished"
         yield Progress("train-seg", self.step, self.total, self._start_message(resume))
         try:
