@@ -23,11 +23,14 @@ def _rgb(h=5, w=7, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def test_read_rgb_drops_alpha_and_expands_grey(tmp_path):
+def test_read_rgb_puts_transparency_over_white_and_expands_grey(tmp_path):
     rgb = _rgb()
-    rgba = np.concatenate([rgb, np.full((5, 7, 1), 7, np.uint8)], axis=2)
+    rgba = np.concatenate([rgb, np.full((5, 7, 1), 255, np.uint8)], axis=2)
+    rgba[0, :, 3] = 0  # a transparent row: glass, whatever colour it stores
     Image.fromarray(rgba).save(tmp_path / "a.png")
-    np.testing.assert_array_equal(read_rgb(tmp_path / "a.png"), rgb)
+    expected = rgb.copy()
+    expected[0] = 255
+    np.testing.assert_array_equal(read_rgb(tmp_path / "a.png"), expected)
     grey = rgb[:, :, 0]
     Image.fromarray(grey).save(tmp_path / "g.png")
     out = read_rgb(tmp_path / "g.png")

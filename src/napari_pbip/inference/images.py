@@ -73,7 +73,7 @@ def predict_images(
     """
     from ..data.images import list_images
 
-    _atomic.check_writable(out, overwrite)
+    _atomic.check_output(out, "predict", {"model": model, "images": images}, overwrite=overwrite)
     paths = list_images(images)
     if not paths:
         raise DatasetError(
@@ -129,7 +129,8 @@ def write_dense_masks(
         "batch_size": chunk,
     }
     total = len(paths)
-    with _atomic.atomic_dir(out, overwrite=overwrite) as tmp:
+    inputs = {"model": model, **{f"image {p.name}": p for p in paths}}
+    with _atomic.atomic_dir(out, overwrite=overwrite, kind="predict", inputs=inputs) as tmp:
         _atomic.write_json(tmp / SETTINGS_FILE, record)
         done = 0
         for start in range(0, total, chunk * 4):
