@@ -158,7 +158,7 @@ FAST: dict[str, list[tuple[str, str | None]]] = {
         ("--backbone", "tiny-backbone"),
         ("--epochs", "1"),
         ("--crop-size", "64"),
-        ("--batch", "4"),
+        ("--batch-size", "4"),
     ],
 }
 
@@ -472,7 +472,7 @@ class _Inputs:
     def _make_masks(self) -> None:
         self._pbip(
             "pseudo",
-            "--run",
+            "--model",
             str(self.get("run")),
             "--dataset",
             str(self.get("data")),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_device
+from ._common import add_device, add_json_out, add_quiet
 
 
 def register(subparsers) -> None:
@@ -103,7 +103,7 @@ def _add_info(sub) -> None:
         "tensor shape, the mean cosine similarity of prototypes within and between classes, and the versions.",
     )
     p.add_argument("bank", help="bank folder")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(func=run_info)
 
 
@@ -125,7 +125,7 @@ def _add_eval(sub) -> None:
         "eval",
         help="nearest-prototype classification of single-class patches: per-class precision/recall/F1",
         description="Cut the masked images of a split into patches, keep those where one class holds at least "
-        "--purity of the tissue, and classify each by its most similar prototype (cosine). Scores in %%.",
+        "--purity of the tissue, and classify each by its most similar prototype (cosine). Scores in %.",
     )
     p.add_argument("bank", help="bank folder")
     p.add_argument("--dataset", required=True, help="data set folder with a masked split")
@@ -134,10 +134,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--stride", type=int, default=112, help="step between patches in pixels")
     p.add_argument("--purity", type=float, default=0.9, help="share of tissue the patch's class must hold")
     p.add_argument("--min-tissue", type=float, default=0.5, help="least tissue fraction of a patch")
-    p.add_argument("--json", metavar="OUT.json", help="also write the result as JSON (atomically)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    add_json_out(p, "the result")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json-out file")
     add_device(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     p.set_defaults(func=run_eval)
 
 
@@ -145,18 +145,22 @@ def run_eval(args: argparse.Namespace) -> int:
     """Evaluate the bank and print the table."""
     from .. import _atomic
     from ..bank import EvalSettings, evaluate_bank, format_eval, open_bank
-    from ._common import drain
+    from ._common import drain, json_targets, print_json
 
-    if args.json:
-        _atomic.check_writable(args.json, args.overwrite, {"bank": args.bank, "data set": args.dataset})
+    show_json, json_file = json_targets(args)
+    if json_file:
+        _atomic.check_writable(json_file, args.overwrite, {"bank": args.bank, "data set": args.dataset})
     settings = EvalSettings(
         tile=args.tile, stride=args.stride, purity=args.purity, min_tissue=args.min_tissue
     )
     job = evaluate_bank(open_bank(args.bank), args.dataset, args.split, settings, args.device)
-    result = drain(job, quiet=args.quiet)
-    print(format_eval(result))
-    if args.json:
-        _atomic.write_json(args.json, result)
+    result = drain(job, quiet=args.quiet or show_json)
+    if show_json:
+        print_json(result)
+    else:
+        print(format_eval(result))
+    if json_file:
+        _atomic.write_json(json_file, result)
     return 0
 
 
@@ -165,7 +169,7 @@ def _add_members(sub) -> None:
     p.add_argument("bank", help="bank folder")
     p.add_argument("--class", dest="class_name", help="only this class")
     p.add_argument("--selected", action="store_true", help="only members that make the prototypes")
-    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.add_argument("--json", action="store_true", help="print as JSON on stdout")
     p.set_defaults(func=run_members)
 
 

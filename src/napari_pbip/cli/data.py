@@ -34,7 +34,7 @@ def _add_info(sub) -> None:
         description="Detect the layout of ROOT and list its classes, palette, background index and splits.",
     )
     p.add_argument("root", help="data set folder")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(func=run_info)
 
 
@@ -106,7 +106,7 @@ def _add_weak(sub) -> None:
         "<split>/img folder of a known data set)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_weak)
 

@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--slide-size", type=int, default=None, help="side of the synthetic slide in pixels")
     p.add_argument("--device", default="auto", help="torch device (auto: CUDA when present)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--view", action="store_true", help="open the results in napari (runs the demo first if needed)"
     )
@@ -50,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
         }.items()
         if v is not None
     }
-    result = drain(run_demo(args.out, DemoSettings(**changes), overwrite=args.overwrite))
+    result = drain(run_demo(args.out, DemoSettings(**changes), overwrite=args.overwrite), quiet=args.quiet)
     print(summary_table(result.summary))
     print()
     print(training_table(result.summary))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_json_out, add_quiet
+
 
 def register(subparsers) -> None:
     """Add the ``evaluate`` subcommand."""
@@ -11,7 +13,7 @@ def register(subparsers) -> None:
         "evaluate",
         help="score predicted masks: mIoU, FwIoU, Dice, Boundary IoU (ground-truth background excluded)",
         description="Score a folder of predicted masks (index or palette PNGs named like the images) against "
-        "the masks of a data set split. Prints a table (scores in %%); --json writes every number as fractions.",
+        "the masks of a data set split. Prints a table (scores in %); --json prints and --json-out writes every number as fractions.",
     )
     p.add_argument("--dataset", required=True, help="data set folder (any layout `pbip` reads)")
     p.add_argument(
@@ -20,11 +22,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--pred", required=True, help="folder of predicted masks, one per image, named like the images"
     )
-    p.add_argument(
-        "--json", metavar="OUT.json", help="also write the full result as JSON (written atomically)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json_out(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json-out file")
+    add_quiet(p)
     p.set_defaults(func=run)
 
 
@@ -32,14 +32,18 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and write the JSON."""
     from .. import _atomic
     from ..evaluate import evaluate_folder_job, format_table
-    from ._common import drain
+    from ._common import drain, json_targets, print_json
 
-    if args.json:
+    show_json, json_file = json_targets(args)
+    if json_file:
         _atomic.check_writable(
-            args.json, args.overwrite, {"data set": args.dataset, "predictions": args.pred}
+            json_file, args.overwrite, {"data set": args.dataset, "predictions": args.pred}
         )
-    result = drain(evaluate_folder_job(args.dataset, args.split, args.pred), quiet=args.quiet)
-    print(format_table(result))
-    if args.json:
-        _atomic.write_json(args.json, result)
+    result = drain(evaluate_folder_job(args.dataset, args.split, args.pred), quiet=args.quiet or show_json)
+    if show_json:
+        print_json(result)
+    else:
+        print(format_table(result))
+    if json_file:
+        _atomic.write_json(json_file, result)
     return 0

@@ -13,7 +13,7 @@ def register(subparsers) -> None:
         description="List the model names --encoder, --backbone and --segmenter accept. 'offline' means the "
         "weights ship with the installed packages; hub ids and local directories are accepted as well.",
     )
-    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.add_argument("--json", action="store_true", help="print the list as JSON on stdout")
     p.set_defaults(func=run)
 
 

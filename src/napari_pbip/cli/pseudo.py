@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_alias, add_quiet
+
 
 def add_cam_args(p: argparse.ArgumentParser) -> None:
     """Flags of :class:`~napari_pbip.cam.pseudo.CamSettings` shared by ``pseudo`` and ``predict``."""
@@ -22,7 +24,7 @@ def add_cam_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA if present), cpu, cuda, ...")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
 
 
 def cam_settings(args: argparse.Namespace):
@@ -47,7 +49,8 @@ def register(subparsers) -> None:
         "classes (ReLU, min-max, label gating, level fusion, argmax; white regions become background). Writes "
         "palette PNGs named like the images into OUT (for stage-2 training).",
     )
-    p.add_argument("--run", required=True, help="stage-1 run folder (pbip train --out)")
+    p.add_argument("--model", dest="run", help="stage-1 run folder (pbip train --out)")
+    add_alias(p, "--run", "run")
     p.add_argument("--dataset", required=True, help="data set folder")
     p.add_argument("--split", default="train", help="split whose images get masks (default train)")
     p.add_argument("--out", required=True, help="output folder of masks")
@@ -58,8 +61,13 @@ def register(subparsers) -> None:
 def run_pseudo(args: argparse.Namespace) -> int:
     """Write the pseudo-masks and say where."""
     from ..cam import make_pseudo_masks
+    from ..errors import SettingsError
     from ._common import drain
 
+    if not args.run:
+        raise SettingsError(
+            "pbip pseudo needs the stage-1 run: --model RUN (the folder `pbip train --out` made)"
+        )
     job = make_pseudo_masks(
         args.run,
         args.dataset,

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from ._common import add_device, drain, print_json
+from ._common import add_alias, add_device, add_json, add_quiet, drain, print_json
 
 
 def register(subparsers) -> None:
@@ -40,10 +39,12 @@ def register(subparsers) -> None:
         "--overlap", type=int, help="overlap between tiles in pixels, blended (default: 32, at most tile/4)"
     )
     p.add_argument(
-        "--batch",
+        "--batch-size",
+        dest="batch",
         type=int,
         help="tiles per model call (default: about 200,000 pixels per call on a CPU, 16 tiles on a GPU)",
     )
+    add_alias(p, "--batch", "batch", type=int)
     p.add_argument(
         "--chunk", type=int, default=4096, help="pixels per dask task side, multiple of 256 (default: 4096)"
     )
@@ -67,7 +68,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs instead of refusing/resuming"
     )
-    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_quiet(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     job = segment_slide(
         args.slide, args.model, args.out, settings, overwrite=args.overwrite, slide_mpp=args.slide_mpp
     )
-    result = drain(job, quiet=args.json)
+    result = drain(job, quiet=args.quiet or args.json)
     summary = result.to_dict()
     if args.geojson is not None:
         summary["geojson"] = str(export_geojson(result.out, args.geojson, overwrite=args.overwrite))
@@ -111,11 +113,7 @@ def run(args: argparse.Namespace) -> int:
             f"{k} {100 * v / tissue:.1f}%" for k, v in result.class_pixels.items() if k != "background"
         )
         print(
-            f"wrote {result.out} ({result.shape[1]}x{result.shape[0]} px at {result.mpp:g} um/px): {shares}"
-        )
-        print(
-            json.dumps(
-                {"tiles": result.tiles, "chunks": result.chunks, "seconds": round(result.seconds["wall"], 1)}
-            )
+            f"wrote {result.out} ({result.shape[1]}x{result.shape[0]} px at {result.mpp:g} um/px): {shares}; "
+            f"{result.tiles} tiles in {result.chunks} chunks, {result.seconds['wall']:.1f} s"
         )
     return 0

@@ -92,7 +92,7 @@ def register(subparsers) -> None:
         help="CPU threads for torch (default: torch's choice; 1 can be faster on a busy machine)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.set_defaults(func=run_train)
 
 

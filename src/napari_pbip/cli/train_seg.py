@@ -26,6 +26,7 @@ _FIELDS = {
 def register(subparsers) -> None:
     """Add ``pbip train-seg``."""
     from ..training.seg_settings import SegSettings
+    from ._common import add_alias, add_json, add_quiet
 
     d = SegSettings()
     p = subparsers.add_parser(
@@ -57,7 +58,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
     p.add_argument("--epochs", type=int, help=f"passes over the training images (default {d.epochs})")
-    p.add_argument("--batch", type=int, help=f"images per step (default {d.batch_size})")
+    p.add_argument("--batch-size", dest="batch", type=int, help=f"images per step (default {d.batch_size})")
+    add_alias(p, "--batch", "batch", type=int)
     p.add_argument(
         "--lr", type=float, help=f"backbone learning rate; head x{d.head_lr_mult:g} (default {d.lr:g})"
     )
@@ -65,12 +67,15 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     p.add_argument("--mpp", type=float, help="um/px of the training patches (recorded for slide inference)")
     p.add_argument("--max-minutes", type=float, help="stop cleanly after this many minutes (resumable)")
-    p.add_argument("--workers", type=int, help=f"data loading threads (default {d.num_workers})")
+    p.add_argument(
+        "--loader-threads", dest="workers", type=int, help=f"data loading threads (default {d.num_workers})"
+    )
+    add_alias(p, "--workers", "workers", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--device", help="torch device: auto (CUDA if present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_quiet(p)
+    add_json(p)
     p.set_defaults(func=run_train_seg)
 
 
