@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..events import Job, Progress, run
 
 
+@contextlib.contextmanager
+def _stop_between_events() -> Iterator[dict[str, bool]]:
+    """The first Ctrl-C asks the job to stop at its next event (a completed step, chunk or batch); the
+    second stops at once. A job stopped between events has nothing half done to lose or mix."""
+    state = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def ask(signum, frame) -> None:
+        if state["stop"]:
+            raise KeyboardInterrupt
+        state["stop"] = True
+        print("\nstopping after the current step (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    old = signal.signal(signal.SIGINT, ask)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def drain(job: Job, quiet: bool = False) -> Any:
-    """Run ``job`` with one tqdm bar per stage on stderr; return its result."""
-    if quiet:
-        return run(job)
+    """Run ``job`` with one tqdm bar per stage on stderr (none when ``quiet``); return its result.
+
+    Ctrl-C stops the job cleanly at its next event (the job checkpoints what is complete) and
+    raises KeyboardInterrupt; a second Ctrl-C interrupts at once.
+    """
+    with _stop_between_events() as state:
+
+        def stop_if_asked() -> None:
+            if state["stop"]:
+                job.close()  # GeneratorExit at a step boundary: the job saves its last completed step
+                raise KeyboardInterrupt
+
+        if quiet:
+            return run(job, lambda ev: stop_if_asked())
+        return _with_bars(job, stop_if_asked)
+
+
+def _with_bars(job: Job, after_event: Callable[[], None]) -> Any:
     from tqdm import tqdm
 
     bars: dict[str, Any] = {}
@@ -31,6 +72,7 @@ def drain(job: Job, quiet: bool = False) -> Any:
         if ev.metrics:
             bar.set_postfix({k: f"{v:.4g}" for k, v in ev.metrics.items()}, refresh=False)
         bar.refresh()
+        after_event()
 
     try:
         return run(job, show)

@@ -210,7 +210,7 @@ class _Trainer:
             self.s.save(self.out / "settings.json")
         _atomic.mark_output(self.out, OUTPUT_KIND)  # runs from before the marker get it when resumed
         start, stopped = time.monotonic(), "finished"
-        self.dirty = False  # True only while the optimizer updates the weights
+        self.dirty = False  # True from a step's forward pass until its optimizer update is done
         yield Progress("train", self.step, self.total, self._start_message(resume))
         try:
             while self.step < self.total:
@@ -237,7 +237,7 @@ class _Trainer:
                 ):
                     stopped = "time limit"
                     break
-        except (GeneratorExit, KeyboardInterrupt):
+        except BaseException:  # Stop, Ctrl-C, an unreadable image...: keep the last completed step
             if not self.dirty and self.step > self.saved_step:
                 self._save()
             raise
@@ -267,8 +267,8 @@ class _Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_scale
         self.model.train()
+        self.dirty = True  # from the forward pass on (it updates BatchNorm statistics) until the step is done
         parts = self._forward_backward(x, y)
-        self.dirty = True
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return parts, len(idx)

@@ -224,7 +224,7 @@ class _Trainer:
                 ):
                     stopped = "time limit"
                     break
-        except (GeneratorExit, KeyboardInterrupt):
+        except BaseException:  # Stop, Ctrl-C, an unreadable image...: keep the last completed step
             if not self.dirty and self.step > self.saved_step:
                 self._save()
             raise
@@ -262,6 +262,7 @@ class _Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.model.train()
+        self.dirty = True  # from the forward pass on (it updates BatchNorm statistics) until the step is done
         with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
             torch.manual_seed(self.s.seed * 1_000_003 + self.step)  # dropout, keyed by the step
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.s.amp):
@@ -272,7 +273,6 @@ class _Trainer:
                 f"the loss became {value} at step {self.step + 1}; the last good checkpoint is {self.out / 'last'} "
                 f"(step {max(self.saved_step, 0)}); resume it with a lower lr than {self.s.lr:g}"
             )
-        self.dirty = True  # the weights are inconsistent until the step completes
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
