@@ -1,7 +1,8 @@
 """Atomic file writes, the output guard and content hashing: outputs either appear whole or not at all.
 
 Every command checks its output with :func:`check_output` before it does any work: an output may
-not be, contain or lie inside one of the job's inputs, and ``--overwrite`` only replaces a previous
+not be, contain or lie inside one of the job's inputs, it must be writable (its folder is a folder
+this process may write in, or can be created in one), and ``--overwrite`` only replaces a previous
 output of the same command. Output folders carry a marker file (:data:`MARKER`) naming the command
 that wrote them; a folder without it is never deleted.
 """
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputConflictError, OutputExistsError
+from .errors import OutputConflictError, OutputExistsError, OutputNotWritableError
 
 MARKER = ".pbip-output.json"  # in every output folder: {"kind": <command>, "written_by": ...}
 
@@ -158,11 +159,14 @@ def check_output(
 
     Raises:
         OutputConflictError: ``path`` is, contains or lies inside one of ``inputs`` (symlinks resolved).
+        OutputNotWritableError: ``path`` cannot be written: a folder on its way is a file, or its
+            folder (or, for an existing output folder, the folder itself) is not writable.
         OutputExistsError: ``path`` exists and neither ``overwrite`` nor ``resume`` is given; or it
             exists and is not something this command may replace.
     """
     path = Path(path)
     _check_inputs(path, inputs)
+    check_location(path)
     if not os.path.lexists(path) or (kind is not None and path.is_dir() and not _entries(path)):
         return path  # nothing there, or an empty folder: nothing to lose
     what = f"`pbip {kind}`" if kind else "pbip"
@@ -196,6 +200,33 @@ def check_output(
             f"choose another output path, or delete the folder yourself if you mean to"
         )
     return path
+
+
+def check_location(path: PathLike) -> None:
+    """Refuse an output that could not be written, before the work that would produce it.
+
+    The nearest existing folder on the way to ``path`` must be a folder this process may write
+    in (missing folders below it are created when the output is written); an existing output
+    folder must be writable too, as a resumed job writes into it.
+
+    Raises:
+        OutputNotWritableError: a path on the way is a file, or the folder is not writable.
+    """
+    path = Path(path)
+    folder = Path(os.path.abspath(path)).parent
+    while not os.path.exists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputNotWritableError(
+            f"cannot write {path}: {folder} is a file, not a folder; choose an output path whose "
+            "folders are folders"
+        )
+    for where in (folder, path) if path.is_dir() else (folder,):
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise OutputNotWritableError(
+                f"cannot write {path}: no permission to write in {where} (read-only folder or file "
+                "system); choose an output in a folder you can write to"
+            )
 
 
 def _entries(folder: Path) -> list[str]:
