@@ -75,6 +75,39 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def read_json_object(
+    path: PathLike, error: type[Exception], fix: str, required: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Read a JSON file that must hold an object with the ``required`` keys.
+
+    Args:
+        path: the file.
+        error: the exception class to raise (the project's error for that kind of file).
+        fix: what the user can do, appended to every message.
+        required: keys the object must have.
+
+    Raises:
+        error: the file cannot be read, is not JSON, is not an object, or lacks a required key;
+            one line naming the file and ``fix``.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise error(f"{path} is not readable JSON ({reason}); {fix}") from None
+    if not isinstance(data, dict):
+        kind = "null" if data is None else _JSON_TYPES.get(type(data), type(data).__name__)
+        raise error(f"{path} holds a JSON {kind}, not an object; {fix}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise error(f"{path} lacks the key(s) {missing}; {fix}")
+    return data
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)

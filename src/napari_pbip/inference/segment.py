@@ -339,8 +339,11 @@ def _prepare_output(
     if out.exists() and any(out.iterdir()) and not overwrite:  # segment_slide checked it is a folder
         try:
             attrs = zarr.open_group(str(out), mode="r").attrs.asdict().get("pbip", {})
-        except Exception:
-            attrs = {}
+        except Exception as exc:  # zarr raises several types for damaged stores
+            raise OutputExistsError(
+                f"{out} exists but is not a readable segmentation store ({type(exc).__name__}: {exc}), so it "
+                "cannot be resumed or exported: choose another output (or --overwrite an earlier segmentation)"
+            ) from None
         finished = attrs.get("status") == "complete"
         if finished and not reuse_finished:
             raise OutputExistsError(
