@@ -55,9 +55,27 @@ nothing is written or deleted.
   choose a new output, or delete such a folder yourself.
 - **A single-file output over a folder or an input**: `--json`, `--geojson`, `--areas` and the
   TIFFs of `pbip data synth-slide` replace a file only.
+- **An output that cannot be written**: a path below a regular file, or in a folder you may not
+  write in (a read-only folder or file system). Missing folders are created. `pbip segment` checks
+  its `--geojson` and `--areas` this way too, before the first chunk; on a finished output, rerun
+  with only the exports it lacks to write them without segmenting again.
 - **Resuming `pbip segment` with another model.** An unfinished output records the SHA-256 of the
   model's `model.json`, `presence.json` and weight files (not its path), so a model retrained in
   the same folder cannot finish what the old one began: use a new `--out`, or `--overwrite`.
+  A run stopped before its first chunk finished leaves no output behind.
+
+## When something goes wrong
+
+Every error ends as one line on stderr, `pbip <command>: error: ...`, that names the bad value
+(path, key, setting) and what to do, and exit code 1; Ctrl-C prints one line and exits with 130.
+Damaged inputs are refused the same way: a `model.json` that is not a JSON object or lacks its
+keys, a `bank.json` that does not match its schema (the line names the key, such as
+`classes[0].clusters[1].members[2].hash`), a zarr store or TIFF that is not an 8-bit RGB slide.
+When `bank.json` is damaged, `pbip bank repair BANK` makes the newest intact version under
+`BANK/versions` current again and keeps the damaged file beside it.
+
+For developers and bug reports, `pbip --debug <command> ...` (or the environment variable
+`PBIP_DEBUG=1`) prints the full traceback above that line.
 """
 
 

@@ -1,7 +1,8 @@
 """Atomic file writes, the output guard and content hashing: outputs either appear whole or not at all.
 
 Every command checks its output with :func:`check_output` before it does any work: an output may
-not be, contain or lie inside one of the job's inputs, and ``--overwrite`` only replaces a previous
+not be, contain or lie inside one of the job's inputs, it must be writable (its folder is a folder
+this process may write in, or can be created in one), and ``--overwrite`` only replaces a previous
 output of the same command. Output folders carry a marker file (:data:`MARKER`) naming the command
 that wrote them; a folder without it is never deleted.
 """
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputConflictError, OutputExistsError
+from .errors import OutputConflictError, OutputExistsError, OutputNotWritableError
 
 MARKER = ".pbip-output.json"  # in every output folder: {"kind": <command>, "written_by": ...}
 
@@ -72,6 +73,39 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def read_json_object(
+    path: PathLike, error: type[Exception], fix: str, required: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Read a JSON file that must hold an object with the ``required`` keys.
+
+    Args:
+        path: the file.
+        error: the exception class to raise (the project's error for that kind of file).
+        fix: what the user can do, appended to every message.
+        required: keys the object must have.
+
+    Raises:
+        error: the file cannot be read, is not JSON, is not an object, or lacks a required key;
+            one line naming the file and ``fix``.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise error(f"{path} is not readable JSON ({reason}); {fix}") from None
+    if not isinstance(data, dict):
+        kind = "null" if data is None else _JSON_TYPES.get(type(data), type(data).__name__)
+        raise error(f"{path} holds a JSON {kind}, not an object; {fix}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise error(f"{path} lacks the key(s) {missing}; {fix}")
+    return data
 
 
 def _json_default(obj: Any) -> Any:
@@ -158,11 +192,14 @@ def check_output(
 
     Raises:
         OutputConflictError: ``path`` is, contains or lies inside one of ``inputs`` (symlinks resolved).
+        OutputNotWritableError: ``path`` cannot be written: a folder on its way is a file, or its
+            folder (or, for an existing output folder, the folder itself) is not writable.
         OutputExistsError: ``path`` exists and neither ``overwrite`` nor ``resume`` is given; or it
             exists and is not something this command may replace.
     """
     path = Path(path)
     _check_inputs(path, inputs)
+    check_location(path)
     if not os.path.lexists(path) or (kind is not None and path.is_dir() and not _entries(path)):
         return path  # nothing there, or an empty folder: nothing to lose
     what = f"`pbip {kind}`" if kind else "pbip"
@@ -196,6 +233,33 @@ def check_output(
             f"choose another output path, or delete the folder yourself if you mean to"
         )
     return path
+
+
+def check_location(path: PathLike) -> None:
+    """Refuse an output that could not be written, before the work that would produce it.
+
+    The nearest existing folder on the way to ``path`` must be a folder this process may write
+    in (missing folders below it are created when the output is written); an existing output
+    folder must be writable too, as a resumed job writes into it.
+
+    Raises:
+        OutputNotWritableError: a path on the way is a file, or the folder is not writable.
+    """
+    path = Path(path)
+    folder = Path(os.path.abspath(path)).parent
+    while not os.path.exists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputNotWritableError(
+            f"cannot write {path}: {folder} is a file, not a folder; choose an output path whose "
+            "folders are folders"
+        )
+    for where in (folder, path) if path.is_dir() else (folder,):
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise OutputNotWritableError(
+                f"cannot write {path}: no permission to write in {where} (read-only folder or file "
+                "system); choose an output in a folder you can write to"
+            )
 
 
 def _entries(folder: Path) -> list[str]:

@@ -47,5 +47,9 @@ class OutputConflictError(PbipError, ValueError):
     """An output path is, contains or lies inside one of the job's inputs."""
 
 
+class OutputNotWritableError(PbipError, OSError):
+    """An output cannot be written: a folder on its path is a file, or a folder is read-only."""
+
+
 class TrainingDivergedError(PbipError, ArithmeticError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""

@@ -90,6 +90,58 @@ def test_interrupted_run_resumes_and_computes_only_the_rest(tmp_path, toy_slide)
     assert result.class_pixels == reference.class_pixels
 
 
+class _Crashing(toy.ColourPredictor):
+    """A model that fails after ``after`` calls (out of memory, a driver error, ...)."""
+
+    def __init__(self, after: int = 0):
+        super().__init__()
+        self.after = after
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.calls >= self.after:
+            raise RuntimeError("model crashed")
+        return super().predict(batch)
+
+
+def test_a_run_that_stops_before_any_chunk_is_finished_leaves_no_stub(tmp_path, toy_slide):
+    path, _ = toy_slide
+    out = tmp_path / "out.zarr"
+    every_chunk_runs = FAST.replace(skip_background=False, num_workers=1)
+    with pytest.raises(RuntimeError, match="model crashed"):
+        run(segment_slide(path, _Crashing(), out, every_chunk_runs))
+    assert not out.exists()
+
+    job = segment_slide(path, toy.ColourPredictor(), out, FAST)
+    for event in job:
+        if event.stage == "segment":  # the chunks are about to start: the user cancels
+            job.close()
+            break
+    assert not out.exists()
+
+    # so the next run is free to use other settings; a stub would be refused as "other inputs"
+    result = run(segment_slide(path, toy.ColourPredictor(), out, FAST.replace(chunk=768)))
+    assert result.chunks["resumed"] == 0 and (out / "0").is_dir()
+
+
+def test_a_crash_after_finished_chunks_keeps_them_for_resuming(tmp_path, toy_slide, monkeypatch):
+    path, _ = toy_slide
+    settings = FAST.replace(num_workers=1, skip_background=False)
+    with pytest.raises(RuntimeError, match="model crashed"):
+        run(segment_slide(path, _Crashing(after=40), tmp_path / "new.zarr", settings))  # a few chunks in
+    assert list((tmp_path / "new.zarr" / "pbip" / "done").glob("*.json"))  # the chunks before it are kept
+
+    out = tmp_path / "resumed.zarr"  # started earlier, stopped after a chunk, then resumed and crashed
+    job = segment_slide(path, toy.ColourPredictor(), out, settings)
+    for event in job:
+        if isinstance(event.payload, ChunkDone):
+            job.close()
+            break
+    monkeypatch.setattr(toy.ColourPredictor, "predict", lambda self, batch: _Crashing().predict(batch))
+    with pytest.raises(RuntimeError, match="model crashed"):
+        run(segment_slide(path, toy.ColourPredictor(), out, settings))  # same model id: resumed
+    assert len(list((out / "pbip" / "done").glob("*.json"))) >= 1
+
+
 def test_existing_output_is_not_overwritten_unless_asked(tmp_path, toy_slide):
     path, _ = toy_slide
     out = tmp_path / "out.zarr"

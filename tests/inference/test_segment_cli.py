@@ -50,3 +50,68 @@ def test_pbip_segment_without_slide_resolution_says_how_to_fix(tmp_path, capsys)
     toy.register()
     assert main(["segment", str(slide), "--model", str(model), "--out", str(tmp_path / "o.zarr")]) == 1
     assert "--slide-mpp" in capsys.readouterr().err
+
+
+def _segment_args(slide, model, out, *extra) -> list[str]:
+    args = ["segment", slide, "--model", model, "--out", out, "--chunk", "512", "--batch", "4"]
+    return [str(a) for a in [*args, "--slide-mpp", "0.5", "--json", *extra]]
+
+
+def _snapshot(folder):
+    """(mtime_ns, size) of every file under ``folder``, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("where", ["inside a file", "read-only folder"])
+def test_an_export_that_cannot_be_written_is_refused_before_any_chunk_runs(
+    tmp_path, capsys, read_only, where
+):
+    slide = toy.write_tiff_slide(tmp_path / "s.tif", toy.render(toy.blob_labels((300, 300)), 0), mpp=None)
+    model = toy.save_toy_model(tmp_path / "model", "colour")
+    toy.register()
+    if where == "inside a file":
+        (tmp_path / "notes.txt").write_text("not a folder")
+        bad = tmp_path / "notes.txt" / "s.geojson"
+    else:
+        (tmp_path / "shared").mkdir()
+        bad = read_only(tmp_path / "shared") / "s.geojson"
+    out = tmp_path / "s.zarr"
+
+    assert main(_segment_args(slide, model, out, "--geojson", bad)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(bad) in err
+    assert not out.exists()  # refused before the output store was created, so before any chunk
+
+
+def test_rerun_on_a_finished_output_writes_the_missing_exports_without_segmenting_again(tmp_path, capsys):
+    slide = toy.write_tiff_slide(tmp_path / "s.tif", toy.render(toy.blob_labels((600, 700), 3), 3), mpp=None)
+    model = toy.save_toy_model(tmp_path / "model", "colour")
+    toy.register()
+    out, geo, areas = tmp_path / "s.zarr", tmp_path / "s.geojson", tmp_path / "s.csv"
+    assert main(_segment_args(slide, model, out)) == 0
+    first = json.loads(capsys.readouterr().out)
+    before = _snapshot(out)
+
+    assert main(_segment_args(slide, model, out, "--geojson", geo, "--areas", areas)) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert _snapshot(out) == before  # not a chunk, attribute or tissue mask rewritten
+    assert summary["finished_before"] and summary["tiles"]["run"] == 0
+    assert summary["class_pixels"] == first["class_pixels"]
+    level0 = zarr.open_array(str(out / "0"))[:]
+    by_class = {r["class"]: r for r in csv.DictReader(areas.open())}
+    assert int(by_class["tumor"]["pixels"]) == int((level0 == 0).sum())
+    names = {f["properties"]["classification"]["name"] for f in json.loads(geo.read_text())["features"]}
+    assert names == {"tumor", "stroma", "lymph"}
+
+    # nothing left to write: the finished output is refused as before, naming the way out
+    assert main(_segment_args(slide, model, out)) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    # a finished output from another model is not exported as if it were this one's
+    other = toy.save_toy_model(tmp_path / "other", "conv")
+    assert main(_segment_args(slide, other, out, "--geojson", tmp_path / "o.geojson")) == 1
+    assert "model" in capsys.readouterr().err and not (tmp_path / "o.geojson").exists()

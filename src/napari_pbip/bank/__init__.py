@@ -14,7 +14,7 @@ Importing this package is cheap: torch, safetensors and PIL load inside the func
 """
 
 from .build import build_bank
-from .edit import add_images, add_images_job, lock, move, recluster, remove, undo
+from .edit import add_images, add_images_job, lock, move, recluster, remove, repair, undo
 from .eligibility import tissue_fraction
 from .evaluate import evaluate_bank, format_eval
 from .info import bank_info, format_info
@@ -39,6 +39,7 @@ __all__ = [
     "open_bank",
     "recluster",
     "remove",
+    "repair",
     "spherical_kmeans",
     "tissue_fraction",
     "undo",

@@ -244,6 +244,58 @@ def undo(bank: store.Bank) -> store.Bank:
     return store.checkout(bank, int(bank.parent))
 
 
+def repair(path: str | os.PathLike) -> tuple[store.Bank, bool, Path | None]:
+    """Make the newest intact version current when the bank cannot be opened.
+
+    ``bank.json`` is a copy of ``versions/<v>/bank.json``; when it (or its version's files) is
+    damaged, the newest version folder whose manifest, prototypes and content hash check out
+    becomes current again. The damaged ``bank.json`` is kept beside it as
+    ``bank.json.damaged-<UTC time>``. An intact bank is left as it is.
+
+    Returns:
+        The bank now current, whether it was repaired, and where the damaged ``bank.json`` was kept
+        (None when nothing was repaired or bank.json was missing).
+
+    Raises:
+        BankError: the folder holds no intact version, or its manifest is of a newer format.
+    """
+    import json
+    from datetime import datetime, timezone
+
+    root = Path(path)
+    try:
+        return store.open_bank(root), False, None
+    except BankError as exc:
+        damage = exc
+    current = root / store.MANIFEST
+    try:
+        newer = json.loads(current.read_text()).get("format_version", 0) > store.FORMAT_VERSION
+    except (OSError, ValueError, AttributeError, TypeError):
+        newer = False
+    if newer:
+        raise damage  # a newer napari-pbip wrote it: nothing is damaged, and nothing is replaced
+    for version in reversed(store.version_numbers(root)):
+        try:
+            bank = store.open_version(root, version)
+        except BankError:
+            continue
+        kept = None
+        if current.exists():
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+            kept = root / f"{store.MANIFEST}.damaged-{stamp}"
+            n = 1
+            while kept.exists():
+                n += 1
+                kept = root / f"{store.MANIFEST}.damaged-{stamp}-{n}"
+            os.replace(current, kept)
+        store.write_manifest(root, bank.manifest)
+        return bank, True, kept
+    raise BankError(
+        f"cannot repair {root}: {' '.join(str(damage).split())}; and no folder under {root / store.VERSIONS} holds "
+        "an intact version to restore: rebuild the bank (`pbip bank build --overwrite`)"
+    )
+
+
 def _ids(bank: store.Bank, member_ids: Iterable[int]) -> set[int]:
     ids = list(member_ids)
     if not ids:

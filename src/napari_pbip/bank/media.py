@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .manifest import check_hash
+
 THUMBS = "thumbs"
 IMAGES = "images"
 
@@ -31,8 +33,12 @@ def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def thumb_path(root: Path, image_hash: str) -> Path:
-    """Where the thumbnail of the image with ``image_hash`` lives in the bank at ``root``."""
-    return root / THUMBS / f"{image_hash}.png"
+    """Where the thumbnail of the image with ``image_hash`` lives in the bank at ``root``.
+
+    Raises:
+        BankError: ``image_hash`` is not a hex SHA-256, so it could name a file outside the bank.
+    """
+    return root / THUMBS / f"{check_hash(image_hash)}.png"
 
 
 def write_thumbnail(root: Path, image_hash: str, image: np.ndarray, size: int) -> Path:
@@ -49,7 +55,7 @@ def store_image(root: Path, image_hash: str, image: np.ndarray) -> str:
     """Keep the pixels of an array member in the bank; return its path relative to ``root``."""
     from ..data.images import write_rgb
 
-    rel = f"{IMAGES}/{image_hash}.png"
+    rel = f"{IMAGES}/{check_hash(image_hash)}.png"
     if not (root / rel).exists():
         write_rgb(root / rel, image)
     return rel

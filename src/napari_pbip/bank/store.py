@@ -38,10 +38,9 @@ from .. import _atomic
 from ..errors import BankError
 from . import media
 from .cache import FeatureCache
+from .manifest import FORMAT, FORMAT_VERSION, validate_manifest
 from .settings import BankSettings
 
-FORMAT = "napari-pbip-bank"
-FORMAT_VERSION = 1
 MANIFEST = "bank.json"
 TENSORS = "prototypes.safetensors"
 VERSIONS = "versions"
@@ -227,15 +226,29 @@ class Bank:
         return self.cache.get([self.member(i).hash for i in member_ids])
 
     def image_file(self, member_id: int) -> Path:
-        """The image file of a member (its source file, or the copy kept in the bank)."""
+        """The image file of a member: its source file (an absolute path, anywhere), or the copy kept
+        in the bank (a path relative to the bank folder, inside it: checked on load)."""
         path = Path(self.member(member_id).path or "")
         return path if path.is_absolute() else self.root / path
 
     def image(self, member_id: int) -> np.ndarray:
-        """The member's full image, RGB uint8."""
-        from ..data.images import read_rgb
+        """The member's full image, RGB uint8.
 
-        return read_rgb(self.image_file(member_id))
+        Raises:
+            BankError: the image file is missing or unreadable.
+        """
+        from ..data.images import read_rgb
+        from ..errors import PbipError
+
+        path = self.image_file(member_id)
+        try:
+            return read_rgb(path)
+        except (PbipError, OSError) as exc:
+            m = self.member(member_id)
+            raise BankError(
+                f"member {m.id} of class {m.class_name!r}: its image {path} cannot be read ({exc}); restore "
+                f"the file, or remove the member (`pbip bank remove {self.root} {m.id}`)"
+            ) from None
 
     def thumbnail_path(self, member_id: int) -> Path:
         """The member's thumbnail PNG, written from its image when missing."""
@@ -278,9 +291,9 @@ class Bank:
         out = []
         for folder in sorted((self.root / VERSIONS).glob("[0-9]*")):
             try:
-                m = json.loads((folder / MANIFEST).read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
+                m = _read_manifest(folder / MANIFEST, self.root)
+            except BankError:
+                continue  # a damaged version is left out of the history (`pbip bank repair` skips it too)
             edit = m.get("edit", {})
             out.append(
                 {
@@ -303,32 +316,58 @@ def open_bank(path: str | os.PathLike) -> Bank:
     """
     root = Path(path)
     manifest = _read_manifest(root / MANIFEST, root)
+    return _open(root, manifest, _Shared(FeatureCache(root / FEATURES, manifest["encoder"]["weights_hash"])))
+
+
+def open_version(path: str | os.PathLike, version: int) -> Bank:
+    """Open ``versions/<version>`` of a bank folder as it was written, whatever ``bank.json`` says.
+
+    Raises:
+        BankError: the version folder is missing, damaged or inconsistent.
+    """
+    root = Path(path)
+    manifest = _read_manifest(_version_dir(root, version) / MANIFEST, root)
+    if manifest["version"] != version:
+        raise BankError(
+            f"{_version_dir(root, version) / MANIFEST} says version {manifest['version']}, not {version}; "
+            "the folder was renamed or damaged"
+        )
+    return _open(root, manifest, _Shared(FeatureCache(root / FEATURES, manifest["encoder"]["weights_hash"])))
+
+
+def _open(root: Path, manifest: dict[str, Any], shared: _Shared) -> Bank:
     tensors = _read_tensors(root, int(manifest["version"]))
-    cache = FeatureCache(root / FEATURES, manifest["encoder"]["weights_hash"])
-    bank = Bank(root, manifest, tensors, _Shared(cache))
+    shape = tuple(manifest["prototype_shape"])
+    expected = {"prototypes": shape, "valid": shape[:2], "centres": shape}
+    found = {k: tuple(tensors[k].shape) if k in tensors else None for k in expected}
+    if found != expected:
+        raise BankError(
+            f"bank {root} version {manifest['version']}: {TENSORS} holds {found}, but bank.json describes "
+            f"{expected}; the files were changed by hand or damaged: run `pbip bank repair {root}` or rebuild"
+        )
+    bank = Bank(root, manifest, tensors, shared)
     _verify(bank)
     return bank
 
 
 def _read_manifest(path: Path, root: Path) -> dict[str, Any]:
+    """Read and check a manifest (see :mod:`.manifest`)."""
     if not path.is_file():
         raise BankError(
             f"{root} is not an image bank (no {MANIFEST}); build one with `pbip bank build --dataset DIR --out {root}`"
+            if path.parent == root
+            else f"bank {root} lacks {path}; the folder is incomplete: run `pbip bank repair {root}` or rebuild"
         )
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BankError(
-            f"{path} is not valid JSON ({exc}); run `pbip bank undo {root}` or rebuild the bank"
+            f"{path} is not valid JSON ({exc}); run `pbip bank repair {root}` to restore the newest intact "
+            "version, or rebuild the bank"
         ) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BankError(f"{path} is not a napari-pbip bank manifest (format {FORMAT!r} expected)")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-        raise BankError(
-            f"{path} has bank format {manifest['format_version']}, newer than this napari-pbip reads "
-            f"({FORMAT_VERSION}); upgrade napari-pbip"
-        )
-    return manifest
+    except OSError as exc:
+        raise BankError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions") from None
+    return validate_manifest(manifest, path, root)
 
 
 def _version_dir(root: Path, version: int) -> Path:
@@ -343,11 +382,12 @@ def _read_tensors(root: Path, version: int) -> dict[str, np.ndarray]:
         return load_file(str(path))
     except FileNotFoundError:
         raise BankError(
-            f"bank {root} version {version} lacks {path.name}; the folder is incomplete"
+            f"bank {root} version {version} lacks {path.name}; the folder is incomplete: run "
+            f"`pbip bank repair {root}` or rebuild the bank"
         ) from None
     except Exception as exc:  # safetensors raises several types for damaged files
         raise BankError(
-            f"cannot read {path} ({exc}); run `pbip bank undo {root}` or rebuild the bank"
+            f"cannot read {path} ({exc}); run `pbip bank repair {root}` or rebuild the bank"
         ) from exc
 
 
@@ -357,7 +397,7 @@ def _verify(bank: Bank) -> None:
     if expected != bank.content_hash:
         raise BankError(
             f"bank {bank.root} version {bank.version}: prototypes do not match bank.json (hash {expected[:12]} vs "
-            f"{bank.content_hash[:12]}); the files were changed by hand or damaged: run `pbip bank undo` or rebuild"
+            f"{bank.content_hash[:12]}); the files were changed by hand or damaged: run `pbip bank repair {bank.root}` or rebuild"
         )
 
 
@@ -466,10 +506,14 @@ def checkout(bank: Bank, version: int) -> Bank:
     """Make an existing ``version`` current again (used by undo); returns it."""
     check_current(bank)
     manifest = _read_manifest(_version_dir(bank.root, version) / MANIFEST, bank.root)
-    new = Bank(bank.root, manifest, _read_tensors(bank.root, version), bank._shared)
-    _verify(new)
+    new = _open(bank.root, manifest, bank._shared)
     _atomic.write_json(bank.root / MANIFEST, manifest)
     return new
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """Make ``manifest`` (already written under ``versions/``) the current ``bank.json``, atomically."""
+    _atomic.write_json(root / MANIFEST, manifest)
 
 
 def check_current(bank: Bank) -> None:
@@ -484,8 +528,12 @@ def check_current(bank: Bank) -> None:
 
 def next_version(root: Path) -> int:
     """One more than the highest version folder present."""
-    numbers = [int(p.name) for p in (root / VERSIONS).glob("[0-9]*") if p.name.isdigit()]
-    return max(numbers, default=0) + 1
+    return max(version_numbers(root), default=0) + 1
+
+
+def version_numbers(root: Path) -> list[int]:
+    """The numbers of the version folders present, in ascending order."""
+    return sorted(int(p.name) for p in (root / VERSIONS).glob("[0-9]*") if p.name.isdigit())
 
 
 def draft_of(bank: Bank) -> Draft:

@@ -11,7 +11,7 @@ def register(subparsers) -> None:
     """Add the ``bank`` command group and its subcommands."""
     parser = subparsers.add_parser(
         "bank",
-        help="prototype image bank: build, info, eval, members, add/remove/move/lock/recluster, undo",
+        help="prototype image bank: build, info, eval, members, add/remove/move/lock/recluster, undo, repair",
         description="The PBIP image bank: per class, K sub-clusters of single-class patches whose mean encoder "
         "features are the prototypes. Every edit writes a new version; `pbip bank undo` goes back one.",
     )
@@ -21,6 +21,7 @@ def register(subparsers) -> None:
         add(sub)
     _add_recluster(sub)
     _add_undo(sub)
+    _add_repair(sub)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -287,6 +288,32 @@ def run_undo(args: argparse.Namespace) -> int:
     from ..bank import open_bank, undo
 
     return _done(undo(open_bank(args.bank)))
+
+
+def _add_repair(sub) -> None:
+    p = sub.add_parser(
+        "repair",
+        help="restore the newest intact version when bank.json (or its version's files) is damaged",
+        description="When the bank cannot be opened because bank.json is damaged, cut off or edited by hand "
+        "(or its version's prototypes are), make the newest version under BANK/versions whose files check "
+        "out current again. The damaged bank.json is kept as bank.json.damaged-<UTC time>. An intact bank is "
+        "left as it is; to go back one edit on an intact bank use `pbip bank undo`.",
+    )
+    p.add_argument("bank", help="bank folder")
+    p.set_defaults(func=run_repair)
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    """Repair the bank, or say it is intact."""
+    from ..bank.edit import repair
+
+    bank, repaired, kept = repair(args.bank)
+    if not repaired:
+        print(f"{bank.root}: intact at version {bank.version}; nothing to repair")
+        return 0
+    where = f"; the damaged bank.json is kept as {kept}" if kept else " (bank.json was missing)"
+    print(f"{bank.root}: restored version {bank.version}{where}")
+    return _done(bank)
 
 
 def _done(bank) -> int:

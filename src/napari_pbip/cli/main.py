@@ -1,17 +1,22 @@
 """``pbip`` entry point: each subcommand lives in its own module with a ``register(subparsers)``.
 
 A module's ``register`` adds its parser(s) and sets ``func`` to a callable taking the parsed
-arguments and returning an exit code. Library errors (:class:`PbipError`) are printed as one
-line without a traceback.
+arguments and returning an exit code. Every error a command raises ends as one line on stderr,
+``pbip <command>: error: ...``, and exit code 1 (Ctrl-C: one line and 130); the traceback is
+printed as well only with ``pbip --debug`` or ``PBIP_DEBUG=1``, for developers.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from ..errors import PbipError
+
+DEBUG_ENV = "PBIP_DEBUG"  # set to 1 to print the traceback of an error too (like --debug)
 
 # Subcommand modules under napari_pbip.cli, in the order `pbip --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -37,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="PBIP weakly supervised tissue segmentation: data, image bank, training, whole-slide inference.",
     )
     parser.add_argument("--version", action="version", version=f"napari-pbip {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"on an error, also print its full traceback (for developers; or set {DEBUG_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__package__}.{name}").register(sub)
@@ -52,12 +62,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except PbipError as exc:
-        print(f"pbip {args.command}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"pbip {args.command}: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+            traceback.print_exc()
+        print(f"pbip {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, as the CLI prints it.
+
+    A napari-pbip error is its message (it names the bad value and the fix). A file-system
+    error names its path and what the system said. Anything else is unexpected, so its type is
+    shown and the line says how to get the traceback for a report.
+    """
+    if isinstance(exc, PbipError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+        text = (
+            f"{exc.filename}{target}: {exc.strerror or exc}; check the path, its permissions and free space"
+        )
+    else:
+        text = (
+            f"{type(exc).__name__}: {exc} (unexpected; rerun with `pbip --debug ...` or {DEBUG_ENV}=1 for the "
+            "traceback and report it)"
+        )
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

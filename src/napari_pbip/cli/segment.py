@@ -96,8 +96,15 @@ def run(args: argparse.Namespace) -> int:
         skip_background=not args.no_tissue_skip,
         compile=args.compile,
     )
+    exports = args.geojson is not None or args.areas is not None
     job = segment_slide(
-        args.slide, args.model, args.out, settings, overwrite=args.overwrite, slide_mpp=args.slide_mpp
+        args.slide,
+        args.model,
+        args.out,
+        settings,
+        overwrite=args.overwrite,
+        slide_mpp=args.slide_mpp,
+        reuse_finished=exports,  # a finished output only needs the exports it lacks (checked above)
     )
     result = drain(job, quiet=args.quiet or args.json)
     summary = result.to_dict()
@@ -112,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
         shares = ", ".join(
             f"{k} {100 * v / tissue:.1f}%" for k, v in result.class_pixels.items() if k != "background"
         )
+        verb = "exported the finished segmentation" if result.finished_before else "wrote"
         print(
-            f"wrote {result.out} ({result.shape[1]}x{result.shape[0]} px at {result.mpp:g} um/px): {shares}; "
+            f"{verb} {result.out} ({result.shape[1]}x{result.shape[0]} px at {result.mpp:g} um/px): {shares}; "
             f"{result.tiles} tiles in {result.chunks} chunks, {result.seconds['wall']:.1f} s"
         )
     return 0

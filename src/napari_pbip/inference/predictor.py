@@ -8,7 +8,6 @@ registered lazily by module path so that importing this module stays cheap.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .._atomic import read_json_object
 from ..errors import CheckpointError
 
 
@@ -100,14 +100,8 @@ def model_kind(path: str | os.PathLike) -> str:
             f"{path} is not a trained model folder (no model.json); give a stage-1 run folder "
             f"(pbip train --out) or a segmenter folder (pbip train-seg --out)"
         )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"{meta_path} is not readable JSON ({exc}); give an intact stage-1 run folder (pbip train --out) "
-            "or segmenter folder (pbip train-seg --out)"
-        ) from None
-    kind = meta.get("kind") if isinstance(meta, dict) else None
+    fix = "give an intact stage-1 run folder (pbip train --out) or segmenter folder (pbip train-seg --out)"
+    kind = read_json_object(meta_path, CheckpointError, fix).get("kind")
     if kind not in _LOADERS:
         raise CheckpointError(
             f"{meta_path} has kind={kind!r}; expected one of {sorted(_LOADERS)}: give a stage-1 run folder "

@@ -195,6 +195,7 @@ class SegmentResult:
     tiles: dict[str, int]
     seconds: dict[str, float]
     settings: SegmentSettings
+    finished_before: bool = False  # an earlier run finished it; this one only read it back
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (for ``--json``)."""
@@ -324,18 +325,30 @@ def _prepare_output(
     s: SegmentSettings,
     overwrite: bool,
     inputs: dict[str, Any],
+    reuse_finished: bool = False,
 ):
-    """Create the store, or reopen it for resuming; returns (store, done markers)."""
+    """Create the store, or reopen it for resuming.
+
+    Returns:
+        ``(store, done markers, state)``; state is ``"new"`` (created by this call), ``"resumed"``
+        or ``"finished"`` (a finished output of the same inputs, with ``reuse_finished``; the
+        store is then None and nothing is written).
+    """
     import zarr
 
     if out.exists() and any(out.iterdir()) and not overwrite:  # segment_slide checked it is a folder
         try:
             attrs = zarr.open_group(str(out), mode="r").attrs.asdict().get("pbip", {})
-        except Exception:
-            attrs = {}
-        if attrs.get("status") == "complete":
+        except Exception as exc:  # zarr raises several types for damaged stores
             raise OutputExistsError(
-                f"{out} already holds a finished segmentation; pass --overwrite to redo it"
+                f"{out} exists but is not a readable segmentation store ({type(exc).__name__}: {exc}), so it "
+                "cannot be resumed or exported: choose another output (or --overwrite an earlier segmentation)"
+            ) from None
+        finished = attrs.get("status") == "complete"
+        if finished and not reuse_finished:
+            raise OutputExistsError(
+                f"{out} already holds a finished segmentation; pass --overwrite to redo it "
+                "(or only --geojson/--areas to export it)"
             )
         saved = attrs.get("fingerprint") or {}
         _check_same_model(out, inputs["model"], str(saved.get("model")), str(fingerprint["model"]))
@@ -347,6 +360,8 @@ def _prepare_output(
                 f"with the same ones (e.g. --tile, --overlap, --chunk, --mpp as then), choose another output, "
                 f"or pass --overwrite"
             )
+        if finished:
+            return None, _read_markers(out), "finished"
         ome = zarr.open_group(str(out), mode="r").attrs["ome"]
         store = LabelsStore(
             out,
@@ -359,24 +374,28 @@ def _prepare_output(
             predictor.background_index,
             s.probabilities,
         )
-        return store, _read_markers(out)
+        return store, _read_markers(out), "resumed"
     _atomic.clear_output(out, OUTPUT_KIND, inputs)  # only a previous segmentation (or an empty folder)
     attrs = {"pbip": {"status": "running", "fingerprint": fingerprint}}
-    store = create_labels_store(
-        out,
-        tuple(fingerprint["shape"]),
-        s.mpp,
-        predictor.classes,
-        predictor.palette,
-        predictor.background_index,
-        s.chunk,
-        s.probabilities,
-        attrs,
-    )
-    _atomic.mark_output(out, OUTPUT_KIND)
-    zarr.open_group(str(out / "pbip"), mode="w", zarr_format=3)
-    s.save(out / "pbip" / "settings.json")
-    return store, {}
+    try:
+        store = create_labels_store(
+            out,
+            tuple(fingerprint["shape"]),
+            s.mpp,
+            predictor.classes,
+            predictor.palette,
+            predictor.background_index,
+            s.chunk,
+            s.probabilities,
+            attrs,
+        )
+        _atomic.mark_output(out, OUTPUT_KIND)
+        zarr.open_group(str(out / "pbip"), mode="w", zarr_format=3)
+        s.save(out / "pbip" / "settings.json")
+    except BaseException:
+        _remove_unstarted(out)
+        raise
+    return store, {}, "new"
 
 
 def _check_same_model(out: Path, model: Any, then: str, now: str) -> None:
@@ -429,6 +448,7 @@ def segment_slide(
     settings: SegmentSettings | None = None,
     overwrite: bool = False,
     slide_mpp: float | None = None,
+    reuse_finished: bool = False,
 ) -> Job[SegmentResult]:
     """Segment a whole slide into an OME-Zarr label pyramid (a job: iterate it or ``events.run`` it).
 
@@ -440,6 +460,9 @@ def segment_slide(
         overwrite: replace an existing output (a previous segmentation) instead of refusing or
             resuming.
         slide_mpp: the slide's level-0 um/px when the file lacks it.
+        reuse_finished: when ``out`` holds a finished segmentation of the same inputs, return its
+            result (``finished_before=True``) without segmenting or writing anything, e.g. to
+            export it, instead of refusing.
 
     Yields:
         ``Progress("tissue")`` once with the :class:`TissueMask` as payload, then
@@ -447,7 +470,9 @@ def segment_slide(
 
     Returns:
         :class:`SegmentResult`. Closing the generator early stops after the running chunks'
-        current batch; finished chunks are kept for resuming.
+        current batch; finished chunks are kept for resuming. An output this call created is
+        deleted again when it stops (error, refusal or cancel) before any chunk is finished, so
+        it cannot block the next run.
 
     Raises:
         OutputConflictError: ``out`` is, contains or lies inside the slide or the model folder.
@@ -467,7 +492,43 @@ def segment_slide(
     fingerprint = _fingerprint(slide, _model_id(predictor, content), s, shape)
     if s.compile:
         _check_compilable(predictor)  # before any output is written
-    store, done = _prepare_output(out, fingerprint, predictor, s, overwrite, inputs)
+    store, done, state = _prepare_output(out, fingerprint, predictor, s, overwrite, inputs, reuse_finished)
+    if state == "finished":
+        return _finished_result(out, predictor, s, shape, done, time.perf_counter() - t_start)
+    try:
+        job = _segment(out, slide, predictor, model_path, content, s, shape, store, done, t_start)
+        return (yield from job)
+    except BaseException:
+        if state == "new":
+            _remove_unstarted(out)
+        raise
+
+
+def _remove_unstarted(out: Path) -> None:
+    """Delete an output created by this run when no chunk of it finished: a stub would only block
+    the next run (with other settings) and holds nothing to resume."""
+    import shutil
+
+    try:
+        if not any((out / "pbip" / "done").glob("*.json")):
+            shutil.rmtree(out, ignore_errors=True)
+    except OSError:
+        pass  # leave it; the original error is what the user needs to see
+
+
+def _segment(
+    out: Path,
+    slide: Slide,
+    predictor: DensePredictor,
+    model_path: str | None,
+    content: str | None,
+    s: SegmentSettings,
+    shape: tuple[int, int],
+    store: LabelsStore,
+    done: dict[tuple[int, int], ChunkSummary],
+    t_start: float,
+) -> Job[SegmentResult]:
+    """The work of :func:`segment_slide` once its output is ready: tissue, chunks, summary."""
     compile_seconds = None
     if s.compile and not s.distributed:  # on a cluster each worker compiles its own copy
         yield Progress("compile", 0, 1, "compiling the model (once per process; can take a minute)")
@@ -550,9 +611,25 @@ def _save_tissue_png(path: Path, tissue: TissueMask) -> None:
         Image.fromarray((tissue.mask * 255).astype(np.uint8)).save(tmp, format="PNG")
 
 
-def _finish(out, slide, predictor, s, shape, tissue, summaries, resumed, seconds) -> SegmentResult:
+def _finished_result(
+    out: Path,
+    predictor: DensePredictor,
+    s: SegmentSettings,
+    shape: tuple[int, int],
+    summaries: dict[tuple[int, int], ChunkSummary],
+    seconds: float,
+) -> SegmentResult:
+    """The result of an output finished by an earlier run, read from its attributes and markers."""
     import zarr
 
+    tissue = zarr.open_group(str(out), mode="r").attrs["pbip"].get("tissue_fraction")
+    result = _summarise(out, predictor, s, shape, tissue, summaries, len(summaries), seconds)
+    result.finished_before = True
+    result.tiles["run"] = 0  # none in this call
+    return result
+
+
+def _summarise(out, predictor, s, shape, tissue_fraction, summaries, resumed, seconds) -> SegmentResult:
     names = mask_index_names(predictor.classes, predictor.background_index)
     counts = np.sum([sm.counts for sm in summaries.values()], axis=0).astype(int)
     timing: dict[str, float] = {}
@@ -569,7 +646,7 @@ def _finish(out, slide, predictor, s, shape, tissue, summaries, resumed, seconds
         palette=tuple(tuple(int(v) for v in c[:3]) for c in predictor.palette),
         background_index=predictor.background_index,
         class_pixels={n: int(c) for n, c in zip(names, counts, strict=True)},
-        tissue_fraction=None if tissue is None else tissue.fraction,
+        tissue_fraction=tissue_fraction,
         chunks={
             "total": len(summaries),
             "skipped": sum(sm.skipped for sm in summaries.values()),
@@ -579,6 +656,14 @@ def _finish(out, slide, predictor, s, shape, tissue, summaries, resumed, seconds
         seconds=timing,
         settings=s,
     )
+    return result
+
+
+def _finish(out, slide, predictor, s, shape, tissue, summaries, resumed, seconds) -> SegmentResult:
+    import zarr
+
+    fraction = None if tissue is None else tissue.fraction
+    result = _summarise(out, predictor, s, shape, fraction, summaries, resumed, seconds)
     root = zarr.open_group(str(out), mode="r+")
     pbip = dict(root.attrs["pbip"])
     pbip.update(

@@ -58,6 +58,7 @@ class _Reader:
     """Common interface: ``shapes`` (h, w) per level, ``mpp`` (level 0) or None, ``metadata``, ``tile``."""
 
     backend = ""
+    dtype = np.dtype(np.uint8)  # pixel type as stored; open_slide accepts uint8 only
     shapes: list[tuple[int, int]]
     mpp: float | None = None
     metadata: dict[str, Any]
@@ -91,6 +92,7 @@ class _ArrayLevels(_Reader):
         self._arrays = arrays
         self._axes = axes.upper()
         self._where = where
+        self.dtype = np.dtype(arrays[0].dtype)  # open_slide refuses anything but uint8
         yi, xi = self._axes.index("Y"), self._axes.index("X")
         self.shapes = [(int(a.shape[yi]), int(a.shape[xi])) for a in arrays]
         chunks = getattr(arrays[0], "chunks", None)
@@ -211,18 +213,26 @@ class ZarrReader(_ArrayLevels):
                 f"{path} cannot be opened as zarr ({exc}); supported formats: {SUPPORTED}"
             ) from exc
         attrs = node.attrs.asdict()
-        ms = attrs.get("ome", attrs).get("multiscales")
+        ms = attrs.get("ome", attrs).get("multiscales") if isinstance(attrs.get("ome", attrs), dict) else None
         if hasattr(node, "shape") or not ms:
             raise SlideError(
                 f"{path} is a zarr store without NGFF 'multiscales' metadata; expected an OME-Zarr image"
             )
-        ms = ms[0]
-        axes = ms.get("axes") or [{"name": n} for n in "tczyx"[-node[ms["datasets"][0]["path"]].ndim :]]
-        names = [a["name"] if isinstance(a, dict) else a for a in axes]
-        letters = "".join({"c": "C", "y": "Y", "x": "X"}.get(n.lower(), "T") for n in names)
-        arrays = [node[d["path"]] for d in ms["datasets"]]
-        super().__init__(arrays, letters, str(path))
-        self.mpp = plausible_mpp(_ngff_mpp(ms["datasets"][0], axes, names))
+        try:  # metadata written by hand or by another program: any missing or odd part is a SlideError
+            ms = ms[0]
+            axes = ms.get("axes") or [{"name": n} for n in "tczyx"[-node[ms["datasets"][0]["path"]].ndim :]]
+            names = [a["name"] if isinstance(a, dict) else a for a in axes]
+            letters = "".join({"c": "C", "y": "Y", "x": "X"}.get(n.lower(), "T") for n in names)
+            arrays = [node[d["path"]] for d in ms["datasets"]]
+            super().__init__(arrays, letters, str(path))
+            self.mpp = plausible_mpp(_ngff_mpp(ms["datasets"][0], axes, names))
+        except SlideError:
+            raise
+        except Exception as exc:
+            raise SlideError(
+                f"{path} has damaged OME-Zarr metadata or arrays ({type(exc).__name__}: {exc}); expected NGFF "
+                "multiscales whose datasets are arrays of the store"
+            ) from None
         self.metadata = {
             "format": "ome-zarr",
             "version": attrs.get("ome", {}).get("version", ms.get("version")),

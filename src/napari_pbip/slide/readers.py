@@ -201,6 +201,8 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None, backend: str |
         except SlideError as exc:
             errors.append(str(exc))
             continue
+        if reader.dtype != np.uint8:  # refused now, not at the first read after a job made its outputs
+            raise SlideError(f"{path} has pixel type {reader.dtype}; expected 8-bit RGB (brightfield) images")
         if mpp is None and reader.mpp is None:
             mpp = _mpp_from_others(path, names, name)
         return Slide(SlideSource(str(path), name, mpp))

@@ -15,7 +15,6 @@ The optimizer state lives only in ``last/``: resuming always continues from the 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -130,7 +129,9 @@ def read_state(folder: str | os.PathLike) -> dict[str, Any]:
             f"{folder} holds no checkpoint (no state.json); the run stopped before its first checkpoint, "
             "start it again without --resume (with --overwrite)"
         )
-    return json.loads(path.read_text())
+    return _atomic.read_json_object(
+        path, CheckpointError, "the checkpoint is damaged: start the run again (with --overwrite)"
+    )
 
 
 def check_classes(state: dict[str, Any], classes: tuple[str, ...], where: str) -> None:
@@ -165,7 +166,8 @@ def read_model_meta(run: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{run} is not a trained stage-1 run (no model.json); train one with `pbip train`"
         )
-    meta = json.loads(path.read_text())
+    keys = ("kind", "classes", "palette", "background_index", "settings")
+    meta = _atomic.read_json_object(path, CheckpointError, "give an intact `pbip train` run folder", keys)
     if meta.get("kind") != MODEL_KIND:
         raise CheckpointError(
             f"{path} has kind={meta.get('kind')!r}; expected {MODEL_KIND!r} (a `pbip train` run)"

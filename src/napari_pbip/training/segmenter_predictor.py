@@ -16,13 +16,13 @@ Loading builds the network with ``pretrained=False`` from ``config`` and reads e
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._atomic import read_json_object
 from ..errors import CheckpointError, DatasetError, SettingsError
 
 MODEL_KIND = "pbip-segmenter"
@@ -155,7 +155,9 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} is not a trained segmenter (no model.json); train one with `pbip train-seg`"
         )
-    meta = json.loads(meta_path.read_text())
+    keys = ("kind", "classes", "palette", "background_index", "segmenter", "config")
+    fix = "give an intact `pbip train-seg` folder"
+    meta = read_json_object(meta_path, CheckpointError, fix, keys)
     if meta.get("kind") != MODEL_KIND:
         raise CheckpointError(
             f"{meta_path} has kind={meta.get('kind')!r}; expected {MODEL_KIND!r} (a `pbip train-seg` folder)"
