@@ -130,3 +130,16 @@ def json_targets(args) -> tuple[bool, str | None]:
     if isinstance(args.json, str):  # the earlier `--json FILE`
         return False, args.json_out or args.json
     return bool(args.json), args.json_out
+
+
+def emit(result: Any, table: str, show_json: bool, json_file: str | None) -> None:
+    """Print ``table`` (or ``result`` as JSON with ``--json``) and write ``result`` to ``--json-out``."""
+    from .._atomic import write_json
+
+    if show_json:
+        print_json(result)
+    else:
+        print(table)
+    if json_file:
+        write_json(json_file, result)
+

@@ -146,7 +146,7 @@ def run_eval(args: argparse.Namespace) -> int:
     """Evaluate the bank and print the table."""
     from .. import _atomic
     from ..bank import EvalSettings, evaluate_bank, format_eval, open_bank
-    from ._common import drain, json_targets, print_json
+    from ._common import drain, emit, json_targets
 
     show_json, json_file = json_targets(args)
     if json_file:
@@ -156,12 +156,7 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     job = evaluate_bank(open_bank(args.bank), args.dataset, args.split, settings, args.device)
     result = drain(job, quiet=args.quiet or show_json)
-    if show_json:
-        print_json(result)
-    else:
-        print(format_eval(result))
-    if json_file:
-        _atomic.write_json(json_file, result)
+    emit(result, format_eval(result), show_json, json_file)
     return 0
 
 

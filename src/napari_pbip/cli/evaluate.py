@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table and write the JSON."""
     from .. import _atomic
     from ..evaluate import evaluate_folder_job, format_table
-    from ._common import drain, json_targets, print_json
+    from ._common import drain, emit, json_targets
 
     show_json, json_file = json_targets(args)
     if json_file:
@@ -40,10 +40,5 @@ def run(args: argparse.Namespace) -> int:
             json_file, args.overwrite, {"data set": args.dataset, "predictions": args.pred}
         )
     result = drain(evaluate_folder_job(args.dataset, args.split, args.pred), quiet=args.quiet or show_json)
-    if show_json:
-        print_json(result)
-    else:
-        print(format_table(result))
-    if json_file:
-        _atomic.write_json(json_file, result)
+    emit(result, format_table(result), show_json, json_file)
     return 0
