@@ -104,6 +104,54 @@ def test_sigint_anywhere_then_resume_equals_an_uninterrupted_run(data, tmp_path)
     assert stopped >= 5  # most of the ten Ctrl-Cs landed during training
 
 
+def test_sigint_then_resume_of_train_seg_equals_an_uninterrupted_run(data, tmp_path):
+    from napari_pbip.data.images import read_rgb, write_mask
+    from napari_pbip.data.layouts import open_dataset
+
+    ds, _ = data
+    dataset = open_dataset(ds)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for sample in dataset.samples("train"):  # class 0 where there is tissue, background on glass
+        tissue = read_rgb(sample.image).min(axis=2) < 200
+        label = np.where(tissue, 0, dataset.spec.background_index).astype(np.uint8)
+        write_mask(masks / (sample.image.stem + ".png"), label, dataset.spec.palette)
+    seg = ["--backbone", "tiny-backbone", "--epochs", "6", "--batch-size", "4", "--crop-size", "64"]
+    seg += [
+        "--loader-threads",
+        "0",
+        "--device",
+        "cpu",
+        "--mpp",
+        "0.5",
+        "--config",
+        '{"width": 16}',
+        "--quiet",
+    ]
+    straight = tmp_path / "straight"
+    subprocess.run(
+        _pbip("train-seg", "--dataset", ds, "--masks", masks, "--out", straight, *seg), env=_env(), check=True
+    )
+    expected = _weights(straight)
+    rng = random.Random(1)
+    stopped = 0
+    for i in range(5):
+        out = tmp_path / f"seg{i}"
+        cmd = _pbip("train-seg", "--dataset", ds, "--masks", masks, "--out", out, *seg)
+        stopped += _interrupted(cmd, out, rng.uniform(0.0, 1.0)) == 130
+        if (out / "last").is_dir():
+            resume = _pbip(
+                "train-seg", "--dataset", ds, "--masks", masks, "--out", out, "--resume", "--quiet"
+            )
+            subprocess.run(resume, env=_env(), check=True, capture_output=True)
+        else:
+            subprocess.run([*cmd, "--overwrite"], env=_env(), check=True, capture_output=True)
+        got = _weights(out)
+        for k in expected:
+            np.testing.assert_array_equal(got[k], expected[k], err_msg=f"run {i}: {k}")
+    assert stopped >= 3
+
+
 def test_an_unreadable_image_mid_epoch_keeps_the_last_completed_step(data, tmp_path):
     from napari_pbip.training import TrainSettings, train
 
