@@ -22,6 +22,8 @@ from typing import Any
 from .errors import OutputConflictError, OutputExistsError, OutputNotWritableError
 
 MARKER = ".pbip-output.json"  # in every output folder: {"kind": <command>, "written_by": ...}
+ZARR_META = "zarr.json"
+ZARR_MARKER = "pbip_output"  # the same mark in the root attributes of a zarr output (mark_output)
 
 PathLike = str | os.PathLike
 Inputs = Mapping[str, PathLike | None] | Iterable[PathLike | None]
@@ -299,19 +301,39 @@ def _check_inputs(path: Path, inputs: Inputs) -> None:
 
 
 def output_kind(folder: PathLike) -> str | None:
-    """The command named by the :data:`MARKER` of an output folder (None without a readable one)."""
+    """The command named by the :data:`MARKER` of an output folder, or by the ``pbip_output``
+    attribute of a zarr store's root (None without a readable one)."""
     try:
         return json.loads((Path(folder) / MARKER).read_text()).get("kind")
     except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        return json.loads((Path(folder) / ZARR_META).read_text())["attributes"][ZARR_MARKER]["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def mark_output(folder: PathLike, kind: str) -> None:
-    """Write the :data:`MARKER` of ``kind`` into ``folder`` (kept when it already names ``kind``)."""
+def mark_output(folder: PathLike, kind: str, in_zarr: bool = False) -> None:
+    """Mark ``folder`` as the output of ``kind`` (kept when it already names ``kind``).
+
+    Args:
+        folder: the output folder.
+        kind: the command that wrote it.
+        in_zarr: write the mark into the ``pbip_output`` attribute of the zarr (format 3) store
+            ``folder`` instead of a :data:`MARKER` file, so zarr finds no file that is not part of
+            its hierarchy (it warns about each one).
+    """
     from . import __version__
 
-    if output_kind(folder) != kind:
-        write_json(Path(folder) / MARKER, {"kind": kind, "written_by": f"napari-pbip {__version__}"})
+    if output_kind(folder) == kind:
+        return
+    mark = {"kind": kind, "written_by": f"napari-pbip {__version__}"}
+    if not in_zarr:
+        write_json(Path(folder) / MARKER, mark)
+        return
+    meta = json.loads((Path(folder) / ZARR_META).read_text())
+    meta.setdefault("attributes", {})[ZARR_MARKER] = mark
+    write_json(Path(folder) / ZARR_META, meta)
 
 
 def clear_output(path: PathLike, kind: str, inputs: Inputs = ()) -> None:

@@ -132,13 +132,47 @@ def test_ome_zarr_writer_output_reads_back_with_zarr(make_napari_viewer, tmp_pat
     layer, labels = _labels_layer(viewer)
     written = viewer.layers.save(str(tmp_path / "seg.zarr"), selected=False, plugin="napari-pbip")
     assert written == [str(tmp_path / "seg.zarr")]
-    root = zarr.open_group(str(tmp_path / "seg.zarr"), mode="r")  # plain zarr, not our reader
-    ome = root.attrs["ome"]
+    group = zarr.open_group(str(tmp_path / "seg.zarr" / "labels" / "tissue"), mode="r")  # plain zarr
+    ome = group.attrs["ome"]
     props = {p["label-value"]: p["class"] for p in ome["image-label"]["properties"]}
-    assert props == {0: "tumor", 1: "stroma", 2: "background"}
+    assert props == {0: "background", 1: "tumor", 2: "stroma"}  # napari's 0 = background
     scale = ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
     assert scale[-1] == 2.0
-    np.testing.assert_array_equal(root["0"][:], labels)
+    np.testing.assert_array_equal(group["0"][:], np.where(labels == 2, 0, labels + 1))
+
+
+def test_open_paint_save_reopen_loses_no_pixel(make_napari_viewer, tmp_path):
+    """Issue 15 section 2: napari's eraser paints background, a class painted stays that class."""
+    from napari_pbip._widgets.reader import get_reader
+    from napari_pbip.export import write_labels_ome_zarr
+
+    truth = np.full((60, 80), 2, np.uint8)  # mask indices: tumor 0, stroma 1, background 2
+    truth[10:30, 10:40] = 0
+    truth[35:55, 45:75] = 1
+    palette = ((200, 0, 0), (0, 200, 0), (255, 255, 255))
+    write_labels_ome_zarr(truth, tmp_path / "seg.zarr", 2.0, ("tumor", "stroma"), palette)
+
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tmp_path / "seg.zarr"), plugin="napari-pbip")
+    assert layer.colormap.background_value == 0  # the eraser paints 0: background
+    assert int(layer.data[20, 20]) == 1 and int(layer.data[0, 0]) == 0  # tumor 1, background 0
+    layer.brush_size = 5
+    layer.paint((20, 20), layer.colormap.background_value)  # erase a bit of tumor
+    layer.paint((45, 50), 1)  # paint tumor into stroma
+    painted = np.asarray(layer.data).copy()
+    assert (painted == 0).sum() > (truth == 2).sum() and (painted == 1).sum() > 0
+
+    viewer.layers.save(str(tmp_path / "fixed.zarr"), selected=False, plugin="napari-pbip")
+    reopened = get_reader(str(tmp_path / "fixed.zarr"))(str(tmp_path / "fixed.zarr"))[0]
+    np.testing.assert_array_equal(np.asarray(reopened[0]), painted)  # no pixel lost or moved class
+    assert reopened[1]["metadata"]["pbip_classes"] == ["tumor", "stroma"]
+
+    pytest.importorskip("ome_zarr")
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    labels = [n for n in Reader(parse_url(str(tmp_path / "fixed.zarr")))() if n.load(Label)]
+    np.testing.assert_array_equal(np.asarray(labels[0].data[0]), painted)
 
 
 def test_geojson_writer_output_reads_back_as_class_polygons(make_napari_viewer, tmp_path):
@@ -174,5 +208,5 @@ def test_plain_label_layers_follow_napari_convention(tmp_path):
     from napari_pbip._widgets._labels import from_layer
 
     cm, out = from_layer(np.array([[0, 1], [2, 2]]), {})
-    assert cm.classes == ("label 1", "label 2") and cm.background_index == 2
-    np.testing.assert_array_equal(out, [[2, 0], [1, 1]])
+    assert cm.classes == ("label 1", "label 2") and cm.background_index == 0
+    np.testing.assert_array_equal(out, [[0, 1], [2, 2]])  # written as they are: 0 stays background

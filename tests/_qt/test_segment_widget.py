@@ -70,8 +70,9 @@ def test_result_fills_in_as_chunks_finish_and_matches_the_store(
             )
     names = [widget.table.item(r, 0).text() for r in range(widget.table.rowCount())]
     pixels = [int(widget.table.item(r, 1).text()) for r in range(widget.table.rowCount())]
-    counts = np.bincount(layer.data.ravel(), minlength=len(names))
-    assert names == [*store.classes, "background"] and pixels == counts.tolist()
+    counts = np.bincount(layer.data.ravel(), minlength=len(names))  # by label value: background 0
+    assert names == [*store.classes, "background"] and pixels == [*counts[1:].tolist(), int(counts[0])]
+    assert layer.colormap.background_value == 0  # napari's eraser paints background
 
 
 def test_exports_of_the_corrected_layer_read_back(widget, tmp_path, wait_job):
@@ -80,14 +81,15 @@ def test_exports_of_the_corrected_layer_read_back(widget, tmp_path, wait_job):
 
     widget.run()
     wait_job(widget)
-    widget.layer.data[0:100, 0:100] = 0  # a correction painted by the user: tumor
+    widget.layer.data[0:100, 0:100] = 1  # a correction painted by the user: tumor (label value 1)
     widget.layer.refresh()
 
     widget.export_zarr(tmp_path / "fixed.zarr")
     wait_job(widget)
     assert not widget.status.is_error, widget.status.text()
     np.testing.assert_array_equal(
-        zarr.open_array(str(tmp_path / "fixed.zarr" / "0"), mode="r")[:], widget.layer.data
+        zarr.open_array(str(tmp_path / "fixed.zarr" / "labels" / "tissue" / "0"), mode="r")[:],
+        widget.layer.data,
     )
 
     widget.export_geojson(tmp_path / "fixed.geojson")
@@ -109,13 +111,13 @@ def test_cancel_keeps_finished_chunks_and_a_rerun_resumes(widget, tmp_path, wait
     widget.run().yielded.connect(lambda ev: ev.step >= 1 and ev.stage == "segment" and widget.cancel())
     wait_job(widget)
     assert "cancelled" in widget.status.text() and widget.run_button.isEnabled()
-    done = list((tmp_path / "seg.zarr" / "pbip" / "done").glob("*.json"))
+    done = list((tmp_path / "seg.zarr" / "pbip" / "done").glob("*/zarr.json"))
     assert 1 <= len(done) < 16
     widget.run()
     wait_job(widget)
     assert not widget.status.is_error, widget.status.text()
     assert f"'resumed': {len(done)}" in widget.status.text()
-    assert len(list((tmp_path / "seg.zarr" / "pbip" / "done").glob("*.json"))) == 16
+    assert len(list((tmp_path / "seg.zarr" / "pbip" / "done").glob("*/zarr.json"))) == 16
 
 
 def test_missing_model_is_marked(widget, tmp_path):

@@ -9,6 +9,7 @@ import zarr
 
 from napari_pbip.errors import OutputExistsError, SlideError
 from napari_pbip.export import open_labels, write_labels_ome_zarr
+from napari_pbip.export.label_values import to_values
 from napari_pbip.export.ome_zarr import downsample_mode, n_levels_for
 
 
@@ -30,14 +31,16 @@ def test_written_labels_read_back_with_names_colours_and_pyramid(tmp_path):
     )
 
     root = zarr.open_group(str(path), mode="r")
-    assert np.array_equal(root["0"][:], labels)
-    assert root["0"].metadata.dimension_names == ("y", "x")
-    assert np.array_equal(root["2"][:], downsample_mode(downsample_mode(labels)))
-    assert np.array_equal(root["probabilities/0"][:][1], (labels == 1) * 255)
-    colours = root.attrs["ome"]["image-label"]["colors"]
-    assert colours[3] == {"label-value": 3, "rgba": [255, 255, 255, 0]}  # background drawn transparent
+    values = to_values(labels, 3, toy.BACKGROUND)  # 0 background, classes from 1
+    assert np.array_equal(root["labels/tissue/0"][:], values)
+    assert root["labels/tissue/0"].metadata.dimension_names == ("y", "x")
+    assert np.array_equal(root["labels/tissue/2"][:], downsample_mode(downsample_mode(values)))
+    assert np.array_equal(root["probabilities/0"][:][2], (labels == 1) * 255)  # channel = label value
+    colours = root["labels/tissue"].attrs["ome"]["image-label"]["colors"]
+    assert colours[0] == {"label-value": 0, "rgba": [255, 255, 255, 0]}  # background drawn transparent
     img = open_labels(path)
-    assert img.classes == toy.CLASSES and img.palette == toy.PALETTE and img.background_index == 3
+    assert img.classes == toy.CLASSES and img.background_index == 0
+    assert img.palette == (toy.PALETTE[3], *toy.PALETTE[:3])
     assert img.mpp == [0.5, 1.0, 2.0] and img.levels[2].shape == (325, 425)  # halved until <= 512 px
     assert n_levels_for((1300, 1700), 512) == 3
     # a block must stay divisible at every level: 768 = 3 * 2**8 allows 9 levels, 4096 all 12 needed

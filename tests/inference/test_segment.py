@@ -9,6 +9,7 @@ import zarr
 
 from napari_pbip.errors import OutputExistsError, SettingsError
 from napari_pbip.events import run
+from napari_pbip.export.label_values import to_values
 from napari_pbip.export.ome_zarr import downsample_mode
 from napari_pbip.inference.segment import ChunkDone, SegmentSettings, segment_slide
 from napari_pbip.metrics import confusion_matrix, scores
@@ -33,10 +34,11 @@ def test_segmentation_matches_ground_truth_with_pyramid_and_metadata(tmp_path, t
     events = []
     result = run(segment_slide(path, model, tmp_path / "out.zarr", FAST), events.append)
 
-    root = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
+    root = zarr.open_group(str(tmp_path / "out.zarr" / "labels" / "tissue"), mode="r")
     level0 = root["0"][:]
+    truth = to_values(truth, 3, toy.BACKGROUND)  # the store holds label values: 0 background
     assert level0.shape == SHAPE and result.shape == SHAPE and result.mpp == 0.5
-    miou = scores(confusion_matrix(truth, level0, 3, toy.BACKGROUND))["miou"]
+    miou = scores(confusion_matrix(truth, level0, 3, 0))["miou"]
     assert miou > 0.97
     assert (level0 == truth).mean() > 0.98
     assert np.array_equal(root["1"][:], downsample_mode(level0))
@@ -47,10 +49,10 @@ def test_segmentation_matches_ground_truth_with_pyramid_and_metadata(tmp_path, t
         [1.0, 1.0],
     ]
     props = {p["label-value"]: p["class"] for p in ome["image-label"]["properties"]}
-    assert props == {0: "tumor", 1: "stroma", 2: "lymph", 3: "background"}
+    assert props == {0: "background", 1: "tumor", 2: "stroma", 3: "lymph"}
     assert root.attrs["pbip"]["status"] == "complete"
     assert sum(result.class_pixels.values()) == SHAPE[0] * SHAPE[1]
-    assert result.class_pixels["tumor"] == int((level0 == 0).sum())
+    assert result.class_pixels["tumor"] == int((level0 == 1).sum())
 
     # glass chunks were skipped, not run
     assert result.chunks["skipped"] == 2 and result.chunks["total"] == 2 * 3
@@ -77,15 +79,14 @@ def test_interrupted_run_resumes_and_computes_only_the_rest(tmp_path, toy_slide)
             if finished == 3:
                 job.close()  # the user cancels
                 break
-    root = zarr.open_group(str(tmp_path / "out.zarr"), mode="r")
-    assert root.attrs["pbip"]["status"] == "running"
+    assert _run(tmp_path / "out.zarr")["status"] == "running"
     second = toy.ColourPredictor()
     result = run(segment_slide(path, second, tmp_path / "out.zarr", settings))
     assert result.chunks["resumed"] >= 3
     assert 0 < second.calls < first.calls  # only the missing chunks ran
     assert np.array_equal(
-        zarr.open_array(str(tmp_path / "out.zarr" / "0"))[:],
-        zarr.open_array(str(tmp_path / "ref.zarr" / "0"))[:],
+        zarr.open_array(str(tmp_path / "out.zarr" / "labels" / "tissue" / "0"))[:],
+        zarr.open_array(str(tmp_path / "ref.zarr" / "labels" / "tissue" / "0"))[:],
     )
     assert result.class_pixels == reference.class_pixels
 
@@ -153,7 +154,7 @@ def test_existing_output_is_not_overwritten_unless_asked(tmp_path, toy_slide):
     )
     probs = zarr.open_array(str(out / "probabilities" / "0"))[:]
     assert again.settings.probabilities and probs.shape == (4, *SHAPE)
-    assert (probs[toy.BACKGROUND][:, 1100:] == 255).all()  # skipped glass chunks: background probability 1
+    assert (probs[0][:, 1100:] == 255).all()  # skipped glass chunks: background (value 0) probability 1
 
 
 def test_unfinished_output_from_other_settings_is_not_resumed(tmp_path, toy_slide):
@@ -167,8 +168,12 @@ def test_unfinished_output_from_other_settings_is_not_resumed(tmp_path, toy_slid
         run(segment_slide(path, toy.ColourPredictor(), tmp_path / "out.zarr", FAST.replace(overlap=8)))
 
 
+def _run(out) -> dict:
+    return zarr.open_group(str(out / "labels" / "tissue"), mode="r").attrs["pbip"]
+
+
 def _labels(out) -> np.ndarray:
-    return zarr.open_array(str(out / "0"), mode="r")[:]
+    return zarr.open_array(str(out / "labels" / "tissue" / "0"), mode="r")[:]
 
 
 def test_a_model_retrained_in_its_folder_does_not_finish_what_the_old_one_began(tmp_path, toy_slide):
@@ -187,7 +192,7 @@ def test_a_model_retrained_in_its_folder_does_not_finish_what_the_old_one_began(
         OutputExistsError, match=r"model .*model changed since .*out\.zarr was started.*new --out"
     ):
         run(segment_slide(path, model, out, FAST))
-    assert zarr.open_group(str(out), mode="r").attrs["pbip"]["status"] == "running"  # refused, not touched
+    assert _run(out)["status"] == "running"  # refused, not touched
 
     toy.save_toy_model(model, "conv", seed=0)  # the weights it was started with: it resumes
     resumed = run(segment_slide(path, model, out, FAST))
@@ -271,3 +276,47 @@ def test_importing_the_slide_inference_and_export_api_stays_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_output_is_an_ngff_image_with_labels_and_records_no_slide_path(tmp_path, toy_slide):
+    """Issue 15 section 3: tools that read NGFF find the image and its labels, zarr finds no stray
+    file, and nothing in the store names the slide's file (names can carry patient identifiers)."""
+    import warnings
+
+    path, _ = toy_slide
+    out = tmp_path / "out.zarr"
+    run(segment_slide(path, toy.ColourPredictor(), out, FAST))
+
+    root = zarr.open_group(str(out), mode="r")
+    assert root.attrs["ome"]["version"] == "0.5"
+    image = root["0"]  # the slide at tissue detection's resolution (4 um/px here), RGB
+    assert image.shape == (3, 100, 162) and image.dtype == np.uint8
+    assert 100 < np.asarray(image).mean() < 255  # the slide, not a blank
+    assert root["labels"].attrs["ome"]["labels"] == ["tissue"]
+    assert root["labels/tissue"].attrs["ome"]["image-label"]["source"] == {"image": "../../"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # zarr warns about every file that is not a zarr node
+        members = dict(root.members(max_depth=None))
+    assert "labels/tissue/0" in members and "pbip/tissue" in members
+    stored = "".join(p.read_text() for p in out.rglob("zarr.json"))
+    assert path.name not in stored and str(path.parent) not in stored
+    assert [p.name for p in out.iterdir() if not (p / "zarr.json").exists() and p.name != "zarr.json"] == []
+
+    validate = pytest.importorskip("ome_zarr_models.v05.image")
+    assert validate.Image.from_zarr(root).labels is not None
+
+
+def test_a_copied_slide_resumes_its_segmentation(tmp_path, toy_slide):
+    """The slide counts by content, not by path: a renamed copy finishes what the original began."""
+    import shutil
+
+    path, _ = toy_slide
+    out = tmp_path / "out.zarr"
+    job = segment_slide(path, toy.ColourPredictor(), out, FAST)
+    for event in job:
+        if isinstance(event.payload, ChunkDone):
+            job.close()
+            break
+    copy = shutil.copy(path, tmp_path / "renamed.tif")
+    result = run(segment_slide(copy, toy.ColourPredictor(), out, FAST))
+    assert result.chunks["resumed"] >= 1

@@ -10,6 +10,7 @@ import pytest
 import zarr
 
 from napari_pbip.cli.main import main
+from napari_pbip.export.label_values import to_values
 
 
 def test_pbip_segment_writes_all_outputs_and_refuses_to_overwrite(tmp_path, capsys):
@@ -25,13 +26,13 @@ def test_pbip_segment_writes_all_outputs_and_refuses_to_overwrite(tmp_path, caps
     summary = json.loads(capsys.readouterr().out)
     assert summary["shape"] == [600, 700] and summary["geojson"] == str(geo)
 
-    level0 = zarr.open_array(str(out / "0"))[:]
-    assert (level0 == labels).mean() > 0.98
+    level0 = zarr.open_array(str(out / "labels" / "tissue" / "0"))[:]
+    assert (level0 == to_values(labels, 3, toy.BACKGROUND)).mean() > 0.98  # 0 background, classes from 1
     rows = list(csv.DictReader(areas.open()))
     by_class = {r["class"]: r for r in rows}
     assert set(by_class) == {"tumor", "stroma", "lymph", "background"}
-    assert int(by_class["tumor"]["pixels"]) == int((level0 == 0).sum())
-    assert float(by_class["tumor"]["area_um2"]) == pytest.approx((level0 == 0).sum() * 0.25, abs=0.01)
+    assert int(by_class["tumor"]["pixels"]) == int((level0 == 1).sum())  # tumor is label value 1
+    assert float(by_class["tumor"]["area_um2"]) == pytest.approx((level0 == 1).sum() * 0.25, abs=0.01)
     assert abs(sum(float(r["percent_of_tissue"]) for r in rows if r["percent_of_tissue"]) - 100) < 0.01
     assert by_class["background"]["percent_of_tissue"] == ""
     collection = json.loads(geo.read_text())
@@ -102,9 +103,9 @@ def test_rerun_on_a_finished_output_writes_the_missing_exports_without_segmentin
     assert _snapshot(out) == before  # not a chunk, attribute or tissue mask rewritten
     assert summary["finished_before"] and summary["tiles"]["run"] == 0
     assert summary["class_pixels"] == first["class_pixels"]
-    level0 = zarr.open_array(str(out / "0"))[:]
+    level0 = zarr.open_array(str(out / "labels" / "tissue" / "0"))[:]
     by_class = {r["class"]: r for r in csv.DictReader(areas.open())}
-    assert int(by_class["tumor"]["pixels"]) == int((level0 == 0).sum())
+    assert int(by_class["tumor"]["pixels"]) == int((level0 == 1).sum())  # label value 1: the first class
     names = {f["properties"]["classification"]["name"] for f in json.loads(geo.read_text())["features"]}
     assert names == {"tumor", "stroma", "lymph"}
 

@@ -45,8 +45,8 @@ def test_local_cluster_of_two_processes_gives_the_threaded_result(tmp_path):
         )
         facts = client.run(_worker_facts)
 
-    a = zarr.open_array(str(tmp_path / "threads.zarr" / "0"))[:]
-    b = zarr.open_array(str(tmp_path / "cluster.zarr" / "0"))[:]
+    a = zarr.open_array(str(tmp_path / "threads.zarr" / "labels" / "tissue" / "0"))[:]
+    b = zarr.open_array(str(tmp_path / "cluster.zarr" / "labels" / "tissue" / "0"))[:]
     assert np.array_equal(a, b)
     assert result.class_pixels == threaded.class_pixels
     assert result.chunks["total"] == 3 * 5

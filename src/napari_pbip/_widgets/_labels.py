@@ -1,13 +1,15 @@
 """How napari-pbip label layers carry their classes: metadata, colours, and reading them back.
 
-A label layer made by the plugin (ground truth, segmentation) holds mask indices ``0..N-1`` for the
-tissue classes and ``background_index`` (N) for glass, like the library's label images; pixels a
-running segmentation has not reached yet hold :data:`UNFILLED`. Its ``metadata`` records
-``pbip_classes``, ``pbip_palette`` and ``pbip_background_index`` (and ``pbip_slide_mpp``, the
-level-0 um/px of the slide it belongs to) so the writers know what the values mean.
+Label layers follow napari's convention: 0 is background (unlabelled, what the eraser paints) and
+tissue class ``k`` is value ``k + 1``, as in the outputs of ``pbip segment``
+(:mod:`napari_pbip.export.label_values`); pixels a running segmentation has not reached yet hold
+:data:`UNFILLED`. A layer made by the plugin (ground truth, segmentation) records
+``pbip_classes``, ``pbip_palette`` and ``pbip_background_index`` (0; a layer kept from an earlier
+version may hold mask indices with background N) and ``pbip_slide_mpp``, the level-0 um/px of the
+slide it belongs to, in its ``metadata`` so the writers know what the values mean.
 
-Label layers from elsewhere follow napari's convention instead: 0 is unlabelled (background) and
-every other value is a class of its own, named ``label <value>``.
+Label layers from elsewhere are read by napari's convention: every value other than 0 is a class
+of its own, named ``label <value>``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from ..data.layouts import mask_index_names
 from ..errors import SlideError
+from ..export.label_values import BACKGROUND_VALUE, palette_by_value, to_values
 
 UNFILLED = 255  # pixels a running segmentation has not written yet
 
@@ -50,7 +53,8 @@ def colormap(cm: ClassMap, background_alpha: float = 0.0):
     """A napari label colormap painting each class in its palette colour.
 
     Background is drawn with ``background_alpha`` (0: the slide shows through) and
-    :data:`UNFILLED` pixels are transparent.
+    :data:`UNFILLED` pixels are transparent. The colormap's background value is 0 when background
+    is label value 0, so napari's eraser paints background.
     """
     from napari.utils.colormaps import DirectLabelColormap
 
@@ -58,7 +62,20 @@ def colormap(cm: ClassMap, background_alpha: float = 0.0):
     for value, rgb in enumerate(cm.palette):
         alpha = background_alpha if value == cm.background_index else 1.0
         colors[value] = np.array([*(c / 255 for c in rgb[:3]), alpha], np.float32)
-    return DirectLabelColormap(color_dict=colors, background_value=UNFILLED)
+    background = BACKGROUND_VALUE if cm.background_index == BACKGROUND_VALUE else UNFILLED
+    return DirectLabelColormap(color_dict=colors, background_value=background)
+
+
+def as_label_values(cm: ClassMap, labels: np.ndarray) -> tuple[ClassMap, np.ndarray]:
+    """A class map and labels in mask indices (a data set's, a synthetic slide's) as napari's label
+    values: background 0, class ``k`` as ``k + 1``."""
+    if cm.background_index == BACKGROUND_VALUE:
+        return cm, labels
+    n = len(cm.classes)
+    values = to_values(labels, n, cm.background_index)
+    return ClassMap(
+        cm.classes, palette_by_value(cm.palette, n, cm.background_index), BACKGROUND_VALUE
+    ), values
 
 
 def layer_kwargs(cm: ClassMap, mpp: float | None, slide_mpp: float | None, name: str) -> dict[str, Any]:
@@ -116,9 +133,8 @@ def _napari_convention(labels: np.ndarray, colormap_obj: Any) -> tuple[ClassMap,
     top = int(labels.max()) if labels.size else 0
     values = list(range(1, top + 1))
     classes = tuple(f"label {v}" for v in values)
-    palette = [_colour(colormap_obj, v) for v in values] + [(255, 255, 255)]
-    out = np.where(labels == 0, top, labels.astype(np.int64) - 1).astype(np.uint8)
-    return ClassMap(classes, tuple(palette), top), out
+    palette = [(255, 255, 255)] + [_colour(colormap_obj, v) for v in values]
+    return ClassMap(classes, tuple(palette), BACKGROUND_VALUE), labels.astype(np.uint8)
 
 
 def _colour(colormap_obj: Any, value: int) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ def open_demo(viewer: Any, out: str | Path) -> dict[str, Any]:
     """
     import tifffile
 
-    from ._labels import ClassMap, layer_kwargs
+    from ._labels import ClassMap, as_label_values, layer_kwargs
     from .reader import labels_layer_data, read_slide
 
     out = Path(out)
@@ -36,6 +36,7 @@ def open_demo(viewer: Any, out: str | Path) -> dict[str, Any]:
         cm = ClassMap(
             tuple(meta["classes"]), tuple(map(tuple, meta["palette"])), int(meta["background_index"])
         )
+        cm, labels = as_label_values(cm, labels)  # as the segmentations: 0 is background
         kwargs = layer_kwargs(cm, meta["mpp"], meta["mpp"], "ground truth")
         viewer.add_labels(labels, **{**kwargs, "opacity": 0.4, "visible": False})
     for name in ("stage1-baseline", "stage1-pbip", "stage2"):  # stage 2 ends on top

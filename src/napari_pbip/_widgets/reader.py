@@ -17,6 +17,7 @@ SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".tif", ".tiff", ".vms", ".v
 LABEL_TIFF_SUFFIXES = (".labels.tif", ".labels.tiff")
 DASK_CACHE_BYTES = 256 * 1024**2  # napari's default (25% of RAM) is far too much for slide viewing
 MIN_LEVEL_SIDE = 16  # levels smaller than this add nothing to the display
+EDITABLE_PIXELS = 64 * 1024**2  # a one-level label image up to this size opens in memory, editable
 NO_MPP_NOTE = (
     "slide records no um/px; shown in pixels (scale 1). Give its resolution where a tool asks for um/px."
 )
@@ -68,15 +69,26 @@ def _opens_as_slide(path: Path) -> bool:
 
 
 def _is_label_image(path: Path) -> bool:
+    """A bare NGFF label image (an earlier ``pbip segment`` output, or from elsewhere), or an output
+    of ``pbip segment`` or the writers (an image with pbip's labels under ``labels/``)."""
+    attrs = _zarr_attrs(path)
+    if attrs is None:
+        return False
+    if "image-label" in attrs.get("ome", attrs) or "pbip_output" in attrs:
+        return True
+    names = (_zarr_attrs(path / "labels") or {}).get("ome", {}).get("labels", [])
+    return any("pbip" in (_zarr_attrs(path / "labels" / str(name)) or {}) for name in names)
+
+
+def _zarr_attrs(path: Path) -> dict[str, Any] | None:
     meta = path / "zarr.json"
     if not meta.is_file():
         meta = path / ".zattrs"
     try:
         attrs = json.loads(meta.read_text())
     except (OSError, ValueError):
-        return False
-    attrs = attrs.get("attributes", attrs)
-    return "image-label" in attrs.get("ome", attrs)
+        return None
+    return attrs.get("attributes", attrs) if isinstance(attrs, dict) else None
 
 
 def slide_layer_data(path: str | os.PathLike, mpp: float | None = None) -> LayerData:
@@ -122,7 +134,12 @@ def slide_layer_data(path: str | os.PathLike, mpp: float | None = None) -> Layer
 
 
 def labels_layer_data(path: str | os.PathLike) -> LayerData:
-    """The (data, kwargs, "labels") tuple of an OME-Zarr label image: lazy pyramid, um scale, class colours."""
+    """The (data, kwargs, "labels") tuple of an OME-Zarr label image: lazy pyramid, um scale, class colours.
+
+    Values are napari's: 0 background, tissue classes from 1 (older outputs are converted as read).
+    """
+    import numpy as np
+
     from ..export import open_labels
     from ._labels import ClassMap, layer_kwargs
 
@@ -131,7 +148,11 @@ def labels_layer_data(path: str | os.PathLike) -> LayerData:
     slide_mpp = img.attrs.get("pbip", {}).get("slide_mpp")
     kwargs = layer_kwargs(cm, img.mpp[0], slide_mpp, Path(path).name)
     kwargs["multiscale"] = len(img.levels) > 1
-    return (img.levels if len(img.levels) > 1 else img.levels[0]), kwargs, "labels"
+    if len(img.levels) > 1:
+        return img.levels, kwargs, "labels"
+    level = img.levels[0]
+    small = level.shape[0] * level.shape[1] <= EDITABLE_PIXELS
+    return (np.asarray(level) if small else level), kwargs, "labels"  # in memory: napari paints into it
 
 
 def read_slide(path: str | list[str]) -> list[LayerData]:

@@ -75,13 +75,13 @@ def synthetic_slide() -> list[LayerData]:
     """A synthetic pyramidal H&E slide (4096 px at 0.5 um/px) and its ground-truth labels."""
     import tifffile
 
-    from ._labels import ClassMap, layer_kwargs
+    from ._labels import ClassMap, as_label_values, layer_kwargs
     from .reader import slide_layer_data
 
     made = cached_slide()
     image = slide_layer_data(made.slide)
     cm = ClassMap(made.classes, made.palette, made.background_index)
-    labels = tifffile.imread(made.labels)
+    cm, labels = as_label_values(cm, tifffile.imread(made.labels))  # napari's: 0 is background
     kwargs = layer_kwargs(cm, made.mpp, made.mpp, "ground truth")
     kwargs.update(opacity=0.35, visible=False)
     return [image, (labels, kwargs, "labels")]
@@ -107,7 +107,7 @@ def synthetic_patches() -> list[LayerData]:
 
     from ..data.images import read_mask, read_rgb
     from ..data.layouts import open_dataset
-    from ._labels import ClassMap, layer_kwargs
+    from ._labels import ClassMap, as_label_values, layer_kwargs
 
     root = cached_patches()
     ds = open_dataset(root)
@@ -115,6 +115,7 @@ def synthetic_patches() -> list[LayerData]:
     images = np.stack([read_rgb(s.image) for s in samples])
     masks = np.stack([read_mask(s.mask, ds.spec) for s in samples]).astype(np.uint8)
     cm = ClassMap(tuple(ds.spec.classes), tuple(tuple(c) for c in ds.spec.palette), ds.spec.background_index)
+    cm, masks = as_label_values(cm, masks)  # shown with napari's 0 = background; the files keep theirs
     meta = {"pbip_dataset": str(root)}
     label_kwargs = layer_kwargs(cm, None, None, "synthetic patch masks")
     label_kwargs["metadata"].update(meta)

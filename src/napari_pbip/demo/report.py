@@ -173,6 +173,7 @@ def plot_slide(out: Path, name: str = "stage2") -> Path | None:
     import tifffile
 
     from ..export import open_labels
+    from ..export.label_values import to_values
     from ..slide import open_slide
 
     labels = open_labels(zarr_path)
@@ -180,7 +181,9 @@ def plot_slide(out: Path, name: str = "stage2") -> Path | None:
     pred = np.asarray(labels.levels[level])
     slide = open_slide(out / "slide.tif")
     thumb = slide.read_all(labels.mpp[level])
-    truth = tifffile.imread(out / "slide.labels.tif")
+    with tifffile.TiffFile(out / "slide.labels.tif") as tif:
+        truth_bg = int(json.loads(tif.pages[0].description)["background_index"])
+        truth = to_values(tif.asarray(), len(labels.classes), truth_bg)  # as the output: 0 background
     ys = (np.arange(pred.shape[0]) * truth.shape[0] / pred.shape[0]).astype(int)
     xs = (np.arange(pred.shape[1]) * truth.shape[1] / pred.shape[1]).astype(int)
     truth = truth[ys][:, xs]

@@ -167,6 +167,7 @@ def evaluate_slide(slide: Any, result: Any) -> dict[str, Any]:
     import tifffile
 
     from ..export import open_labels
+    from ..export.label_values import BACKGROUND_VALUE, to_values
     from ..metrics import MetricAccumulator
 
     pred = np.asarray(open_labels(result.out).levels[0])
@@ -175,7 +176,8 @@ def evaluate_slide(slide: Any, result: Any) -> dict[str, Any]:
         ys = (np.arange(pred.shape[0]) * truth.shape[0] / pred.shape[0]).astype(int)
         xs = (np.arange(pred.shape[1]) * truth.shape[1] / pred.shape[1]).astype(int)
         truth = truth[ys][:, xs]
-    acc = MetricAccumulator(len(slide.classes), slide.background_index, list(slide.classes))
+    truth = to_values(truth, len(slide.classes), slide.background_index)  # as the output: 0 background
+    acc = MetricAccumulator(len(slide.classes), BACKGROUND_VALUE, list(slide.classes))
     acc.update(truth, pred)
     r = acc.result()
     return {

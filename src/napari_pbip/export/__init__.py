@@ -1,11 +1,13 @@
-"""Exports of segmentations: OME-Zarr label pyramids, QuPath GeoJSON, per-class area tables."""
+"""Exports of segmentations: OME-Zarr images with labels, QuPath GeoJSON, per-class area tables."""
 
 from .areas import area_rows, export_areas, write_area_table
 from .geojson import export_geojson, labels_to_features, write_geojson
-from .ome_zarr import NGFF_VERSION, open_labels, write_labels_ome_zarr
+from .labels_reader import LabelsImage, open_labels
+from .ome_zarr import NGFF_VERSION, write_labels_ome_zarr
 
 __all__ = [
     "NGFF_VERSION",
+    "LabelsImage",
     "area_rows",
     "export_areas",
     "export_geojson",

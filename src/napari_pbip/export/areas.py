@@ -28,10 +28,13 @@ class AreaRow:
 
 
 def area_rows(class_pixels: Mapping[str, int], mpp: float, background: str = "background") -> list[AreaRow]:
-    """Rows per class from pixel counts at ``mpp`` um/px; percentages are of all non-background pixels."""
+    """Rows per class from pixel counts at ``mpp`` um/px, background last; percentages are of all
+    non-background pixels."""
     tissue = sum(v for k, v in class_pixels.items() if k != background)
     rows = []
-    for name, px in class_pixels.items():
+    order = [k for k in class_pixels if k != background] + [k for k in class_pixels if k == background]
+    for name in order:
+        px = class_pixels[name]
         pct = None if name == background else (100.0 * px / tissue if tissue else 0.0)
         rows.append(AreaRow(name, int(px), float(px) * mpp * mpp, pct))
     return rows
@@ -68,7 +71,7 @@ def count_classes(labels, names: list[str], block: int = 4096) -> dict[str, int]
 
 def export_areas(labels_path: str | os.PathLike, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Area table of an OME-Zarr label image (counts recorded by ``pbip segment``, else counted)."""
-    from .ome_zarr import open_labels
+    from .labels_reader import open_labels
 
     path = _atomic.check_writable(path, overwrite, {"label image": labels_path})
     img = open_labels(labels_path)

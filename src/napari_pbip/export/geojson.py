@@ -186,7 +186,7 @@ def export_geojson(
     Coordinates are in the slide's level-0 pixels when the store records the slide's um/px
     (``pbip segment`` does), else in the label image's level-0 pixels.
     """
-    from .ome_zarr import open_labels
+    from .labels_reader import open_labels
 
     path = _atomic.check_writable(path, overwrite, {"label image": labels_path})
     img = open_labels(labels_path)

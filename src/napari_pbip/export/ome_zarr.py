@@ -1,16 +1,22 @@
-"""OME-Zarr (NGFF) label images: class names and colours, a mode-downsampled pyramid, probabilities.
+"""OME-Zarr (NGFF 0.5) outputs: an RGB image of the slide with the segmentation under ``labels/``.
 
 We write **NGFF 0.5**: zarr format 3 (what zarr-python 3 writes by default) with the OME metadata
-under the ``"ome"`` attribute key. ome-zarr-py (>= 0.10) and napari-ome-zarr read it; our own
-reader (:func:`open_labels`) also reads 0.4 files. Layout of ``OUT.zarr``::
+under the ``"ome"`` attribute key, laid out as ome-zarr-py, napari-ome-zarr and QuPath expect an
+image with labels. Layout of ``OUT.zarr``::
 
-    zarr.json          ome.multiscales (axes y, x in micrometer) + ome.image-label (colours, class names)
-    0, 1, 2, ...       uint8 labels per level, level l downsampled 2**l by mode of 2x2 blocks
-    probabilities/     optional uint8 (c, y, x) multiscale, 255 = probability 1, mean-downsampled
-    pbip/              our bookkeeping group (settings, per-chunk done markers)
+    zarr.json             ome.multiscales: the image (axes c, y, x in micrometer) + ome.omero (RGB)
+    0, 1, ...             uint8 (3, y, x) image of the slide at a low resolution
+    labels/zarr.json      ome.labels = ["tissue"]
+    labels/tissue/        the label image: ome.multiscales (axes y, x), ome.image-label (colours per
+                          label value, class names, source ../../), pbip (class table, run metadata)
+        0, 1, 2, ...      uint8 label values, level l downsampled 2**l by mode of 2x2 blocks
+    probabilities/        optional uint8 (c, y, x) multiscale, channel c = label value c, 255 = 1
+    pbip/                 our bookkeeping, as zarr nodes (so zarr warns about no stray file)
 
-The pyramid is built block by block: a block whose origin and size are multiples of ``2**(n-1)``
+Label values: 0 is background, tissue class ``k`` is ``k + 1`` (:mod:`.label_values`). The
+pyramid is built block by block: a block whose origin and size are multiples of ``2**(n-1)``
 writes all ``n`` levels itself, so tiled jobs write disjoint zarr chunks at every level.
+Reading (also older outputs, a bare label image at the root) is :mod:`.labels_reader`.
 """
 
 from __future__ import annotations
@@ -25,12 +31,22 @@ from typing import Any
 import numpy as np
 
 from .. import _atomic
-from ..data.layouts import mask_index_names
 from ..errors import SlideError
+from .label_values import (
+    BACKGROUND_NAME,
+    BACKGROUND_VALUE,
+    LABEL_FORMAT,
+    class_table,
+    mask_lut,
+    palette_by_value,
+    to_values,
+)
 
 NGFF_VERSION = "0.5"
 STORE_CHUNK = 1024
-MIN_SIDE = 512  # the coarsest level is at most about this large
+MIN_SIDE = 512  # the coarsest label level is at most about this large
+IMAGE_CHUNK = 512
+LABELS_NAME = "tissue"  # the label image: labels/tissue
 
 
 def n_levels_for(shape: tuple[int, int], block: int) -> int:
@@ -99,29 +115,33 @@ def _multiscales(name: str, mpp: float, n: int, channel: bool) -> list[dict[str,
 
 
 def labels_attrs(
-    mpp: float,
-    n_levels: int,
-    classes: Sequence[str],
-    palette: Sequence[Sequence[int]],
-    background_index: int,
+    mpp: float, n_levels: int, classes: Sequence[str], palette: Sequence[Sequence[int]]
 ) -> dict[str, Any]:
-    """The ``ome`` attributes of a label image (background drawn transparent over the slide)."""
-    names = mask_index_names(classes, background_index)
+    """The ``ome`` attributes of the label image (``palette`` by label value; background transparent)."""
+    names = [BACKGROUND_NAME, *classes]
     colors, props = [], []
     for value, (name, rgb) in enumerate(zip(names, palette, strict=True)):
-        alpha = 0 if value == background_index else 255
+        alpha = 0 if value == BACKGROUND_VALUE else 255
         colors.append({"label-value": value, "rgba": [int(c) for c in rgb[:3]] + [alpha]})
         props.append({"label-value": value, "class": name})
     return {
         "version": NGFF_VERSION,
         "multiscales": _multiscales("tissue classes", mpp, n_levels, channel=False),
-        "image-label": {"colors": colors, "properties": props},
+        "image-label": {"colors": colors, "properties": props, "source": {"image": "../../"}},
     }
+
+
+def label_group_path(root: str | os.PathLike) -> Path:
+    """Where the label image of an output store lies (``labels/tissue``)."""
+    return Path(root) / "labels" / LABELS_NAME
 
 
 @dataclass
 class LabelsStore:
-    """An OME-Zarr label image on disk: where it is and how its pyramid is laid out."""
+    """An output store on disk: where it is and how its label pyramid is laid out.
+
+    ``classes`` and ``palette`` are by label value (background, value 0, first in ``palette``).
+    """
 
     path: Path
     shape: tuple[int, int]
@@ -130,11 +150,18 @@ class LabelsStore:
     block: int
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
-    background_index: int
     probabilities: bool = False
 
+    @property
+    def label_path(self) -> Path:
+        """The label image group inside the store."""
+        return label_group_path(self.path)
+
     def write_block(self, y0: int, x0: int, labels: np.ndarray, probs: np.ndarray | None = None) -> None:
-        """Write a level-0 block at (y0, x0) and its downsampled copies into every level."""
+        """Write a level-0 block of label values at (y0, x0) and its downsampled copies into every level.
+
+        ``probs`` (c, h, w) has one channel per label value.
+        """
         import zarr
 
         f = 2 ** (self.n_levels - 1)
@@ -147,11 +174,17 @@ class LabelsStore:
                 labels = downsample_mode(labels)
                 probs = None if probs is None else downsample_mean(probs)
             ly, lx = y0 >> level, x0 >> level
-            arr = zarr.open_array(store=str(self.path), path=str(level), mode="r+")
+            arr = zarr.open_array(store=str(self.label_path), path=str(level), mode="r+")
             arr[ly : ly + labels.shape[0], lx : lx + labels.shape[1]] = labels
             if probs is not None and self.probabilities:
                 parr = zarr.open_array(store=str(self.path), path=f"probabilities/{level}", mode="r+")
                 parr[:, ly : ly + probs.shape[1], lx : lx + probs.shape[2]] = probs
+
+
+def _codec():
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")]
 
 
 def create_labels_store(
@@ -160,50 +193,112 @@ def create_labels_store(
     mpp: float,
     classes: Sequence[str],
     palette: Sequence[Sequence[int]],
-    background_index: int,
     block: int = 4096,
     probabilities: bool = False,
-    extra_attrs: dict[str, Any] | None = None,
+    pbip_attrs: dict[str, Any] | None = None,
+    image: np.ndarray | None = None,
+    image_mpp: float | None = None,
 ) -> LabelsStore:
-    """Create an empty OME-Zarr label image (every pixel background) ready for :meth:`LabelsStore.write_block`."""
-    import zarr
-    from zarr.codecs import BloscCodec
+    """Create an empty output store (every label pixel background) for :meth:`LabelsStore.write_block`.
 
+    Args:
+        path: the ``.zarr`` folder.
+        shape: (height, width) of the label image at ``mpp`` um/px.
+        mpp: um/px of the label image.
+        classes: tissue class names (label values 1, 2, ...).
+        palette: RGB per label value, background (0) first.
+        block: pixels per written block (the pyramid depth keeps it divisible).
+        probabilities: also create the ``probabilities`` image.
+        pbip_attrs: kept under the label image's ``pbip`` attribute, beside the class table.
+        image: (y, x, 3) uint8 image of the slide for the root; None leaves it to
+            :func:`write_image` (an NGFF image needs one before readers open it).
+        image_mpp: um/px of ``image``.
+    """
+    import zarr
+
+    if len(palette) != len(classes) + 1:
+        raise SlideError(
+            f"palette has {len(palette)} colours for {len(classes)} classes; expected one per label value "
+            "(background first)"
+        )
     path = Path(path)
+    palette = tuple(tuple(int(v) for v in c[:3]) for c in palette)
     n = n_levels_for(shape, block)
-    codec = [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")]
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    root.attrs.update(
-        {"ome": labels_attrs(mpp, n, classes, palette, background_index), **(extra_attrs or {})}
+    labels_root = root.create_group("labels")
+    labels_root.attrs["ome"] = {"version": NGFF_VERSION, "labels": [LABELS_NAME]}
+    group = labels_root.create_group(LABELS_NAME)
+    group.attrs.update(
+        {
+            "ome": labels_attrs(mpp, n, classes, palette),
+            "pbip": {
+                "label_format": LABEL_FORMAT,
+                "classes": class_table(classes, palette),
+                **(pbip_attrs or {}),
+            },
+        }
     )
     for level in range(n):
         c = store_chunk(block, level)
-        root.create_array(
+        group.create_array(
             str(level),
             shape=level_shape(shape, level),
             chunks=(c, c),
             dtype="uint8",
-            fill_value=background_index,
-            compressors=codec,
+            fill_value=BACKGROUND_VALUE,
+            compressors=_codec(),
             dimension_names=("y", "x"),
         )
     if probabilities:
-        _create_probabilities(root, shape, mpp, n, block, classes, palette, background_index, codec)
-    return LabelsStore(
-        path,
-        tuple(shape),
-        float(mpp),
-        n,
-        block,
-        tuple(classes),
-        tuple(tuple(int(v) for v in c[:3]) for c in palette),
-        background_index,
-        probabilities,
-    )
+        _create_probabilities(root, shape, mpp, n, block, classes, palette)
+    if image is not None:
+        write_image(path, image, image_mpp or mpp, n)
+    return LabelsStore(path, tuple(shape), float(mpp), n, block, tuple(classes), palette, probabilities)
 
 
-def _create_probabilities(root, shape, mpp, n, block, classes, palette, background_index, codec) -> None:
-    names = mask_index_names(classes, background_index)
+def write_image(path: str | os.PathLike, rgb: np.ndarray, mpp: float, n_levels: int) -> None:
+    """Write the store's root image: ``rgb`` (y, x, 3) uint8 at ``mpp`` um/px, halved ``n_levels - 1`` times.
+
+    NGFF validators want as many image levels as label levels; the image is small (the slide at
+    a coarse resolution), so its levels cost little.
+    """
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r+")
+    levels = [np.ascontiguousarray(np.moveaxis(np.asarray(rgb, np.uint8)[..., :3], -1, 0))]
+    while len(levels) < n_levels:
+        levels.append(downsample_mean(levels[-1]))
+    for level, data in enumerate(levels):
+        c = min(IMAGE_CHUNK, max(data.shape[1:]))
+        arr = root.create_array(
+            str(level),
+            shape=data.shape,
+            chunks=(3, c, c),
+            dtype="uint8",
+            fill_value=255,
+            compressors=_codec(),
+            dimension_names=("c", "y", "x"),
+            overwrite=True,
+        )
+        arr[:] = data
+    channels = [
+        {
+            "label": name,
+            "color": color,
+            "window": {"start": 0, "end": 255, "min": 0, "max": 255},
+            "active": True,
+        }
+        for name, color in (("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"))
+    ]
+    root.attrs["ome"] = {
+        "version": NGFF_VERSION,
+        "multiscales": _multiscales("slide", mpp, len(levels), channel=True),
+        "omero": {"channels": channels, "rdefs": {"model": "color"}},
+    }
+
+
+def _create_probabilities(root, shape, mpp, n, block, classes, palette) -> None:
+    names = [BACKGROUND_NAME, *classes]
     group = root.create_group("probabilities")
     channels = [
         {
@@ -231,55 +326,9 @@ def _create_probabilities(root, shape, mpp, n, block, classes, palette, backgrou
             chunks=(1, c, c),
             dtype="uint8",
             fill_value=0,
-            compressors=codec,
+            compressors=_codec(),
             dimension_names=("c", "y", "x"),
         )
-
-
-@dataclass
-class LabelsImage:
-    """An OME-Zarr label image opened lazily (as written by :func:`write_labels_ome_zarr` or ``pbip segment``)."""
-
-    path: Path
-    levels: list[Any]  # dask arrays (y, x) uint8, finest first
-    mpp: list[float]
-    classes: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-    background_index: int
-    attrs: dict[str, Any]
-
-
-def open_labels(path: str | os.PathLike) -> LabelsImage:
-    """Open an OME-Zarr label image (NGFF 0.4 or 0.5) with its class names and colours.
-
-    Raises:
-        SlideError: ``path`` is not an OME-Zarr label image.
-    """
-    import dask.array as da
-    import zarr
-
-    path = Path(path)
-    try:
-        root = zarr.open_group(str(path), mode="r")
-    except Exception as exc:
-        raise SlideError(f"{path} is not a zarr group ({exc}); expected an OME-Zarr label image") from exc
-    attrs = root.attrs.asdict()
-    ome = attrs.get("ome", attrs)
-    if "image-label" not in ome or "multiscales" not in ome:
-        raise SlideError(f"{path} has no NGFF 'image-label' metadata; expected output of pbip segment")
-    datasets = ome["multiscales"][0]["datasets"]
-    levels = [da.from_zarr(root[d["path"]]) for d in datasets]
-    mpp = [float(d["coordinateTransformations"][0]["scale"][-1]) for d in datasets]
-    props = {
-        p["label-value"]: p.get("class", str(p["label-value"]))
-        for p in ome["image-label"].get("properties", [])
-    }
-    colors = {c["label-value"]: tuple(c["rgba"][:3]) for c in ome["image-label"].get("colors", [])}
-    values = sorted(set(props) | set(colors))
-    background = next((v for v in values if props.get(v) == "background"), values[-1])
-    classes = tuple(props.get(v, str(v)) for v in values if v != background)
-    palette = tuple(colors.get(v, (128, 128, 128)) for v in values)
-    return LabelsImage(path, levels, mpp, classes, palette, background, attrs)
 
 
 def write_labels_ome_zarr(
@@ -292,8 +341,14 @@ def write_labels_ome_zarr(
     probabilities: Any = None,
     overwrite: bool = False,
     block: int = 4096,
+    image: np.ndarray | None = None,
+    image_mpp: float | None = None,
 ) -> Path:
-    """Write a label image (numpy or dask, (y, x) integers) as an OME-Zarr label pyramid, atomically.
+    """Write a label image (numpy or dask, (y, x) mask indices) as an OME-Zarr output, atomically.
+
+    The store holds label values (0 background, class ``k`` as ``k + 1``; see the module docstring)
+    under ``labels/tissue``, and ``image`` (or, without one, the labels in their class colours) as
+    the NGFF image they belong to.
 
     Args:
         labels: mask indices; values outside ``0..len(palette)-1`` are rejected.
@@ -302,32 +357,51 @@ def write_labels_ome_zarr(
         classes: tissue class names in mask-index order (without background).
         palette: RGB per mask index (tissue classes and background).
         background_index: mask index of background (default: ``len(classes)``).
-        probabilities: optional (c, y, x) uint8 (0-255) or float (0-1) class probabilities.
+        probabilities: optional (c, y, x) uint8 (0-255) or float (0-1) probabilities per mask index.
         overwrite: replace an existing output.
         block: pixels per written block (bounds memory for dask inputs).
+        image: (y, x, 3) uint8 image of the slide at ``image_mpp`` um/px (default ``mpp``).
+        image_mpp: um/px of ``image``.
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is false.
     """
     bg = len(classes) if background_index is None else background_index
-    if len(palette) != len(classes) + 1:
+    n = len(classes)
+    if len(palette) != n + 1:
         raise SlideError(
-            f"palette has {len(palette)} colours for {len(classes)} classes; expected one per class + background"
+            f"palette has {len(palette)} colours for {n} classes; expected one per class + background"
         )
+    by_value = palette_by_value(palette, n, bg)
+    channels = mask_lut(n, bg)  # probabilities channel per label value
     shape = (int(labels.shape[0]), int(labels.shape[1]))
     with _atomic.atomic_dir(path, overwrite=overwrite) as tmp:
-        store = create_labels_store(tmp, shape, mpp, classes, palette, bg, block, probabilities is not None)
+        store = create_labels_store(tmp, shape, mpp, classes, by_value, block, probabilities is not None)
         for y0 in range(0, shape[0], block):
             for x0 in range(0, shape[1], block):
                 lab = np.asarray(labels[y0 : y0 + block, x0 : x0 + block])
-                if lab.size and (lab.min() < 0 or lab.max() >= len(palette)):
+                try:
+                    values = to_values(lab, n, bg)
+                except ValueError:
                     raise SlideError(
                         f"labels contain {int(lab.max())}; expected mask indices 0..{len(palette) - 1}"
-                    )
+                    ) from None
                 prob = None
                 if probabilities is not None:
-                    prob = np.asarray(probabilities[:, y0 : y0 + block, x0 : x0 + block])
+                    prob = np.asarray(probabilities[:, y0 : y0 + block, x0 : x0 + block])[channels]
                     if prob.dtype != np.uint8:
                         prob = np.clip(np.rint(prob * 255), 0, 255).astype(np.uint8)
-                store.write_block(y0, x0, lab.astype(np.uint8), prob)
+                store.write_block(y0, x0, values, prob)
+        if image is None:  # no slide at hand: the image is the labels in their class colours
+            image, image_mpp = render_labels(store)
+        write_image(tmp, image, image_mpp or mpp, store.n_levels)
     return Path(path)
+
+
+def render_labels(store: LabelsStore) -> tuple[np.ndarray, float]:
+    """The coarsest label level in class colours, and its um/px (the image of a store without a slide)."""
+    import zarr
+
+    level = store.n_levels - 1
+    values = zarr.open_array(store=str(store.label_path), path=str(level), mode="r")[:]
+    return np.asarray(store.palette, np.uint8)[values], store.mpp * 2**level

@@ -1,15 +1,22 @@
-"""Whole-slide segmentation: one dask task per chunk, written into an OME-Zarr label pyramid.
+"""Whole-slide segmentation: one dask task per chunk, written into an OME-Zarr image with labels.
 
 The slide is cut into chunks of ``chunk`` pixels at the inference resolution. Each task reads its
 chunk plus a halo, predicts overlapping tiles in batches (:func:`~.tiled.predict_block`), writes
-every pyramid level of its chunk and then a done marker. Chunks without tissue are not run (their
-pixels are background, the store's fill value). A rerun on the same output resumes: only chunks
-without a marker are computed.
+every pyramid level of its chunk (as label values: 0 background, class ``k`` as ``k + 1``) and
+then a done marker. Chunks without tissue are not run (their pixels are background, the store's
+fill value). A rerun on the same output resumes: only chunks without a marker are computed.
+
+The store's layout is :mod:`napari_pbip.export.ome_zarr`'s. pbip's bookkeeping lies in the
+``pbip`` group as zarr nodes, so that zarr finds no stray file: the settings and the tissue mask
+(an array) and one group per finished chunk under ``pbip/done`` whose attributes are the chunk's
+summary. The run's metadata (status, resume fingerprint) is under ``pbip`` in the label image's
+attributes. The slide is recorded by content (:func:`slide_fingerprint`), never by its path.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -22,13 +29,12 @@ from typing import Any
 import numpy as np
 
 from .. import _atomic
-from ..data.layouts import mask_index_names
 from ..errors import OutputExistsError, SettingsError
 from ..events import Job, Progress
-from ..export.ome_zarr import LabelsStore, create_labels_store
+from ..export.label_values import BACKGROUND_NAME, BACKGROUND_VALUE, mask_lut, palette_by_value, values_lut
+from ..export.ome_zarr import LabelsStore, create_labels_store, label_group_path
 from ..settings import Settings, check
 from ..slide import Slide, TissueMask, TissueSettings, detect_tissue, open_slide
-from ..slide._backends import stamp
 from . import _scheduling
 from .predictor import DensePredictor, load_predictor, model_hash
 from .tiled import Cancelled, predict_block
@@ -37,6 +43,7 @@ DEFAULT_OVERLAP = 32  # px; see SegmentSettings.overlap
 CPU_PIXELS_PER_CALL = 448 * 448  # default model-call size on a CPU; see SegmentSettings.batch
 GPU_BATCH = 16  # default tiles per model call on a GPU
 OUTPUT_KIND = "segment"  # the command named in the output store's marker
+FINGERPRINT_BYTES = 1024**2  # slide_fingerprint hashes this much of the file's start and end
 _SCHEDULER = re.compile(r"^(threads|sync|(tcp|tls|inproc|ucx|ws|wss)://.+)$")
 
 
@@ -176,12 +183,15 @@ class ChunkDone:
 
         f = 2**level
         y0, x0, y1, x1 = self.box[0] // f, self.box[1] // f, -(-self.box[2] // f), -(-self.box[3] // f)
-        return zarr.open_array(store=str(self.path), path=str(level), mode="r")[y0:y1, x0:x1]
+        return zarr.open_array(store=str(label_group_path(self.path)), path=str(level), mode="r")[
+            y0:y1, x0:x1
+        ]
 
 
 @dataclass
 class SegmentResult:
-    """A finished segmentation."""
+    """A finished segmentation; ``palette`` is by label value (``background_index`` 0 first) and
+    ``class_pixels`` counts pixels per class name."""
 
     out: Path
     shape: tuple[int, int]
@@ -238,10 +248,13 @@ def _chunk_predictor(task: ChunkTask) -> DensePredictor:
 def run_chunk(
     task: ChunkTask, predictor: DensePredictor | None = None, cancel: threading.Event | None = None
 ) -> ChunkSummary:
-    """Segment one chunk, write it into the store with its pyramid, then write its done marker."""
+    """Segment one chunk, write it into the store with its pyramid, then write its done marker.
+
+    ``counts`` in the summary are pixels per label value.
+    """
     s, (y0, x0, y1, x1) = task.settings, task.core
     n_ch = len(task.store.palette)
-    bg = task.store.background_index
+    bg = BACKGROUND_VALUE
     if cancel is not None and cancel.is_set():
         return ChunkSummary(task.index, task.core, [0] * n_ch, cancelled=True)
     margin = s.overlap * s.mpp  # a tile reaching tissue within its blend ramp still runs
@@ -276,7 +289,9 @@ def run_chunk(
             )
         except Cancelled:
             return ChunkSummary(task.index, task.core, [0] * n_ch, cancelled=True)
-        labels, probs = pred.labels, pred.probs
+        n, model_bg = len(model.classes), model.background_index
+        labels = values_lut(n, model_bg)[pred.labels]  # mask indices -> label values
+        probs = None if pred.probs is None else pred.probs[mask_lut(n, model_bg)]
         summary.counts = np.bincount(labels.ravel(), minlength=n_ch)[:n_ch].tolist()
         summary.tiles_run, summary.tiles_skipped = pred.tiles_run, pred.tiles_skipped
         summary.seconds.update(pred.seconds)
@@ -284,21 +299,50 @@ def run_chunk(
     task.store.write_block(y0, x0, labels, probs)
     summary.seconds["write"] = time.perf_counter() - t_write
     summary.seconds["total"] = time.perf_counter() - t
-    _atomic.write_json(_marker(task.store.path, task.index), asdict(summary))
+    _atomic.write_json(_marker(task.store.path, task.index), _group_doc(asdict(summary)))
     return summary
 
 
+def _group_doc(attributes: dict[str, Any]) -> dict[str, Any]:
+    """A zarr (format 3) group's metadata document holding ``attributes``."""
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+
+
 def _marker(out: Path, index: tuple[int, int]) -> Path:
-    return Path(out) / "pbip" / "done" / f"{index[0]}_{index[1]}.json"
+    """A chunk's done marker: a zarr group (its ``zarr.json``, written atomically) under ``pbip/done``."""
+    return Path(out) / "pbip" / "done" / f"{index[0]}_{index[1]}" / "zarr.json"
 
 
 def _read_markers(out: Path) -> dict[tuple[int, int], ChunkSummary]:
     done = {}
-    for p in (Path(out) / "pbip" / "done").glob("*.json"):
-        d = json.loads(p.read_text())
+    for p in (Path(out) / "pbip" / "done").glob("*/zarr.json"):
+        d = json.loads(p.read_text())["attributes"]
         d["index"], d["core"] = tuple(d["index"]), tuple(d["core"])
         done[d["index"]] = ChunkSummary(**d)
     return done
+
+
+def slide_fingerprint(path: str | os.PathLike) -> str:
+    """The slide by content: ``<size>:<sha256 of its first and last MB>`` (of its metadata file for
+    a folder such as an OME-Zarr slide).
+
+    Outputs record this rather than the slide's path, which can carry patient identifiers; a
+    copied or renamed slide still resumes its segmentation.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = next((p / n for n in ("zarr.json", ".zattrs", ".zgroup") if (p / n).is_file()), p)
+    if p.is_dir():
+        names = sorted(q.name for q in p.iterdir())
+        return "dir:" + hashlib.sha256("\n".join(names).encode()).hexdigest()
+    size = p.stat().st_size
+    digest = hashlib.sha256()
+    with p.open("rb") as f:
+        digest.update(f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(f.read(FINGERPRINT_BYTES))
+    return f"{size}:sha256:{digest.hexdigest()}"
 
 
 def _fingerprint(slide: Slide, model_id: str, s: SegmentSettings, shape: tuple[int, int]) -> dict[str, Any]:
@@ -306,11 +350,11 @@ def _fingerprint(slide: Slide, model_id: str, s: SegmentSettings, shape: tuple[i
 
     ``model_id`` is ``sha256:<model_hash>`` for a model folder (its weights and settings, not its
     path: a model retrained in the same folder must not finish a segmentation the old one began).
+    The slide counts by content, not by path (:func:`slide_fingerprint`).
     """
     keep = ("mpp", "tile", "overlap", "chunk", "probabilities", "skip_background", "tissue_mpp")
     return {
-        "slide": str(slide.path.resolve()),
-        "slide_stamp": list(stamp(slide.path)),
+        "slide": slide_fingerprint(slide.path),
         "slide_mpp": slide.mpp[0],
         "model": model_id,
         "shape": list(shape),
@@ -322,6 +366,7 @@ def _prepare_output(
     out: Path,
     fingerprint: dict,
     predictor: DensePredictor,
+    slide: Slide,
     s: SegmentSettings,
     overwrite: bool,
     inputs: dict[str, Any],
@@ -336,19 +381,25 @@ def _prepare_output(
     """
     import zarr
 
+    classes = tuple(predictor.classes)
+    palette = palette_by_value(predictor.palette, len(classes), predictor.background_index)
     if out.exists() and any(out.iterdir()) and not overwrite:  # segment_slide checked it is a folder
-        try:
-            attrs = zarr.open_group(str(out), mode="r").attrs.asdict().get("pbip", {})
-        except Exception as exc:  # zarr raises several types for damaged stores
+        attrs = _run_attrs(out)
+        if not attrs:
             raise OutputExistsError(
-                f"{out} exists but is not a readable segmentation store ({type(exc).__name__}: {exc}), so it "
-                "cannot be resumed or exported: choose another output (or --overwrite an earlier segmentation)"
-            ) from None
+                f"{out} exists but is not a readable segmentation store, so it cannot be resumed or exported: "
+                "choose another output (or --overwrite an earlier segmentation)"
+            )
         finished = attrs.get("status") == "complete"
         if finished and not reuse_finished:
             raise OutputExistsError(
                 f"{out} already holds a finished segmentation; pass --overwrite to redo it "
                 "(or only --geojson/--areas to export it)"
+            )
+        if attrs.get("layout") == "bare" and not finished:
+            raise OutputExistsError(
+                f"{out} is an unfinished segmentation in the layout of an earlier napari-pbip (a bare label "
+                "image), which this version does not resume; pass --overwrite to start it again"
             )
         saved = attrs.get("fingerprint") or {}
         _check_same_model(out, inputs["model"], str(saved.get("model")), str(fingerprint["model"]))
@@ -362,40 +413,63 @@ def _prepare_output(
             )
         if finished:
             return None, _read_markers(out), "finished"
-        ome = zarr.open_group(str(out), mode="r").attrs["ome"]
+        ome = zarr.open_group(str(label_group_path(out)), mode="r").attrs["ome"]
         store = LabelsStore(
             out,
             tuple(fingerprint["shape"]),
             s.mpp,
             len(ome["multiscales"][0]["datasets"]),
             s.chunk,
-            tuple(predictor.classes),
-            tuple(tuple(c) for c in predictor.palette),
-            predictor.background_index,
+            classes,
+            palette,
             s.probabilities,
         )
         return store, _read_markers(out), "resumed"
     _atomic.clear_output(out, OUTPUT_KIND, inputs)  # only a previous segmentation (or an empty folder)
-    attrs = {"pbip": {"status": "running", "fingerprint": fingerprint}}
+    image_mpp = max(s.tissue_mpp, s.mpp)  # the slide as tissue detection reads it: small and cheap
     try:
         store = create_labels_store(
             out,
             tuple(fingerprint["shape"]),
             s.mpp,
-            predictor.classes,
-            predictor.palette,
-            predictor.background_index,
+            classes,
+            palette,
             s.chunk,
             s.probabilities,
-            attrs,
+            {"status": "running", "fingerprint": fingerprint},
+            image=slide.read_all(image_mpp),
+            image_mpp=image_mpp,
         )
-        _atomic.mark_output(out, OUTPUT_KIND)
-        zarr.open_group(str(out / "pbip"), mode="w", zarr_format=3)
-        s.save(out / "pbip" / "settings.json")
+        _atomic.mark_output(out, OUTPUT_KIND, in_zarr=True)
+        pbip = zarr.open_group(str(out / "pbip"), mode="w", zarr_format=3)
+        pbip.attrs["settings"] = {"settings": type(s).__name__, **s.to_dict()}
+        pbip.create_group("done")
     except BaseException:
         _remove_unstarted(out)
         raise
     return store, {}, "new"
+
+
+def _run_attrs(out: Path) -> dict[str, Any]:
+    """The run metadata of an existing output (``layout: "bare"`` for an earlier version's layout)."""
+    import zarr
+
+    try:
+        return dict(zarr.open_group(str(label_group_path(out)), mode="r").attrs.get("pbip") or {})
+    except Exception:
+        pass
+    try:
+        old = dict(zarr.open_group(str(out), mode="r").attrs.asdict().get("pbip") or {})
+    except Exception:
+        return {}
+    return {**old, "layout": "bare"} if old else {}
+
+
+def _set_run_attrs(out: Path, **values: Any) -> None:
+    import zarr
+
+    group = zarr.open_group(str(label_group_path(out)), mode="r+")
+    group.attrs["pbip"] = {**dict(group.attrs["pbip"]), **values}
 
 
 def _check_same_model(out: Path, model: Any, then: str, now: str) -> None:
@@ -492,7 +566,9 @@ def segment_slide(
     fingerprint = _fingerprint(slide, _model_id(predictor, content), s, shape)
     if s.compile:
         _check_compilable(predictor)  # before any output is written
-    store, done, state = _prepare_output(out, fingerprint, predictor, s, overwrite, inputs, reuse_finished)
+    store, done, state = _prepare_output(
+        out, fingerprint, predictor, slide, s, overwrite, inputs, reuse_finished
+    )
     if state == "finished":
         return _finished_result(out, predictor, s, shape, done, time.perf_counter() - t_start)
     try:
@@ -510,7 +586,7 @@ def _remove_unstarted(out: Path) -> None:
     import shutil
 
     try:
-        if not any((out / "pbip" / "done").glob("*.json")):
+        if not any((out / "pbip" / "done").glob("*/zarr.json")):
             shutil.rmtree(out, ignore_errors=True)
     except OSError:
         pass  # leave it; the original error is what the user needs to see
@@ -544,7 +620,7 @@ def _segment(
     if s.skip_background:
         yield Progress("tissue", 0, 1, "detecting tissue")
         tissue = detect_tissue(slide, TissueSettings(mpp=s.tissue_mpp))
-        _save_tissue_png(out / "pbip" / "tissue.png", tissue)
+        _save_tissue(out, tissue)
         yield Progress("tissue", 1, 1, f"tissue covers {tissue.fraction:.1%} of the slide", payload=tissue)
 
     boxes = _chunk_boxes(shape, s.chunk)
@@ -604,11 +680,21 @@ class _closing:
         return False
 
 
-def _save_tissue_png(path: Path, tissue: TissueMask) -> None:
-    from PIL import Image
+def _save_tissue(out: Path, tissue: TissueMask) -> None:
+    """The tissue mask as a zarr array ``pbip/tissue`` (255 = tissue) with its um/px and origin."""
+    import zarr
 
-    with _atomic.atomic_path(path) as tmp:
-        Image.fromarray((tissue.mask * 255).astype(np.uint8)).save(tmp, format="PNG")
+    group = zarr.open_group(str(out / "pbip"), mode="r+")
+    arr = group.create_array(
+        "tissue",
+        shape=tissue.mask.shape,
+        dtype="uint8",
+        fill_value=0,
+        overwrite=True,
+        dimension_names=("y", "x"),
+    )
+    arr[:] = tissue.mask.astype(np.uint8) * 255
+    arr.attrs.update({"mpp": tissue.mpp, "origin": list(tissue.origin)})
 
 
 def _finished_result(
@@ -620,9 +706,7 @@ def _finished_result(
     seconds: float,
 ) -> SegmentResult:
     """The result of an output finished by an earlier run, read from its attributes and markers."""
-    import zarr
-
-    tissue = zarr.open_group(str(out), mode="r").attrs["pbip"].get("tissue_fraction")
+    tissue = _run_attrs(out).get("tissue_fraction")
     result = _summarise(out, predictor, s, shape, tissue, summaries, len(summaries), seconds)
     result.finished_before = True
     result.tiles["run"] = 0  # none in this call
@@ -630,7 +714,7 @@ def _finished_result(
 
 
 def _summarise(out, predictor, s, shape, tissue_fraction, summaries, resumed, seconds) -> SegmentResult:
-    names = mask_index_names(predictor.classes, predictor.background_index)
+    names = [BACKGROUND_NAME, *predictor.classes]  # by label value
     counts = np.sum([sm.counts for sm in summaries.values()], axis=0).astype(int)
     timing: dict[str, float] = {}
     for sm in summaries.values():
@@ -643,8 +727,8 @@ def _summarise(out, predictor, s, shape, tissue_fraction, summaries, resumed, se
         shape=shape,
         mpp=s.mpp,
         classes=tuple(predictor.classes),
-        palette=tuple(tuple(int(v) for v in c[:3]) for c in predictor.palette),
-        background_index=predictor.background_index,
+        palette=palette_by_value(predictor.palette, len(predictor.classes), predictor.background_index),
+        background_index=BACKGROUND_VALUE,
         class_pixels={n: int(c) for n, c in zip(names, counts, strict=True)},
         tissue_fraction=tissue_fraction,
         chunks={
@@ -660,19 +744,14 @@ def _summarise(out, predictor, s, shape, tissue_fraction, summaries, resumed, se
 
 
 def _finish(out, slide, predictor, s, shape, tissue, summaries, resumed, seconds) -> SegmentResult:
-    import zarr
-
     fraction = None if tissue is None else tissue.fraction
     result = _summarise(out, predictor, s, shape, fraction, summaries, resumed, seconds)
-    root = zarr.open_group(str(out), mode="r+")
-    pbip = dict(root.attrs["pbip"])
-    pbip.update(
+    _set_run_attrs(
+        out,
         status="complete",
-        slide=str(slide.path),
         slide_mpp=slide.mpp[0],
         slide_shape=list(slide.shape),
         class_pixels=result.class_pixels,
         tissue_fraction=result.tissue_fraction,
     )
-    root.attrs["pbip"] = pbip
     return result
