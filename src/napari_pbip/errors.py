@@ -39,6 +39,10 @@ class SlideError(PbipError):
     """A slide cannot be opened or lacks what the job needs (e.g. its um/px)."""
 
 
+class UnreadableRegionError(SlideError):
+    """Part of a slide cannot be decoded (a damaged tile); the message names the slide, level and tile."""
+
+
 class OutputExistsError(PbipError, FileExistsError):
     """An output exists and overwriting was not asked for."""
 

@@ -116,3 +116,50 @@ def test_rerun_on_a_finished_output_writes_the_missing_exports_without_segmentin
     other = toy.save_toy_model(tmp_path / "other", "conv")
     assert main(_segment_args(slide, other, out, "--geojson", tmp_path / "o.geojson")) == 1
     assert "model" in capsys.readouterr().err and not (tmp_path / "o.geojson").exists()
+
+
+def _damage_tile(path, row: int, col: int) -> None:
+    """Overwrite one JPEG tile of level 0 with bytes no decoder accepts."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        per_row = -(-page.imagewidth // page.tilewidth)
+        i = row * per_row + col
+        offset, size = page.dataoffsets[i], page.databytecounts[i]
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\x00" * size)
+
+
+def test_a_damaged_tile_is_named_when_read_and_segmented_as_glass_with_a_warning(tmp_path, capsys):
+    from napari_pbip.errors import UnreadableRegionError
+    from napari_pbip.slide import open_slide
+
+    labels = toy.blob_labels((600, 700), seed=31)
+    slide = toy.write_tiff_slide(tmp_path / "s.tif", toy.render(labels, seed=31), mpp=0.5, tile=128)
+    _damage_tile(slide, 1, 2)  # level 0, pixels y 128-256, x 256-384
+    opened = open_slide(slide, backend="tifffile")
+    with pytest.raises(
+        UnreadableRegionError, match=r"s\.tif: level 0, .*tile rows 1-1, columns 2-2 of 128 px"
+    ):
+        opened.read_level(0, 130, 140, 260, 270)
+    bad: list = []
+    pixels = opened.read_level(0, 0, 600, 0, 700, unreadable=bad)
+    assert (
+        bad == [(128, 256, 256, 384)] and (pixels[128:256, 256:384] == 255).all()
+    )  # only that tile is glass
+    assert (pixels[:128] != 255).any()
+
+    model = toy.save_toy_model(tmp_path / "model", "colour")
+    toy.register()
+    out = tmp_path / "s.zarr"
+    args = ["segment", str(slide), "--model", str(model), "--out", str(out), "--chunk", "512", "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert [128, 256, 256, 384] in summary["unreadable"]
+    assert "could not be decoded" in captured.err and "x=256, y=128" in captured.err
+    level0 = zarr.open_array(str(out / "labels" / "tissue" / "0"))[:]
+    assert (level0[140:240, 270:370] == 0).all()  # the damaged tile is background (glass), not guessed
+    assert (level0 == to_values(labels, 3, toy.BACKGROUND)).mean() > 0.9  # the rest is segmented

@@ -142,4 +142,3 @@ def emit(result: Any, table: str, show_json: bool, json_file: str | None) -> Non
         print(table)
     if json_file:
         write_json(json_file, result)
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ._common import add_alias, add_device, add_json, add_quiet, drain, print_json
@@ -112,6 +113,14 @@ def run(args: argparse.Namespace) -> int:
         summary["geojson"] = str(export_geojson(result.out, args.geojson, overwrite=args.overwrite))
     if args.areas is not None:
         summary["areas"] = str(export_areas(result.out, args.areas, overwrite=args.overwrite))
+    if result.unreadable:  # damaged tiles were segmented as glass: say where, whatever the output format
+        (y0, x0, _, _), n = result.unreadable[0], len(result.unreadable)
+        print(
+            f"pbip segment: warning: {n} slide tile(s) of {args.slide} could not be decoded (a damaged file) and "
+            f"were labelled background; the first at level-0 x={x0}, y={y0}; all are listed under "
+            "'unreadable' in --json",
+            file=sys.stderr,
+        )
     if args.json:
         print_json(summary)
     else:

@@ -17,7 +17,7 @@ import functools
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,7 @@ class SegmentResult:
     seconds: dict[str, float]
     settings: SegmentSettings
     finished_before: bool = False  # an earlier run finished it; this one only read it back
+    unreadable: list[list[int]] = field(default_factory=list)  # level-0 (y0, x0, y1, x1) of damaged tiles
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (for ``--json``)."""
@@ -167,10 +168,11 @@ def run_chunk(
     else:
         model = predictor if predictor is not None else _chunk_predictor(task)
         tissue = task.tissue
+        bad: list[tuple[int, int, int, int]] = []  # damaged tiles read as glass, listed in the result
         try:
             pred = predict_block(
                 model,
-                lambda y, x, h, w: task.slide.read_region(y, x, h, w, s.mpp),
+                lambda y, x, h, w: task.slide.read_region(y, x, h, w, s.mpp, unreadable=bad),
                 task.core,
                 task.extent,
                 s.tile,
@@ -189,6 +191,7 @@ def run_chunk(
         probs = None if pred.probs is None else pred.probs[mask_lut(n, model_bg)]
         summary.counts = np.bincount(labels.ravel(), minlength=n_ch)[:n_ch].tolist()
         summary.tiles_run, summary.tiles_skipped = pred.tiles_run, pred.tiles_skipped
+        summary.unreadable = sorted({tuple(int(v) for v in box) for box in bad})
         summary.seconds.update(pred.seconds)
     t_write = time.perf_counter()
     task.store.write_block(y0, x0, labels, probs)
@@ -323,7 +326,7 @@ def _segment(
     tissue = None
     if s.skip_background:
         yield Progress("tissue", 0, 1, "detecting tissue")
-        tissue = detect_tissue(slide, TissueSettings(mpp=s.tissue_mpp))
+        tissue = detect_tissue(slide, TissueSettings(mpp=s.tissue_mpp), unreadable=[])
         save_tissue(out, tissue)
         yield Progress("tissue", 1, 1, f"tissue covers {tissue.fraction:.1%} of the slide", payload=tissue)
 
@@ -426,6 +429,7 @@ def _summarise(out, predictor, s, shape, tissue_fraction, summaries, resumed, se
         tiles={"run": tiles_run, "skipped": sum(sm.tiles_skipped for sm in summaries.values())},
         seconds=timing,
         settings=s,
+        unreadable=sorted({tuple(b) for sm in summaries.values() for b in sm.unreadable}),
     )
     return result
 

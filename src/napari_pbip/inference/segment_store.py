@@ -43,6 +43,9 @@ class ChunkSummary:
     tiles_skipped: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     cancelled: bool = False
+    unreadable: list[list[int]] = field(
+        default_factory=list
+    )  # level-0 boxes of tiles that could not be decoded
 
 
 def _group_doc(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +189,7 @@ def prepare_output(
             s.chunk,
             s.probabilities,
             {"status": "running", "fingerprint": fingerprint},
-            image=slide.read_all(image_mpp),
+            image=slide.read_all(image_mpp, unreadable=[]),  # a picture: damaged tiles show as glass
             image_mpp=image_mpp,
         )
         _atomic.mark_output(out, OUTPUT_KIND, in_zarr=True)

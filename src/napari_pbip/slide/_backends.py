@@ -298,6 +298,11 @@ def get_reader(path: str | os.PathLike, backend: str) -> _Reader:
     return _cached(str(path), backend, stamp(path))
 
 
+def reopen_readers() -> None:
+    """Forget the open readers (an OpenSlide handle stays in an error state after a decode error)."""
+    _cached.cache_clear()
+
+
 def candidates(path: Path) -> list[str]:
     """Backends to try for ``path``, most suitable first, chosen by suffix and content."""
     name = path.name.lower()

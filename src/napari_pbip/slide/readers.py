@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SlideError
+from ..errors import SlideError, UnreadableRegionError
 from . import _backends
 from ._backends import SUPPORTED, get_reader, plausible_mpp
 
@@ -123,21 +123,82 @@ class Slide:
         fine = [i for i, m in enumerate(self.mpp) if m <= mpp * (1 + 1e-3)]
         return fine[-1] if fine else 0
 
-    def read_level(self, level: int, y0: int, y1: int, x0: int, x1: int, fill: int = 255) -> np.ndarray:
-        """Pixels ``[y0:y1, x0:x1]`` of ``level``; parts outside the slide are ``fill`` (white)."""
+    def read_level(
+        self,
+        level: int,
+        y0: int,
+        y1: int,
+        x0: int,
+        x1: int,
+        fill: int = 255,
+        unreadable: list[tuple[int, int, int, int]] | None = None,
+    ) -> np.ndarray:
+        """Pixels ``[y0:y1, x0:x1]`` of ``level``; parts outside the slide are ``fill`` (white).
+
+        Args:
+            unreadable: None: a part that cannot be decoded raises. A list: such parts are read tile
+                by tile, the tiles that fail are ``fill``, and their level-0 boxes
+                ``(y0, x0, y1, x1)`` are appended to the list.
+
+        Raises:
+            UnreadableRegionError: (without ``unreadable``) a tile cannot be decoded; names the slide,
+                level and tile.
+        """
         h, w = self.shapes[level]
         out = np.full((y1 - y0, x1 - x0, 3), fill, np.uint8)
         cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
         if cy0 < cy1 and cx0 < cx1:
-            reader = get_reader(self.source.path, self.source.backend)
-            out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = reader.read(level, cy0, cy1, cx0, cx1)
+            try:
+                out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = self._decode(level, cy0, cy1, cx0, cx1)
+            except UnreadableRegionError:
+                if unreadable is None:
+                    raise
+                self._read_tiles(out, level, (y0, x0), (cy0, cy1, cx0, cx1), unreadable)
         return out
 
-    def read_region(self, y: int, x: int, height: int, width: int, mpp: float, fill: int = 255) -> np.ndarray:
+    def _decode(self, level: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        reader = get_reader(self.source.path, self.source.backend)
+        try:
+            return reader.read(level, y0, y1, x0, x1)
+        except SlideError:
+            raise
+        except Exception as exc:  # codecs and OpenSlide raise their own types for damaged data
+            _backends.reopen_readers()  # OpenSlide keeps failing after one error until reopened
+            t = int(reader.tile)
+            raise UnreadableRegionError(
+                f"{self.path}: level {level}, pixels y {y0}-{y1}, x {x0}-{x1} (tile rows {y0 // t}-{(y1 - 1) // t}, "
+                f"columns {x0 // t}-{(x1 - 1) // t} of {t} px) cannot be decoded ({type(exc).__name__}: {exc}); "
+                "the file is damaged there: re-export or re-scan the slide"
+            ) from exc
+
+    def _read_tiles(self, out, level, origin, box, unreadable) -> None:
+        """Fill ``out`` tile by tile; tiles that cannot be decoded stay as they are and are listed."""
+        t = int(get_reader(self.source.path, self.source.backend).tile)
+        (cy0, cy1, cx0, cx1), (y0, x0) = box, origin
+        f = self.shapes[0][0] / self.shapes[level][0]
+        for ty in range(cy0 // t * t, cy1, t):
+            for tx in range(cx0 // t * t, cx1, t):
+                a, b, c, d = max(ty, cy0), min(ty + t, cy1), max(tx, cx0), min(tx + t, cx1)
+                try:
+                    out[a - y0 : b - y0, c - x0 : d - x0] = self._decode(level, a, b, c, d)
+                except UnreadableRegionError:
+                    unreadable.append((round(a * f), round(c * f), round(b * f), round(d * f)))
+
+    def read_region(
+        self,
+        y: int,
+        x: int,
+        height: int,
+        width: int,
+        mpp: float,
+        fill: int = 255,
+        unreadable: list[tuple[int, int, int, int]] | None = None,
+    ) -> np.ndarray:
         """An RGB region at ``mpp`` um/px whose top-left pixel is (``y``, ``x``) in that resolution's grid.
 
         The region is read from the nearest level at least as fine as ``mpp`` and resampled
-        (bilinear with antialiasing); areas outside the slide are ``fill``.
+        (bilinear with antialiasing); areas outside the slide are ``fill``. ``unreadable``: see
+        :meth:`read_level`.
 
         Returns:
             uint8 array (height, width, 3).
@@ -147,15 +208,21 @@ class Slide:
         fy = mpp / self.mpp[0] * h / h0  # level-`level` pixels per target pixel, per axis
         fx = mpp / self.mpp[0] * w / w0
         if abs(fy - 1) < 1e-6 and abs(fx - 1) < 1e-6:
-            return self.read_level(level, y, y + height, x, x + width, fill)
+            return self.read_level(level, y, y + height, x, x + width, fill, unreadable)
         sy0, sy1, sx0, sx1 = y * fy, (y + height) * fy, x * fx, (x + width) * fx
         margin = math.ceil(max(fy, fx)) + 2  # keep the filter's support inside what is read
         iy0, ix0 = math.floor(sy0) - margin, math.floor(sx0) - margin
-        src = self.read_level(level, iy0, math.ceil(sy1) + margin, ix0, math.ceil(sx1) + margin, fill)
+        src = self.read_level(
+            level, iy0, math.ceil(sy1) + margin, ix0, math.ceil(sx1) + margin, fill, unreadable
+        )
         return _resize(src, (height, width), (sx0 - ix0, sy0 - iy0, sx1 - ix0, sy1 - iy0))
 
-    def read_all(self, mpp: float, block: int = 2048) -> np.ndarray:
-        """The whole slide at ``mpp`` um/px, read block by block so memory stays bounded by the output."""
+    def read_all(
+        self, mpp: float, block: int = 2048, unreadable: list[tuple[int, int, int, int]] | None = None
+    ) -> np.ndarray:
+        """The whole slide at ``mpp`` um/px, read block by block so memory stays bounded by the output.
+
+        ``unreadable``: see :meth:`read_level`."""
         H, W = self.size_at(mpp)
         level = self.level_for(mpp)
         scale = mpp / self.mpp[level]
@@ -164,7 +231,7 @@ class Slide:
         for y in range(0, H, step):
             for x in range(0, W, step):
                 hh, ww = min(step, H - y), min(step, W - x)
-                out[y : y + hh, x : x + ww] = self.read_region(y, x, hh, ww, mpp)
+                out[y : y + hh, x : x + ww] = self.read_region(y, x, hh, ww, mpp, unreadable=unreadable)
         return out
 
 

@@ -118,14 +118,17 @@ def tissue_from_rgb(rgb: np.ndarray, mpp: float, settings: TissueSettings | None
     return TissueMask(mask, mpp)
 
 
-def detect_tissue(slide: Slide, settings: TissueSettings | None = None) -> TissueMask:
+def detect_tissue(
+    slide: Slide, settings: TissueSettings | None = None, unreadable: list | None = None
+) -> TissueMask:
     """Tissue mask of ``slide`` at ``settings.mpp`` (or the slide's coarsest-needed resolution).
 
-    The slide is read block by block at that resolution from the nearest finer level.
+    The slide is read block by block at that resolution from the nearest finer level;
+    ``unreadable``: see :meth:`~napari_pbip.slide.Slide.read_level` (damaged tiles read as glass).
     """
     s = settings or TissueSettings()
     mpp = max(s.mpp, slide.mpp[0])
-    return tissue_from_rgb(slide.read_all(mpp), mpp, s)
+    return tissue_from_rgb(slide.read_all(mpp, unreadable=unreadable), mpp, s)
 
 
 def _disk(radius: float) -> np.ndarray:
