@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import _atomic
 from ..errors import CheckpointError
+from .model_meta import check_stage1
 
 MODEL_KIND = "pbip-stage1"
 FORMAT_VERSION = 1
@@ -172,6 +173,7 @@ def read_model_meta(run: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} has kind={meta.get('kind')!r}; expected {MODEL_KIND!r} (a `pbip train` run)"
         )
+    check_stage1(meta, path, "give an intact `pbip train` run folder")
     return meta
 
 
@@ -189,7 +191,9 @@ def load_classnet(run: str | os.PathLike, device: str = "auto"):
 
     run = Path(run)
     meta = read_model_meta(run)
-    settings = TrainSettings.from_dict(meta["settings"])  # older runs: LEGACY_DEFAULTS
+    settings = TrainSettings.from_dict(
+        meta["settings"]
+    )  # checked by read_model_meta; older runs: LEGACY_DEFAULTS
     tensors = load_tensors(run / "model.safetensors")
     n = len(meta["classes"])
     protos = valid = None

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._atomic import read_json_object
 from ..errors import CheckpointError, DatasetError, SettingsError
+from .model_meta import check_segmenter
 
 MODEL_KIND = "pbip-segmenter"
 FORMAT_VERSION = 1
@@ -162,6 +163,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{meta_path} has kind={meta.get('kind')!r}; expected {MODEL_KIND!r} (a `pbip train-seg` folder)"
         )
+    check_segmenter(meta, meta_path, fix)
     return meta
 
 
