@@ -102,7 +102,7 @@ def model_kind(path: str | os.PathLike) -> str:
         )
     fix = "give an intact stage-1 run folder (pbip train --out) or segmenter folder (pbip train-seg --out)"
     kind = read_json_object(meta_path, CheckpointError, fix).get("kind")
-    if kind not in _LOADERS:
+    if not isinstance(kind, str) or kind not in _LOADERS:
         raise CheckpointError(
             f"{meta_path} has kind={kind!r}; expected one of {sorted(_LOADERS)}: give a stage-1 run folder "
             f"(pbip train --out) or a segmenter folder (pbip train-seg --out)"

@@ -115,3 +115,45 @@ def test_any_edit_of_model_json_is_a_run_or_one_line(run_and_images, tmp_path_fa
         assert "unexpected" not in text, text  # the field is named, not a TypeError from deep inside
         assert not (work / "out").exists()
     assert _digest(model) == before_model and _digest(images) == before_images
+
+
+NAME = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\"),
+    min_size=1,
+    max_size=20,
+).filter(lambda s: s not in (".", "..") and len(s.encode()) < 200)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(NAME, min_size=1, max_size=3, unique_by=str.casefold))
+def test_any_image_file_names_give_masks_named_like_them(run_and_images, tmp_path_factory, names):
+    """Spaces, brackets, unicode, leading dashes and dots in image names: one mask per image, same stem."""
+    import contextlib
+    import io
+
+    from PIL import Image
+
+    from napari_pbip.data.images import write_rgb
+
+    run_dir, _ = run_and_images
+    work = tmp_path_factory.mktemp("names")
+    images = work / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in names:
+        write_rgb(images / f"{name}.png", rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    before = _digest(images)
+    err = io.StringIO()
+    out = work / "out"
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(
+            ["predict", "--model", str(run_dir), "--images", str(images), "--out", str(out), "--quiet"]
+        )
+    assert "Traceback" not in err.getvalue()
+    assert code == 0, err.getvalue()
+    masks = sorted(p.name for p in out.glob("*.png"))
+    assert masks == sorted(f"{name}.png" for name in names)
+    for name in names:
+        with Image.open(out / f"{name}.png") as mask:
+            assert mask.size == (48, 40)
+    assert _digest(images) == before
