@@ -67,9 +67,11 @@ nothing is written or deleted.
 ## When something goes wrong
 
 Every error ends as one line on stderr, `pbip <command>: error: ...`, that names the bad value
-(path, key, setting) and what to do, and exit code 1; Ctrl-C prints one line and exits with 130.
+(path, key, setting) and what to do, and exit code 1. Ctrl-C stops a job at its next step, chunk or
+batch, keeps what is complete (training checkpoints its last completed step; `--resume` then ends
+with the weights an uninterrupted run would have) and exits with 130; a second Ctrl-C stops at once.
 Damaged inputs are refused the same way: a `model.json` that is not a JSON object or lacks its
-keys, a `bank.json` that does not match its schema (the line names the key, such as
+keys or has a field of the wrong type (the line names the field), a `bank.json` that does not match its schema (the line names the key, such as
 `classes[0].clusters[1].members[2].hash`), a zarr store or TIFF that is not an 8-bit RGB slide.
 When `bank.json` is damaged, `pbip bank repair BANK` makes the newest intact version under
 `BANK/versions` current again and keeps the damaged file beside it.
