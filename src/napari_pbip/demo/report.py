@@ -1,15 +1,12 @@
-"""The demo report: a Markdown page with the numbers, loss curves and overlay pictures."""
+"""The demo report: a Markdown page with the numbers; the pictures are drawn by :mod:`.figures`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import _atomic
-from ..data.layouts import mask_index_names
+from .figures import plot_losses, plot_preview, plot_slide
 
 
 def _pct(v: Any) -> str:
@@ -69,143 +66,6 @@ def bank_table(summary: dict[str, Any]) -> str:
         sizes = [str(k.get("selected", k.get("members", "?"))) for k in c.get("clusters", [])]
         lines.append(f"| {c.get('name')} | {', '.join(sizes)} |")
     return "\n".join(lines)
-
-
-def _read_log(run: Path) -> list[dict[str, Any]]:
-    path = run / "log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def plot_losses(out: Path) -> Path:
-    """Loss parts per step of the PBIP run and the baseline's classification loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    # The baseline has no SIM module: its loss is its classification loss.
-    for variant, style, parts in (("pbip", "-", ("loss", "cls", "fg", "bg")), ("baseline", ":", ("cls",))):
-        log = [r for r in _read_log(out / f"run-{variant}") if "loss" in r and "step" in r]
-        for part in parts:
-            pts = [(r["step"], r[part]) for r in log if r.get(part) is not None]
-            if pts:
-                x, y = zip(*pts, strict=True)
-                ax.plot(x, y, style, label=f"{variant} {part}", lw=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("Stage-1 losses (PBIP: solid, plain-CAM baseline: dotted)")
-    fig.tight_layout()
-    path = out / "report-losses.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    return palette[np.clip(labels, 0, len(palette) - 1)]
-
-
-def plot_preview(out: Path, variant: str = "pbip") -> Path | None:
-    """Preview patches with their fused CAMs, FG/BG weights (eq. 5) and pseudo-masks."""
-    path = out / f"run-{variant}" / "preview.npz"
-    if not path.is_file():
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    p = np.load(path)
-    images, classes, palette = p["images"], [str(c) for c in p["classes"]], p["palette"]
-    cols = ["image"] + [f"CAM {c}" for c in classes] + ["FG (present)", "BG (present)", "pseudo-mask"]
-    n = len(images)
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.6 * n), dpi=90, squeeze=False)
-    for i in range(n):
-        present = p["labels"][i].astype(bool) if "labels" in p else np.ones(len(classes), bool)
-        panels = [images[i]]
-        panels += [p["cams"][i, c].astype(np.float32) for c in range(len(classes))]
-        if "fg" in p:
-            panels.append(
-                p["fg"][i][present].astype(np.float32).max(0)
-                if present.any()
-                else np.zeros(images.shape[1:3])
-            )
-            panels.append(
-                p["bg"][i][present].astype(np.float32).min(0)
-                if present.any()
-                else np.zeros(images.shape[1:3])
-            )
-        else:
-            panels += [np.zeros(images.shape[1:3]), np.zeros(images.shape[1:3])]
-        panels.append(_colorize(p["masks"][i], palette) if "masks" in p else np.zeros_like(images[i]))
-        for j, panel in enumerate(panels):
-            ax = axes[i, j]
-            if panel.ndim == 2:
-                ax.imshow(images[i])
-                ax.imshow(panel, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            else:
-                ax.imshow(panel)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(cols[j], fontsize=7)
-        axes[i, 0].set_ylabel(" ".join(c for c, on in zip(classes, present, strict=True) if on), fontsize=6)
-    fig.tight_layout()
-    png = out / f"report-preview-{variant}.png"
-    fig.savefig(png)
-    plt.close(fig)
-    return png
-
-
-def plot_slide(out: Path, name: str = "stage2") -> Path | None:
-    """Slide thumbnail, ground truth and the segmentation side by side."""
-    zarr_path = out / f"slide-{name}.zarr"
-    if not zarr_path.exists():
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import tifffile
-
-    from ..export import open_labels
-    from ..export.label_values import to_values
-    from ..slide import open_slide
-
-    labels = open_labels(zarr_path)
-    level = min(len(labels.levels) - 1, 2)
-    pred = np.asarray(labels.levels[level])
-    slide = open_slide(out / "slide.tif")
-    thumb = slide.read_all(labels.mpp[level])
-    with tifffile.TiffFile(out / "slide.labels.tif") as tif:
-        truth_bg = int(json.loads(tif.pages[0].description)["background_index"])
-        truth = to_values(tif.asarray(), len(labels.classes), truth_bg)  # as the output: 0 background
-    ys = (np.arange(pred.shape[0]) * truth.shape[0] / pred.shape[0]).astype(int)
-    xs = (np.arange(pred.shape[1]) * truth.shape[1] / pred.shape[1]).astype(int)
-    truth = truth[ys][:, xs]
-    palette = np.asarray(labels.palette, np.uint8)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), dpi=90)
-    for ax, img, title in zip(
-        axes,
-        (thumb, _colorize(truth, palette), _colorize(pred, palette)),
-        ("slide", "ground truth", f"segmentation ({name})"),
-        strict=True,
-    ):
-        ax.imshow(img)
-        ax.set_title(title)
-        ax.axis("off")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(c) / 255) for c in labels.palette]
-    names = list(mask_index_names(labels.classes, labels.background_index))
-    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    png = out / f"report-slide-{name}.png"
-    fig.savefig(png)
-    plt.close(fig)
-    return png
 
 
 def write_report(out: Path, summary: dict[str, Any]) -> Path:
