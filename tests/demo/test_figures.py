@@ -1,4 +1,4 @@
-"""The report's picture helpers, checked against hand-computed values (no demo run)."""
+"""The report's picture helpers and tables, checked against hand-computed values (no demo run)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from napari_pbip.demo.figures import (
     row_percent,
     scale_bar,
 )
+from napari_pbip.demo.report import agreement_table, area_table
 
 
 @pytest.mark.parametrize(
@@ -64,3 +65,26 @@ def test_confusion_rows_are_percent_of_each_true_class(tmp_path):
     assert np.isnan(pct[1]).all()  # a class absent from the truth has no row to normalise
     png = plot_confusion(conf, ["tumor", "stroma"], tmp_path / "c.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_areas_are_in_square_millimetres_and_percent_of_tissue():
+    # 1000 x 1000 px at 0.5 um/px = 500 x 500 um = 0.25 mm²
+    counts = {"tumor": 1_000_000, "stroma": 3_000_000, "background": 4_000_000}
+    truth = {"per_class": {"tumor": {"gt_pixels": 1}, "stroma": {"gt_pixels": 1}}}
+    table = area_table(counts, 0.5, truth)
+    assert "| tumor | 0.250 | 25.0 | 50.0 |" in table
+    assert "| stroma | 0.750 | 75.0 | 50.0 |" in table
+    assert "| background (no tissue) | 1.000 | - | - |" in table
+    assert "| **all tissue** | **1.000** |" in table
+
+
+def test_agreement_table_names_each_class_with_its_iou_and_dice():
+    metrics = {
+        "miou": 0.7,
+        "mean_dice": 0.8,
+        "per_class": {"tumor": {"iou": 0.894, "dice": 0.944}, "stroma": {"iou": None, "dice": None}},
+    }
+    table = agreement_table(metrics)
+    assert "| tumor | 89.4 | 94.4 |" in table
+    assert "| stroma | - | - |" in table
+    assert "| **mean** | **70.0** | **80.0** |" in table
