@@ -8,7 +8,7 @@ import json
 import pytest
 
 from napari_pbip.demo import DemoSettings, run_demo
-from napari_pbip.demo.report import bank_table, summary_table, training_table
+from napari_pbip.demo.report import bank_table, rebuild_report, summary_table, training_table
 from napari_pbip.errors import OutputExistsError
 from napari_pbip.events import run
 
@@ -68,6 +68,34 @@ def test_demo_writes_every_output_and_scores_each_stage(demo_twice):
     assert "pseudo-masks (val, image labels given), PBIP" in table and "slide, stage 2" in table
     assert "stage 1 pbip" in training_table(result.summary)
     assert "| tumor |" in bank_table(result.summary)
+
+
+@pytest.mark.slow
+def test_report_speaks_to_a_pathologist_first(demo_twice):
+    out = demo_twice[0].out
+    text = (out / "report.md").read_text()
+    assert "research use only, not for diagnosis" in text.lower()
+    # what was segmented: the slide's resolution and size, and the model
+    assert "0.5 um/px" in text and "1024 x 1024 px = 0.51 x 0.51 mm" in text
+    assert "lite0-seg" in text
+    # per-class agreement with the ground truth, by class name, as recorded in the summary
+    slide = demo_twice[0].summary["slide_stage2"]
+    assert "| class | IoU (%) | Dice (%) |" in text
+    for cls, m in slide["per_class"].items():
+        iou = "-" if m["iou"] is None else f"{100 * m['iou']:.1f}"
+        assert f"| {cls} | {iou} |" in text, cls
+    assert "area (mm²)" in text and "% of tissue" in text
+    # the pictures: slide with legend and scale bar, a confusion matrix, referenced from the page
+    assert (out / "report-confusion-stage2.png").is_file()
+    assert "](report-confusion-stage2.png)" in text and "](report-slide-stage2.png)" in text
+    # the pathologist's part comes first, the developer's (losses, timings, CAM grids) last
+    developer = text.index("# For developers")
+    for part in ("## What was segmented", "report-slide-stage2.png", "## Tissue areas", "confusion-stage2"):
+        assert text.index(part) < developer, part
+    for part in ("report-losses.png", "report-preview-pbip.png", "## Time per step"):
+        assert text.index(part) > developer, part
+    # the page can be written again from the folder alone, identically
+    assert rebuild_report(out).read_text() == text
 
 
 @pytest.mark.slow

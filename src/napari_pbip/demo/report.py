@@ -1,4 +1,10 @@
-"""The demo report: a Markdown page with the numbers, loss curves and overlay pictures."""
+"""The demo report: a Markdown page for the pathologist first (what was segmented, the slide picture,
+tissue areas, agreement with the ground truth, what the model is and is not for), then the
+developer's numbers (all stages, losses, bank, timings, CAM grids).
+
+The pictures are drawn by :mod:`.figures`; :func:`rebuild_report` writes the page again from a
+finished demo folder without training anything.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import _atomic
-from ..data.layouts import mask_index_names
+from . import figures
+
+INTENDED_USE = (
+    "**Intended use: research use only, not for diagnosis.** This demo model was trained on synthetic "
+    "H&E-like images and has not been validated on real tissue. Its output must not be used for "
+    "diagnosis, grading or treatment decisions; a pathologist reviews every result."
+)
+UM2_PER_MM2 = 1e6
+OTHER_TISSUE = ("mucin", "fat", "vessels", "nerve", "necrosis", "normal epithelium")
 
 
 def _pct(v: Any) -> str:
@@ -71,150 +83,195 @@ def bank_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _read_log(run: Path) -> list[dict[str, Any]]:
-    path = run / "log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def plot_losses(out: Path) -> Path:
-    """Loss parts per step of the PBIP run and the baseline's classification loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
-    # The baseline has no SIM module: its loss is its classification loss.
-    for variant, style, parts in (("pbip", "-", ("loss", "cls", "fg", "bg")), ("baseline", ":", ("cls",))):
-        log = [r for r in _read_log(out / f"run-{variant}") if "loss" in r and "step" in r]
-        for part in parts:
-            pts = [(r["step"], r[part]) for r in log if r.get(part) is not None]
-            if pts:
-                x, y = zip(*pts, strict=True)
-                ax.plot(x, y, style, label=f"{variant} {part}", lw=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("Stage-1 losses (PBIP: solid, plain-CAM baseline: dotted)")
-    fig.tight_layout()
-    path = out / "report-losses.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    return palette[np.clip(labels, 0, len(palette) - 1)]
-
-
-def plot_preview(out: Path, variant: str = "pbip") -> Path | None:
-    """Preview patches with their fused CAMs, FG/BG weights (eq. 5) and pseudo-masks."""
-    path = out / f"run-{variant}" / "preview.npz"
-    if not path.is_file():
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    p = np.load(path)
-    images, classes, palette = p["images"], [str(c) for c in p["classes"]], p["palette"]
-    cols = ["image"] + [f"CAM {c}" for c in classes] + ["FG (present)", "BG (present)", "pseudo-mask"]
-    n = len(images)
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.6 * n), dpi=90, squeeze=False)
-    for i in range(n):
-        present = p["labels"][i].astype(bool) if "labels" in p else np.ones(len(classes), bool)
-        panels = [images[i]]
-        panels += [p["cams"][i, c].astype(np.float32) for c in range(len(classes))]
-        if "fg" in p:
-            panels.append(
-                p["fg"][i][present].astype(np.float32).max(0)
-                if present.any()
-                else np.zeros(images.shape[1:3])
-            )
-            panels.append(
-                p["bg"][i][present].astype(np.float32).min(0)
-                if present.any()
-                else np.zeros(images.shape[1:3])
-            )
-        else:
-            panels += [np.zeros(images.shape[1:3]), np.zeros(images.shape[1:3])]
-        panels.append(_colorize(p["masks"][i], palette) if "masks" in p else np.zeros_like(images[i]))
-        for j, panel in enumerate(panels):
-            ax = axes[i, j]
-            if panel.ndim == 2:
-                ax.imshow(images[i])
-                ax.imshow(panel, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            else:
-                ax.imshow(panel)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(cols[j], fontsize=7)
-        axes[i, 0].set_ylabel(" ".join(c for c, on in zip(classes, present, strict=True) if on), fontsize=6)
-    fig.tight_layout()
-    png = out / f"report-preview-{variant}.png"
-    fig.savefig(png)
-    plt.close(fig)
-    return png
-
-
-def plot_slide(out: Path, name: str = "stage2") -> Path | None:
-    """Slide thumbnail, ground truth and the segmentation side by side."""
-    zarr_path = out / f"slide-{name}.zarr"
-    if not zarr_path.exists():
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import tifffile
-
+def slide_facts(out: Path, summary: dict[str, Any], name: str = "stage2") -> dict[str, Any]:
+    """What was segmented and by which model: slide size, um/px, classes, model and its resolution."""
     from ..export import open_labels
-    from ..export.label_values import to_values
     from ..slide import open_slide
 
-    labels = open_labels(zarr_path)
-    level = min(len(labels.levels) - 1, 2)
-    pred = np.asarray(labels.levels[level])
     slide = open_slide(out / "slide.tif")
-    thumb = slide.read_all(labels.mpp[level])
-    with tifffile.TiffFile(out / "slide.labels.tif") as tif:
-        truth_bg = int(json.loads(tif.pages[0].description)["background_index"])
-        truth = to_values(tif.asarray(), len(labels.classes), truth_bg)  # as the output: 0 background
-    ys = (np.arange(pred.shape[0]) * truth.shape[0] / pred.shape[0]).astype(int)
-    xs = (np.arange(pred.shape[1]) * truth.shape[1] / pred.shape[1]).astype(int)
-    truth = truth[ys][:, xs]
-    palette = np.asarray(labels.palette, np.uint8)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), dpi=90)
-    for ax, img, title in zip(
-        axes,
-        (thumb, _colorize(truth, palette), _colorize(pred, palette)),
-        ("slide", "ground truth", f"segmentation ({name})"),
-        strict=True,
-    ):
-        ax.imshow(img)
-        ax.set_title(title)
-        ax.axis("off")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(c) / 255) for c in labels.palette]
-    names = list(mask_index_names(labels.classes, labels.background_index))
-    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    png = out / f"report-slide-{name}.png"
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    labels = open_labels(out / f"slide-{name}.zarr")
+    model = json.loads((out / "seg" / "model.json").read_text())
+    settings = summary.get("settings", {})
+    return {
+        "file": slide.path.name,
+        "size_px": slide.shape,
+        "mpp": slide.mpp[0],
+        "size_mm": tuple(n * slide.mpp[0] / 1000 for n in slide.shape),
+        "classes": list(labels.classes),
+        "segmenter": model.get("segmenter", "?"),
+        "segmenter_about": _segmenter_description(model.get("segmenter", "")),
+        "model_mpp": model.get("mpp"),
+        "output_mpp": labels.mpp[0],
+        "n_train": settings.get("n_train"),
+    }
 
 
-def write_report(out: Path, summary: dict[str, Any]) -> Path:
-    """Write ``report.md`` (numbers, loss curves, CAM/FG/BG previews, slide overlay)."""
-    out = Path(out)
-    pictures = [plot_losses(out), plot_preview(out, "pbip"), plot_preview(out, "baseline"), plot_slide(out)]
+def _segmenter_description(name: str) -> str:
+    from ..models.registry import list_segmenters
+
+    entry = list_segmenters().get(name)
+    return entry.description if entry else ""
+
+
+def facts_table(facts: dict[str, Any]) -> str:
+    """The slide and model facts as a two-column table."""
+    h, w = facts["size_px"]
+    hm, wm = facts["size_mm"]
+    model = facts["segmenter"] + (f": {facts['segmenter_about']}" if facts["segmenter_about"] else "")
+    rows = [
+        ("slide", f"{facts['file']} (synthetic H&E-like, made by the demo)"),
+        ("size", f"{w} x {h} px = {wm:.2f} x {hm:.2f} mm"),
+        ("resolution", f"{facts['mpp']:.3g} um/px (about {10 / facts['mpp']:.0f}x objective)"),
+        ("tissue classes", ", ".join(facts["classes"])),
+        ("model", model),
+        ("model trained at", f"{facts['model_mpp']} um/px" if facts["model_mpp"] else "unknown"),
+        ("segmentation resolution", f"{facts['output_mpp']:.3g} um/px"),
+    ]
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def class_areas(out: Path, name: str = "stage2") -> tuple[dict[str, int], float]:
+    """Pixels per class name of a slide segmentation and the um/px they were counted at."""
+    from ..data.layouts import mask_index_names
+    from ..export import open_labels
+    from ..export.areas import count_classes
+
+    img = open_labels(out / f"slide-{name}.zarr")
+    names = list(mask_index_names(img.classes, img.background_index))
+    counts = img.attrs.get("pbip", {}).get("class_pixels") or count_classes(img.levels[0], names)
+    return counts, img.mpp[0]
+
+
+def area_table(counts: dict[str, int], mpp: float, metrics: dict[str, Any] | None) -> str:
+    """Area in mm² and % of tissue per class, beside the ground truth's % of tissue when known."""
+    from ..export import area_rows
+
+    per_class = (metrics or {}).get("per_class", {})
+    truth_total = sum(c.get("gt_pixels", 0) for c in per_class.values())
+    lines = ["| class | area (mm²) | % of tissue | ground truth: % of tissue |", "|---|---|---|---|"]
+    for r in area_rows(counts, mpp):
+        if r.percent_of_tissue is None:
+            lines.append(f"| {r.name} (no tissue) | {r.area_um2 / UM2_PER_MM2:.3f} | - | - |")
+            continue
+        gt = per_class.get(r.name, {}).get("gt_pixels")
+        truth = f"{100 * gt / truth_total:.1f}" if gt is not None and truth_total else "-"
+        lines.append(f"| {r.name} | {r.area_um2 / UM2_PER_MM2:.3f} | {r.percent_of_tissue:.1f} | {truth} |")
+    tissue = sum(v for k, v in counts.items() if k != "background") * mpp * mpp / UM2_PER_MM2
+    lines.append(f"| **all tissue** | **{tissue:.3f}** | 100 | 100 |")
+    return "\n".join(lines)
+
+
+def agreement_table(metrics: dict[str, Any] | None) -> str:
+    """IoU and Dice per class (in %) against the ground truth, and their means."""
+    if not metrics:
+        return "No ground-truth comparison was recorded."
+    lines = ["| class | IoU (%) | Dice (%) |", "|---|---|---|"]
+    for cls, m in metrics.get("per_class", {}).items():
+        lines.append(f"| {cls} | {_pct(m.get('iou'))} | {_pct(m.get('dice'))} |")
+    lines.append(f"| **mean** | **{_pct(metrics.get('miou'))}** | **{_pct(metrics.get('mean_dice'))}** |")
+    return "\n".join(lines)
+
+
+def limits_text(facts: dict[str, Any]) -> list[str]:
+    """What the model is, how it was trained, and where it should not be trusted."""
+    n = facts.get("n_train") or "the"
+    return [
+        f"The model ({facts['segmenter']}) labels every pixel of the tissue as one of: "
+        f"{', '.join(facts['classes'])}. It learnt from {n} small synthetic image patches that were labelled "
+        "only with which classes each contains (no outlines were drawn): a first model found where each "
+        "class is in those patches, and the segmentation model learnt from those estimated outlines.",
+        "",
+        "Limits:",
+        "",
+        f"- It knows only the classes above: any other tissue ({_others(facts['classes'])}, ...) is "
+        "still called one of them.",
+        "- Outlines come from weak labels, so borders between classes are approximate; small regions "
+        "can be missed.",
+        f"- It expects H&E at about {facts['model_mpp'] or '?'} um/px; other stains, scanners or "
+        "magnifications are untested.",
+        "- The numbers above are against the synthetic ground truth of this demo slide only; they say "
+        "nothing about real slides.",
+        "",
+        INTENDED_USE,
+    ]
+
+
+def _others(classes: list[str]) -> str:
+    """A few tissue types the model was not taught, as examples for its limits."""
+    known = {c.lower() for c in classes}
+    return ", ".join([t for t in OTHER_TISSUE if t not in known][:3])
+
+
+def _picture(path: Path | None, alt: str) -> list[str]:
+    return [f"![{alt}]({path.name})", ""] if path is not None else []
+
+
+def pathologist_part(out: Path, summary: dict[str, Any], name: str = "stage2") -> list[str]:
+    """The reader's part: facts, slide picture, areas, agreement with the truth, intended use."""
+    facts = slide_facts(out, summary, name)
+    metrics = summary.get(f"slide_{name}")
+    counts, mpp = class_areas(out, name)
+    slide_png = figures.plot_slide(out, name)
+    conf = (metrics or {}).get("confusion")
+    conf_png = None
+    if conf is not None:
+        conf_png = figures.plot_confusion(
+            conf, list(metrics["per_class"]), out / f"report-confusion-{name}.png"
+        )
+    return [
+        "# Tissue segmentation report (napari-pbip demo)",
+        "",
+        f"> {INTENDED_USE}",
+        "",
+        "## What was segmented",
+        "",
+        facts_table(facts),
+        "",
+        "## The slide",
+        "",
+        "Left: the slide; middle: the ground truth the demo drew; right: the model's segmentation.",
+        "",
+        *_picture(slide_png, "slide, ground truth and segmentation"),
+        "## Tissue areas",
+        "",
+        f"Counted on the segmentation at {mpp:.3g} um/px; % of tissue excludes background.",
+        "",
+        area_table(counts, mpp, metrics),
+        "",
+        "## Agreement with the ground truth",
+        "",
+        "IoU: overlap / union of the model's and the true region of a class (100 = identical). "
+        "Dice: 2 x overlap / (sum of both areas). Only pixels that are tissue in the ground truth count.",
+        "",
+        agreement_table(metrics),
+        "",
+        "Confusion matrix: each row is a true class and shows what the model called its pixels (% of the",
+        "row; the last column is tissue the model missed). Pixels outside the true tissue are not counted",
+        "here; the slide picture shows them.",
+        "",
+        *(
+            _picture(conf_png, "confusion matrix")
+            or ["(not recorded by this demo version; run `pbip demo` again)", ""]
+        ),
+        "## The model and its limits",
+        "",
+        *limits_text(facts),
+        "",
+    ]
+
+
+def developer_part(out: Path, summary: dict[str, Any]) -> list[str]:
+    """The developer's part: every stage's metrics, training, bank, timings and training pictures."""
     secs = summary.get("seconds", {})
+    pictures = [
+        (figures.plot_losses(out), "stage-1 losses"),
+        (figures.plot_preview(out, "pbip"), "PBIP training preview"),
+        (figures.plot_preview(out, "baseline"), "plain-CAM baseline training preview"),
+    ]
     lines = [
-        "# napari-pbip demo report",
+        "---",
+        "",
+        "# For developers",
         "",
         "Synthetic H&E patches with image-level labels -> prototype bank -> stage 1 (PBIP and the plain-CAM",
         "baseline on the same backbone and epochs) -> pseudo-masks -> stage 2 -> a synthetic slide with",
@@ -237,10 +294,30 @@ def write_report(out: Path, summary: dict[str, Any]) -> Path:
         *[f"| {k} | {v} |" for k, v in secs.items()],
         f"| total | {summary.get('seconds_total')} |",
         "",
-        "## Pictures",
+        "## Training pictures",
+        "",
+        "Preview grids: per patch its CAM per class, the foreground weight (CAM inside the region counted as",
+        "the class, eq. 5, highest over the classes the patch is labelled with), the background weight",
+        "(how clearly a pixel is outside that region, lowest over those classes) and the pseudo-mask; maps",
+        "are drawn at 50% opacity over the patch.",
         "",
     ]
-    lines += [f"![{p.stem}]({p.name})" for p in pictures if p is not None]
+    for path, alt in pictures:
+        lines += _picture(path, alt)
+    return lines
+
+
+def write_report(out: Path, summary: dict[str, Any]) -> Path:
+    """Write ``report.md`` and its pictures: the pathologist's part first, the developer's last."""
+    out = Path(out)
+    lines = pathologist_part(out, summary) + developer_part(out, summary)
     path = out / "report.md"
-    _atomic.write_text(path, "\n".join(lines) + "\n")
+    _atomic.write_text(path, "\n".join(lines).rstrip() + "\n")
     return path
+
+
+def rebuild_report(out: str | Path) -> Path:
+    """Write ``report.md`` and its pictures again from a finished demo folder (nothing is retrained)."""
+    from .pipeline import load_summary
+
+    return write_report(Path(out), load_summary(out))

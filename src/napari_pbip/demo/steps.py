@@ -163,7 +163,8 @@ def segment(out: Path, slide: Any, model: Path, name: str, s: DemoSettings) -> J
 
 
 def evaluate_slide(slide: Any, result: Any) -> dict[str, Any]:
-    """Slide metrics against the synthetic ground truth, at the segmentation's resolution."""
+    """Slide metrics against the synthetic ground truth, at the segmentation's resolution, with the
+    confusion matrix (rows: true class; columns: predicted class, then background) for the report."""
     import tifffile
 
     from ..export import open_labels
@@ -180,8 +181,9 @@ def evaluate_slide(slide: Any, result: Any) -> dict[str, Any]:
     acc = MetricAccumulator(len(slide.classes), BACKGROUND_VALUE, list(slide.classes))
     acc.update(truth, pred)
     r = acc.result()
+    keep = ("miou", "fwiou", "mean_biou", "mean_dice", "pixel_accuracy", "per_class", "confusion")
     return {
-        **{k: r[k] for k in ("miou", "fwiou", "mean_biou", "mean_dice", "per_class")},
+        **{k: r[k] for k in keep},
         "tiles_per_s": _tiles_per_s(result),
         "seconds": result.seconds,
     }
