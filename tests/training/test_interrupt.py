@@ -62,12 +62,16 @@ def _weights(run_dir: Path) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in load_tensors(run_dir / "last" / "model.safetensors").items()}
 
 
-def _interrupted(cmd: list[str], out: Path, delay: float) -> int:
-    """Start ``cmd``, send SIGINT ``delay`` s after the run folder appears; return its exit code."""
+def _interrupted(cmd: list[str], out: Path, after_steps: int, delay: float) -> int:
+    """Start ``cmd``; once its log holds ``after_steps`` steps, wait ``delay`` s (landing anywhere in
+    the next step) and send SIGINT; return its exit code."""
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = out / "log.jsonl"
     deadline = time.monotonic() + 120
-    while not (out / "settings.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while proc.poll() is None and time.monotonic() < deadline:
+        if log.is_file() and log.read_text().count("\n") >= after_steps:
+            break
+        time.sleep(0.01)
     time.sleep(delay)
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -88,7 +92,7 @@ def test_sigint_anywhere_then_resume_equals_an_uninterrupted_run(data, tmp_path)
     for i in range(10):
         out = tmp_path / f"run{i}"
         cmd = _pbip("train", "--dataset", ds, "--bank", bank, "--out", out, *TRAIN)
-        code = _interrupted(cmd, out, rng.uniform(0.0, 1.0))
+        code = _interrupted(cmd, out, rng.randint(0, 25), rng.uniform(0.0, 0.3))
         if code == 130:
             stopped += 1
             assert (out / "last" / "state.json").is_file() or not (out / "log.jsonl").is_file()
@@ -138,7 +142,7 @@ def test_sigint_then_resume_of_train_seg_equals_an_uninterrupted_run(data, tmp_p
     for i in range(5):
         out = tmp_path / f"seg{i}"
         cmd = _pbip("train-seg", "--dataset", ds, "--masks", masks, "--out", out, *seg)
-        stopped += _interrupted(cmd, out, rng.uniform(0.0, 1.0)) == 130
+        stopped += _interrupted(cmd, out, rng.randint(0, 18), rng.uniform(0.0, 0.3)) == 130
         if (out / "last").is_dir():
             resume = _pbip(
                 "train-seg", "--dataset", ds, "--masks", masks, "--out", out, "--resume", "--quiet"
