@@ -82,9 +82,9 @@ class TrainSettings(Settings):
             the bank encoder's input size, the size the prototypes they are compared with were
             encoded at, so both show the tissue at one magnification. A smaller side is cheaper
             (on this project's 2-core CPU, before the stride-16 dilation: 14.5 images/s at 64 px vs
-            4.7 at 224 px; with the defaults now 3.3 images/s, a 6-epoch run on 377 tiles about
-            12 minutes) but compares features across a scale gap; its quality cost is not measured
-            yet.
+            4.7 at 224 px; with the defaults now 3.3 images/s, so a 6-epoch run on 377 tiles takes
+            about 12 minutes, extrapolated from one timed epoch) but compares features across a
+            scale gap; its quality cost is not measured yet.
         seed: seeds the model heads, shuffling, augmentation and every step (resume is exact).
         device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``, ...
         amp: bfloat16 autocast on CUDA (ignored on the CPU).
