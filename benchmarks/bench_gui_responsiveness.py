@@ -143,9 +143,9 @@ def wait(app, predicate, timeout_s: float) -> bool:
 def prepare(work: Path, tiny: bool) -> dict:
     """Synthetic patches, a bank and a slide; returns their paths and the model names to use."""
     from napari_pbip.bank import BankSettings, build_bank
-    from napari_pbip.data.synth import write_synthetic_dataset
-    from napari_pbip.data.synth_slide import write_synthetic_slide
     from napari_pbip.events import run
+    from napari_pbip.synthetic.synth import write_synthetic_dataset
+    from napari_pbip.synthetic.synth_slide import write_synthetic_slide
 
     size = 64 if tiny else 224
     data = write_synthetic_dataset(work / "patches", n_train=40 if tiny else 80, n_val=4, n_test=0, size=size)

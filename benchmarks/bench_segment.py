@@ -4,7 +4,7 @@ All methods run in this one process, on the same synthetic slide, with the same 
 EfficientNet-Lite0 backbone with ImageNet weights plus a small segmentation head), the same tile
 size and resolution, and produce a label map of the whole slide:
 
-* ``pbip``: :func:`napari_pbip.inference.segment_slide` (chunks as dask tasks, batched tiles,
+* ``pbip``: :func:`napari_pbip.slides.segment.segment_slide` (chunks as dask tasks, batched tiles,
   glass skipped, OME-Zarr written), with its default overlap and with no overlap;
 * ``naive``: what a researcher writes first: OpenSlide ``read_region`` per tile, the model on one
   tile at a time, argmax into a numpy canvas;
@@ -41,9 +41,9 @@ def write_model(folder: Path, classes, palette, background_index: int, mpp: floa
     import torch
 
     from napari_pbip import _atomic
+    from napari_pbip.engine import checkpoint
     from napari_pbip.models import create_segmenter
-    from napari_pbip.training import checkpoint
-    from napari_pbip.training.segmenter_predictor import FORMAT_VERSION, MODEL_KIND
+    from napari_pbip.stage2.segmenter_predictor import FORMAT_VERSION, MODEL_KIND
 
     torch.manual_seed(0)
     net = create_segmenter("lite0-seg", len(palette), pretrained=True)
@@ -125,7 +125,7 @@ def colour_predictor(slide_path: Path, labels_path: Path, smooth: int = 31) -> C
     import tifffile
     import zarr
 
-    from napari_pbip.slide import open_slide
+    from napari_pbip.slides import open_slide
 
     slide = open_slide(slide_path)
     h, w = slide.shape
@@ -156,8 +156,8 @@ def memory_child(slide_path: Path, out: Path, smooth: int) -> dict:
     import zarr
 
     from napari_pbip.events import run
-    from napari_pbip.inference.segment import SegmentSettings, segment_slide
     from napari_pbip.metrics import confusion_matrix, scores
+    from napari_pbip.slides.segment import SegmentSettings, segment_slide
 
     labels_path = slide_path.with_name(slide_path.stem + ".labels.tif")
     model = colour_predictor(slide_path, labels_path, smooth)
@@ -215,8 +215,8 @@ def slide_tiles(shape: tuple[int, int], tile: int) -> int:
 def run_pbip(slide: Path, predictor, out: Path, settings, slide_mpp: float | None):
     """``segment_slide`` as ``pbip segment`` runs it (the model already loaded, as in a long-lived worker)."""
     from napari_pbip.events import run
-    from napari_pbip.inference.segment import segment_slide
-    from napari_pbip.slide import open_slide
+    from napari_pbip.slides import open_slide
+    from napari_pbip.slides.segment import segment_slide
 
     t = time.perf_counter()
     result = run(segment_slide(slide, predictor, out, settings, overwrite=True, slide_mpp=slide_mpp))
@@ -238,7 +238,7 @@ def single_pass_check(
     """
     import torch
 
-    from napari_pbip.slide import open_slide
+    from napari_pbip.slides import open_slide
 
     sl = open_slide(slide, mpp=mpp)
     h, w = sl.size_at(mpp)
@@ -392,10 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from napari_pbip.data.synth_slide import write_synthetic_slide
-    from napari_pbip.inference.segment import SegmentSettings, default_batch
-    from napari_pbip.slide import open_slide
-    from napari_pbip.training.segmenter_predictor import load_segmenter, load_segmenter_predictor
+    from napari_pbip.slides import open_slide
+    from napari_pbip.slides.segment import SegmentSettings, default_batch
+    from napari_pbip.stage2.segmenter_predictor import load_segmenter, load_segmenter_predictor
+    from napari_pbip.synthetic.synth_slide import write_synthetic_slide
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.slide is None:

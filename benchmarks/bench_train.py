@@ -41,8 +41,8 @@ def _parse() -> argparse.Namespace:
 
 def _data(root: Path, n: int, size: int, encoder: str, device: str) -> tuple[Path, Path]:
     from napari_pbip.bank import BankSettings, build_bank
-    from napari_pbip.data.synth import write_synthetic_dataset
     from napari_pbip.events import run
+    from napari_pbip.synthetic.synth import write_synthetic_dataset
 
     ds = write_synthetic_dataset(root / "synth", n_train=n, n_val=0, n_test=0, size=size)
     bank = root / "bank"
@@ -52,8 +52,8 @@ def _data(root: Path, n: int, size: int, encoder: str, device: str) -> tuple[Pat
 
 def _time_mode(args: argparse.Namespace, ds: Path, bank: Path, baseline: bool, root: Path) -> dict:
     from napari_pbip.data.layouts import open_dataset
-    from napari_pbip.training import TrainSettings
-    from napari_pbip.training.loop import _open_bank, _Trainer
+    from napari_pbip.stage1 import TrainSettings
+    from napari_pbip.stage1.loop import _open_bank, _Trainer
 
     extra = {} if args.match_size is None else {"match_size": args.match_size}
     s = TrainSettings(

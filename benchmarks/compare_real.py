@@ -211,7 +211,7 @@ def _child(task: dict) -> None:
     torch.set_num_threads(task["threads"])
     paths = {k: Path(v) for k, v in task["paths"].items()}
     if task["stage"] == "stage1":
-        from napari_pbip.training import TrainSettings, train
+        from napari_pbip.stage1 import TrainSettings, train
 
         baseline = task["method"] == "baseline"
         given = (
@@ -220,9 +220,9 @@ def _child(task: dict) -> None:
         bank = None if baseline else task["bank"]
         run(train(TrainSettings(**given), task["weak"], bank, paths["stage1"], overwrite=True))
         return
-    from napari_pbip.cam.predict import make_pseudo_masks
-    from napari_pbip.training.seg_settings import SegSettings
-    from napari_pbip.training.seg_train import train_segmenter
+    from napari_pbip.stage1.predict import make_pseudo_masks
+    from napari_pbip.stage2.seg_settings import SegSettings
+    from napari_pbip.stage2.seg_train import train_segmenter
 
     if not paths["pseudo"].is_dir():
         run(make_pseudo_masks(paths["stage1"], task["weak"], paths["pseudo"], split="train", device="cpu"))
@@ -233,7 +233,7 @@ def _child(task: dict) -> None:
 def _segment_images(seg: Path, images: Path, out: Path) -> None:
     """The segmenter's mask of each whole image (padded to a multiple of 32 inside ``predict_masks``)."""
     from napari_pbip.data.images import list_images, read_rgb, write_mask
-    from napari_pbip.training.segmenter_predictor import load_segmenter_predictor
+    from napari_pbip.stage2.segmenter_predictor import load_segmenter_predictor
 
     predictor = load_segmenter_predictor(seg, device="cpu")
     tmp = out.with_name(out.name + ".tmp")
@@ -252,9 +252,9 @@ def _metrics(result: dict) -> dict:
 
 def score_run(task: dict) -> dict:
     """Stage-1 (unlabelled) and stage-2 scores of one run on the fold's held-out images (cached)."""
-    from napari_pbip.cam.predict import predict_folder
     from napari_pbip.evaluate import evaluate_folder
     from napari_pbip.events import run
+    from napari_pbip.stage1.predict import predict_folder
 
     paths = task["paths"]
     if (cached := _read_json(paths["scores"])) is not None:

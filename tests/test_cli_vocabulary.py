@@ -99,7 +99,7 @@ def test_evaluate_json_prints_and_json_out_writes(tmp_path, capsys):
     from napari_pbip.cli.main import main
     from napari_pbip.data.images import write_mask
     from napari_pbip.data.layouts import open_dataset
-    from napari_pbip.data.synth import write_synthetic_dataset
+    from napari_pbip.synthetic.synth import write_synthetic_dataset
 
     ds = write_synthetic_dataset(tmp_path / "ds", n_train=2, n_val=2, n_test=0, size=32)
     spec = open_dataset(ds).spec

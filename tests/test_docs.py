@@ -71,7 +71,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "dask scheduler",
     ): "starts long-lived scheduler and worker processes on several machines",
     ("docs/cluster.md", "LocalCluster("): "starts worker processes (about 10 s here); "
-    "tests/inference/test_segment_distributed.py runs the same path",
+    "tests/slides/test_segment_distributed.py runs the same path",
     (
         "docs/paper-config.md",
         "--encoder vinid/plip --k 3",

@@ -23,7 +23,7 @@ import pytest
 from napari_pbip.cli.main import main
 
 pytest.importorskip("torch")
-sys.path.insert(0, str(Path(__file__).resolve().parent / "inference"))  # pbip_toy: a toy model kind
+sys.path.insert(0, str(Path(__file__).resolve().parent / "slides"))  # pbip_toy: a toy model kind
 
 import pbip_toy as toy  # noqa: E402
 
@@ -49,8 +49,8 @@ class Case:
 def base(tmp_path_factory) -> dict[str, Path]:
     """A tiny data set, a bank built from it, a small slide and a toy model folder (once per module)."""
     from napari_pbip.bank import BankSettings, build_bank
-    from napari_pbip.data.synth import write_synthetic_dataset
     from napari_pbip.events import run
+    from napari_pbip.synthetic.synth import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("hostile")
     ds = write_synthetic_dataset(root / "ds", n_train=16, n_val=2, n_test=0, size=64)

@@ -37,9 +37,9 @@ JUNK = st.one_of(
 @pytest.fixture(scope="module")
 def run_and_images(tmp_path_factory):
     from napari_pbip.data.images import write_rgb
-    from napari_pbip.data.synth import write_synthetic_dataset
     from napari_pbip.events import run
-    from napari_pbip.training import TrainSettings, train
+    from napari_pbip.stage1 import TrainSettings, train
+    from napari_pbip.synthetic.synth import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("model-json")
     ds = write_synthetic_dataset(root / "ds", n_train=8, n_val=0, n_test=0, size=64)

@@ -15,18 +15,18 @@ MANIFEST = Path(__file__).resolve().parents[1] / "src" / "napari_pbip" / "napari
 CORE = [
     "napari_pbip",
     "napari_pbip.bank",
-    "napari_pbip.cam.predict",
+    "napari_pbip.stage1.predict",
     "napari_pbip.cli.main",
-    "napari_pbip.data.synth",
-    "napari_pbip.data.synth_slide",
+    "napari_pbip.synthetic.synth",
+    "napari_pbip.synthetic.synth_slide",
     "napari_pbip.demo.pipeline",
     "napari_pbip.evaluate",
     "napari_pbip.export",
-    "napari_pbip.inference.segment",
+    "napari_pbip.slides.segment",
     "napari_pbip.metrics",
     "napari_pbip.models",
-    "napari_pbip.slide",
-    "napari_pbip.training",
+    "napari_pbip.slides",
+    "napari_pbip.stage1",
 ]
 
 

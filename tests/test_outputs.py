@@ -28,7 +28,7 @@ def _digest(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from napari_pbip.data.synth import write_synthetic_dataset
+    from napari_pbip.synthetic.synth import write_synthetic_dataset
 
     # 24 patches: every class has single-class patches, so a bank can be built from it
     return write_synthetic_dataset(
@@ -40,7 +40,7 @@ def dataset(tmp_path_factory) -> Path:
 def stage1(dataset, tmp_path_factory) -> Path:
     """A one-epoch plain-CAM run with the tiny backbone (seconds on a CPU)."""
     from napari_pbip.events import run
-    from napari_pbip.training import TrainSettings, train
+    from napari_pbip.stage1 import TrainSettings, train
 
     settings = TrainSettings(baseline=True, backbone="tiny-backbone", pretrained=False, image_size=64,
                              match_size=32, batch_size=8, epochs=1, preview_every=0, device="cpu")  # fmt: skip
@@ -65,7 +65,7 @@ def _refused(args: list[str], capsys, *paths: Path) -> str:
 
 
 def test_segment_refuses_to_write_its_output_over_the_slide(stage1, tmp_path, capsys):
-    from napari_pbip.data.synth_slide import write_synthetic_slide
+    from napari_pbip.synthetic.synth_slide import write_synthetic_slide
 
     slide = write_synthetic_slide(tmp_path / "c.tif", size=256, seed=0, tile=128).slide
     before = _digest(slide)

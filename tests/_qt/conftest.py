@@ -24,7 +24,7 @@ def session_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def dataset(session_dir) -> Path:
     """40 weakly labelled 64 px training patches (about 16 single-class), 4 masked val patches."""
-    from napari_pbip.data.synth import write_synthetic_dataset
+    from napari_pbip.synthetic.synth import write_synthetic_dataset
 
     return write_synthetic_dataset(session_dir / "patches", n_train=40, n_val=4, n_test=0, size=64)
 
@@ -47,7 +47,7 @@ def built_bank(session_dir, dataset) -> Path:
 
 
 def tiny_train_settings(**changes):
-    from napari_pbip.training import TrainSettings
+    from napari_pbip.stage1 import TrainSettings
 
     base = dict(backbone="tiny-backbone", pretrained=False, image_size=64, match_size=32, batch_size=8,
                 epochs=1, preview_every=2, n_preview=4, device="cpu")  # fmt: skip
@@ -59,7 +59,7 @@ def trained_model(session_dir, dataset, built_bank) -> Path:
     """A stage-1 run (tiny backbone, one epoch) trained by the library: a model folder for segmentation."""
     from napari_pbip._widgets._triton_guard import guard_triton
     from napari_pbip.events import run
-    from napari_pbip.training import train
+    from napari_pbip.stage1 import train
 
     guard_triton()  # a viewer may already have loaded the GL driver's LLVM (see _triton_guard)
     out = session_dir / "run"
@@ -70,7 +70,7 @@ def trained_model(session_dir, dataset, built_bank) -> Path:
 @pytest.fixture(scope="session")
 def small_slide(session_dir):
     """A 1024 px synthetic pyramidal slide at 0.5 um/px (3 levels) with ground truth."""
-    from napari_pbip.data.synth_slide import write_synthetic_slide
+    from napari_pbip.synthetic.synth_slide import write_synthetic_slide
 
     return write_synthetic_slide(session_dir / "slide.tif", size=1024, seed=1)
 

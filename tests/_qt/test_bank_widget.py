@@ -175,7 +175,7 @@ def test_add_the_region_under_a_rectangle_on_the_slide(widget, bank_copy, small_
 
     from napari_pbip._widgets.reader import slide_layer_data
     from napari_pbip.bank import open_bank
-    from napari_pbip.slide import open_slide
+    from napari_pbip.slides import open_slide
 
     _open(widget, wait_job, bank_copy)
     data, kwargs, _ = slide_layer_data(small_slide.slide)

@@ -103,7 +103,7 @@ def region_for_bank(
 def _slide_region(
     image_layer: Any, shapes_layer: Any | None, point: tuple[float, ...], mpp: float | None
 ) -> Region:
-    from ..slide import open_slide
+    from ..slides import open_slide
 
     meta = image_layer.metadata
     if shapes_layer is None or len(shapes_layer.data) == 0:

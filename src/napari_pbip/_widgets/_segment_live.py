@@ -89,7 +89,7 @@ def live_segmentation(job):
     Closing this generator closes the segmentation job (running chunks stop at their next batch;
     finished ones stay in the store for a rerun to resume).
     """
-    from ..inference.segment import ChunkDone
+    from ..slides.segment import ChunkDone
 
     display = None
     try:

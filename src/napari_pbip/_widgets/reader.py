@@ -1,6 +1,6 @@
 """napari reader: whole-slide images as lazy multiscale RGB layers with their physical scale.
 
-Slides open through :func:`napari_pbip.slide.open_slide` (OpenSlide, tifffile, OME-Zarr): every
+Slides open through :func:`napari_pbip.slides.open_slide` (OpenSlide, tifffile, OME-Zarr): every
 pyramid level is a lazy dask array read tile by tile, so no level is loaded whole, and the layer's
 scale is the scan's um/px. A ``.zarr`` folder holding a label image written by ``pbip segment``
 (or the OME-Zarr writer) opens as a multiscale Labels layer with its class names and colours.
@@ -48,7 +48,7 @@ def get_reader(path: str | list[str]):
             return read_labels
         return read_slide if _opens_as_slide(p) else None
     if name.endswith((".tif", ".tiff")) and p.is_file():
-        from ..slide import tiff_kind
+        from ..slides import tiff_kind
 
         kind = tiff_kind(p)
         if kind == "labels" and name.endswith(LABEL_TIFF_SUFFIXES):
@@ -59,7 +59,7 @@ def get_reader(path: str | list[str]):
 
 def _opens_as_slide(path: Path) -> bool:
     from ..errors import SlideError
-    from ..slide import open_slide
+    from ..slides import open_slide
 
     try:
         open_slide(path, mpp=1.0)
@@ -98,7 +98,7 @@ def slide_layer_data(path: str | os.PathLike, mpp: float | None = None) -> Layer
     (level-0 um/px, None when the file has none), which the dock widgets use to read regions.
     """
     from ..errors import SlideError
-    from ..slide import open_slide
+    from ..slides import open_slide
 
     note = ""
     try:
@@ -180,7 +180,7 @@ def read_label_tiff(path: str | list[str]) -> list[LayerData]:
     the file records its resolution."""
     import tifffile
 
-    from ..slide import tiff_mpp
+    from ..slides import tiff_mpp
 
     if isinstance(path, list):
         path = path[0]

@@ -2,7 +2,7 @@
 
 Both are generated once and kept in a cache folder (``$PBIP_SAMPLE_DIR``, else
 ``<temp>/napari-pbip-samples``). The slide is described by a sidecar JSON (the
-:class:`~napari_pbip.data.synth_slide.SynthSlide` that wrote it); a missing or stale sidecar makes
+:class:`~napari_pbip.synthetic.synth_slide.SynthSlide` that wrote it); a missing or stale sidecar makes
 the slide be written again.
 """
 
@@ -33,7 +33,7 @@ def cache_dir() -> Path:
 def cached_slide(size: int = SAMPLE_SLIDE_SIZE, seed: int = SAMPLE_SEED):
     """The cached synthetic slide (written on first use); returns its ``SynthSlide``."""
     from .. import _atomic
-    from ..data.synth_slide import write_synthetic_slide
+    from ..synthetic.synth_slide import write_synthetic_slide
 
     path = cache_dir() / f"synthetic-slide-{size}-seed{seed}.tif"
     sidecar = path.with_suffix(".json")
@@ -47,7 +47,7 @@ def cached_slide(size: int = SAMPLE_SLIDE_SIZE, seed: int = SAMPLE_SEED):
 
 def _read_sidecar(sidecar: Path):
     """The SynthSlide a sidecar describes, or None when it is missing, old or its files are gone."""
-    from ..data.synth_slide import SynthSlide
+    from ..synthetic.synth_slide import SynthSlide
 
     try:
         d = json.loads(sidecar.read_text())
@@ -89,7 +89,7 @@ def synthetic_slide() -> list[LayerData]:
 
 def cached_patches(seed: int = SAMPLE_SEED) -> Path:
     """The cached synthetic patch data set folder (written on first use)."""
-    from ..data.synth import write_synthetic_dataset
+    from ..synthetic.synth import write_synthetic_dataset
 
     path = cache_dir() / f"synthetic-patches-seed{seed}"
     if not (path / "dataset.json").is_file():

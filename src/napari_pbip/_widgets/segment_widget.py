@@ -186,7 +186,7 @@ class SegmentWidget(QWidget):
     def settings(self):
         """The form's ``SegmentSettings``, or None after marking the field that is wrong."""
         from ..errors import SettingsError
-        from ..inference.segment import SegmentSettings
+        from ..slides.segment import SegmentSettings
 
         self.marks.clear()
         try:
@@ -203,7 +203,7 @@ class SegmentWidget(QWidget):
 
     def run(self) -> JobWorker | None:
         """Start segmenting the chosen slide layer's slide in a worker thread."""
-        from ..inference.segment import segment_slide
+        from ..slides.segment import segment_slide
 
         if self.worker is not None:
             return None

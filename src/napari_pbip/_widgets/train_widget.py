@@ -1,6 +1,6 @@
 """The "Train PBIP" dock widget: stage-1 training with live loss parts, CAMs and FG/BG images.
 
-The widget builds :class:`~napari_pbip.training.TrainSettings` from its form (the settings' own
+The widget builds :class:`~napari_pbip.stage1.TrainSettings` from its form (the settings' own
 validation names a bad field, which the form marks) and runs the library's ``train`` job in a
 worker thread. Pause stops asking the job for steps; Stop closes it, and the job checkpoints the
 last completed step (``Resume`` continues it exactly).
@@ -103,7 +103,7 @@ class TrainWidget(QWidget):
 
     def _form(self) -> QGroupBox:
         from ..models.registry import list_backbones
-        from ..training import TrainSettings
+        from ..stage1 import TrainSettings
 
         d = TrainSettings()
         box = QGroupBox("Run")
@@ -182,7 +182,7 @@ class TrainWidget(QWidget):
 
     def settings(self):
         """The form's :class:`TrainSettings`, or None after marking the field that is wrong."""
-        from ..training import TrainSettings, resume_settings
+        from ..stage1 import TrainSettings, resume_settings
 
         self.marks.clear()
         try:
@@ -220,7 +220,7 @@ class TrainWidget(QWidget):
 
     def start(self) -> JobWorker | None:
         """Validate the form and start (or resume) training in a worker thread."""
-        from ..training import train
+        from ..stage1 import train
 
         if self.worker is not None:
             return None

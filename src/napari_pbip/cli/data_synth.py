@@ -31,8 +31,8 @@ def _add_synth(sub) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    """Run :func:`napari_pbip.data.synth.synthetic_dataset_job` and say what was written."""
-    from ..data.synth import synthetic_dataset_job
+    """Run :func:`napari_pbip.synthetic.synth.synthetic_dataset_job` and say what was written."""
+    from ..synthetic.synth import synthetic_dataset_job
     from ._common import drain
 
     job = synthetic_dataset_job(
@@ -72,8 +72,8 @@ def _add_synth_slide(sub) -> None:
 
 
 def run_synth_slide(args: argparse.Namespace) -> int:
-    """Run :func:`napari_pbip.data.synth_slide.synthetic_slide_job` and say what was written."""
-    from ..data.synth_slide import synthetic_slide_job
+    """Run :func:`napari_pbip.synthetic.synth_slide.synthetic_slide_job` and say what was written."""
+    from ..synthetic.synth_slide import synthetic_slide_job
     from ._common import drain
 
     job = synthetic_slide_job(

@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Write the masks and say where."""
-    from ..inference.images import predict_images
+    from ..predict.images import predict_images
     from ._common import drain
     from .pseudo import cam_settings
 

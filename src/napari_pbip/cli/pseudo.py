@@ -8,8 +8,8 @@ from ._common import add_alias, add_quiet
 
 
 def add_cam_args(p: argparse.ArgumentParser) -> None:
-    """Flags of :class:`~napari_pbip.cam.pseudo.CamSettings` shared by ``pseudo`` and ``predict``."""
-    from ..cam.pseudo import BACKGROUND_MODES, CamSettings
+    """Flags of :class:`~napari_pbip.stage1.pseudo.CamSettings` shared by ``pseudo`` and ``predict``."""
+    from ..stage1.pseudo import BACKGROUND_MODES, CamSettings
 
     d = CamSettings()
     p.add_argument("--background", choices=BACKGROUND_MODES, help=f"background rule (default {d.background})")
@@ -29,7 +29,7 @@ def add_cam_args(p: argparse.ArgumentParser) -> None:
 
 def cam_settings(args: argparse.Namespace):
     """CamSettings from the flags that were given."""
-    from ..cam.pseudo import CamSettings
+    from ..stage1.pseudo import CamSettings
 
     given = {
         "background": args.background,
@@ -60,8 +60,8 @@ def register(subparsers) -> None:
 
 def run_pseudo(args: argparse.Namespace) -> int:
     """Write the pseudo-masks and say where."""
-    from ..cam import make_pseudo_masks
     from ..errors import SettingsError
+    from ..stage1 import make_pseudo_masks
     from ._common import drain
 
     if not args.run:

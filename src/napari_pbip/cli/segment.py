@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``pbip segment``."""
     from .._atomic import check_writable
     from ..export import export_areas, export_geojson
-    from ..inference.segment import SegmentSettings, segment_slide
+    from ..slides.segment import SegmentSettings, segment_slide
 
     reads = {"slide": args.slide, "model": args.model, "segmentation (--out)": args.out}
     for extra, other in ((args.geojson, args.areas), (args.areas, args.geojson)):

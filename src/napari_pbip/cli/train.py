@@ -26,7 +26,7 @@ _FIELDS = {
 
 def register(subparsers) -> None:
     """Add ``pbip train``."""
-    from ..training.settings import FILLS, THRESHOLD_MODES, TrainSettings
+    from ..stage1.settings import FILLS, THRESHOLD_MODES, TrainSettings
 
     d = TrainSettings()
     p = subparsers.add_parser(
@@ -98,7 +98,7 @@ def register(subparsers) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """TrainSettings from the flags (on top of the saved ones with ``--resume``)."""
-    from ..training import TrainSettings, resume_settings
+    from ..stage1 import TrainSettings, resume_settings
 
     given = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag) is not None}
     if args.levels:
@@ -119,7 +119,7 @@ def settings_from_args(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     """Train and print where the run is and how it ended."""
-    from ..training import train
+    from ..stage1 import train
     from ._common import drain, print_json
 
     settings = settings_from_args(args)

@@ -25,7 +25,7 @@ _FIELDS = {
 
 def register(subparsers) -> None:
     """Add ``pbip train-seg``."""
-    from ..training.seg_settings import SegSettings
+    from ..stage2.seg_settings import SegSettings
     from ._common import add_alias, add_json, add_quiet
 
     d = SegSettings()
@@ -82,8 +82,8 @@ def register(subparsers) -> None:
 def settings_from_args(args: argparse.Namespace):
     """SegSettings from the flags (on top of the saved ones with ``--resume``)."""
     from ..errors import SettingsError
-    from ..training.seg_settings import SegSettings
-    from ..training.seg_train import resume_seg_settings
+    from ..stage2.seg_settings import SegSettings
+    from ..stage2.seg_train import resume_seg_settings
 
     given = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag) is not None}
     if args.config:
@@ -102,7 +102,7 @@ def settings_from_args(args: argparse.Namespace):
 
 def run_train_seg(args: argparse.Namespace) -> int:
     """Train and print where the segmenter is and how the run ended."""
-    from ..training.seg_train import train_segmenter
+    from ..stage2.seg_train import train_segmenter
     from ._common import drain, print_json
 
     settings = settings_from_args(args)

@@ -142,7 +142,7 @@ def plot_slide(out: Path, name: str = "stage2") -> Path | None:
         return None
     from ..data.layouts import mask_index_names
     from ..export import open_labels
-    from ..slide import open_slide
+    from ..slides import open_slide
 
     plt = _pyplot()
     labels = open_labels(zarr_path)

@@ -86,7 +86,7 @@ def bank_table(summary: dict[str, Any]) -> str:
 def slide_facts(out: Path, summary: dict[str, Any], name: str = "stage2") -> dict[str, Any]:
     """What was segmented and by which model: slide size, um/px, classes, model and its resolution."""
     from ..export import open_labels
-    from ..slide import open_slide
+    from ..slides import open_slide
 
     slide = open_slide(out / "slide.tif")
     labels = open_labels(out / f"slide-{name}.zarr")

@@ -14,7 +14,7 @@ from .pipeline import DemoSettings
 
 def make_data(out: Path, s: DemoSettings) -> Job[Path]:
     """The synthetic patch data set (train with image labels, val/test with exact masks)."""
-    from ..data.synth import synthetic_dataset_job
+    from ..synthetic.synth import synthetic_dataset_job
 
     return (
         yield from synthetic_dataset_job(
@@ -41,7 +41,7 @@ def bank_summary(bank: Any) -> dict[str, Any]:
 
 def train_stage1(out: Path, data: Path, bank: Any, s: DemoSettings, variant: str) -> Job[Any]:
     """Stage 1: PBIP (ClassNet + ImgMatchNet) or the plain-CAM baseline, same backbone and epochs."""
-    from ..training import TrainSettings, train
+    from ..stage1 import TrainSettings, train
 
     settings = TrainSettings(
         baseline=variant == "baseline",
@@ -96,7 +96,7 @@ def train_summary(result: Any) -> dict[str, Any]:
 
 def predict_val(out: Path, run: Any, data: Path, s: DemoSettings, variant: str) -> Job[Path]:
     """Masks for the val images without their labels (no oracle): what a user gets on new images."""
-    from ..cam.predict import predict_folder
+    from ..stage1.predict import predict_folder
 
     return (
         yield from predict_folder(run.run, data / "val" / "img", out / f"val-pred-{variant}", device=s.device)
@@ -113,7 +113,7 @@ def evaluate_val(data: Path, pred: Path) -> dict[str, Any]:
 
 def pseudo_masks(out: Path, data: Path, s: DemoSettings) -> Job[Path]:
     """Pseudo-masks of the training patches from the PBIP run, gated by their image labels."""
-    from ..cam.predict import make_pseudo_masks
+    from ..stage1.predict import make_pseudo_masks
 
     return (yield from make_pseudo_masks(out / "run-pbip", data, out / "pseudo-masks", device=s.device))
 
@@ -121,7 +121,7 @@ def pseudo_masks(out: Path, data: Path, s: DemoSettings) -> Job[Path]:
 def pseudo_val(out: Path, run: Any, data: Path, s: DemoSettings, variant: str) -> Job[Path]:
     """Pseudo-masks of the val patches, made exactly as the training ones (gated by image labels,
     here the classes present in each val mask), so their quality can be scored: train has no masks."""
-    from ..cam.predict import make_pseudo_masks
+    from ..stage1.predict import make_pseudo_masks
 
     return (
         yield from make_pseudo_masks(
@@ -132,8 +132,8 @@ def pseudo_val(out: Path, run: Any, data: Path, s: DemoSettings, variant: str) -
 
 def train_stage2(out: Path, data: Path, masks: Path, s: DemoSettings) -> Job[Path]:
     """Stage 2: the offline default segmenter trained on the pseudo-masks."""
-    from ..training.seg_settings import SegSettings
-    from ..training.seg_train import train_segmenter
+    from ..stage2.seg_settings import SegSettings
+    from ..stage2.seg_train import train_segmenter
 
     settings = SegSettings(epochs=s.seg_epochs, seed=s.seed, device=s.device)
     result = yield from train_segmenter(settings, data, masks, out / "seg")
@@ -148,14 +148,14 @@ def seg_summary(seg: Path) -> dict[str, Any]:
 
 def make_slide(out: Path, s: DemoSettings) -> Job[Any]:
     """A synthetic pyramidal slide with ground truth."""
-    from ..data.synth_slide import synthetic_slide_job
+    from ..synthetic.synth_slide import synthetic_slide_job
 
     return (yield from synthetic_slide_job(out / "slide.tif", size=s.slide_size, seed=s.seed))
 
 
 def segment(out: Path, slide: Any, model: Path, name: str, s: DemoSettings) -> Job[Any]:
     """Whole-slide segmentation into OME-Zarr."""
-    from ..inference.segment import SegmentSettings, segment_slide
+    from ..slides.segment import SegmentSettings, segment_slide
 
     # Synthetic patches and the synthetic slide are both drawn at 0.5 um/px (data.synth_slide default).
     settings = SegmentSettings(device=s.device)  # at the models' recorded 0.5 um/px

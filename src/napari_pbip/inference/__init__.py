@@ -1,1 +1,0 @@
-"""Dense prediction over images and whole slides."""

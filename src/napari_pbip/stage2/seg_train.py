@@ -1,0 +1,394 @@
+"""Stage-2 training: a fully supervised segmenter on the stage-1 pseudo-masks.
+
+Cross-entropy over mask indices (background is a class of its own: the model must find glass on
+slides), pixels marked 255 in the pseudo-masks ignored; AdamW with a poly schedule; flips,
+90-degree rotations and light colour jitter. With val masks the best checkpoint by val mIoU is
+kept. The folder layout is described in :mod:`napari_pbip.stage2.segmenter_predictor`.
+
+Every random draw is keyed by the seed and the step, so a run that is stopped (Ctrl-C, closing the
+job, ``max_minutes``) and resumed ends with the same weights as one that ran straight through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _atomic
+from ..data.layouts import dataset_mpp
+from ..engine import checkpoint
+from ..engine.runlog import append_log, truncate_log
+from ..errors import CheckpointError
+from ..events import Job, Progress
+from .seg_data import IGNORE, BatchLoader, pair_masks
+from .seg_settings import RESUMABLE_FIELDS, SegSettings
+from .segmenter_predictor import FORMAT_VERSION, MODEL_KIND, SegmenterPredictor, build_from_meta, read_meta
+
+OUTPUT_KIND = "train-seg"  # the command named in the segmenter folder's output marker
+
+
+@dataclass
+class SegResult:
+    """What a finished (or stopped) stage-2 job leaves.
+
+    Attributes:
+        out: the segmenter folder (``load_predictor(out)`` reads it).
+        step: optimizer steps done.
+        total_steps: steps planned (``epochs * steps_per_epoch``).
+        stopped: ``"finished"`` or ``"time limit"`` (resume to continue).
+        best: val metrics of the best checkpoint (None without val masks).
+        history: val metrics after each epoch.
+    """
+
+    out: Path
+    step: int
+    total_steps: int
+    stopped: str
+    best: dict[str, Any] | None
+    history: list[dict[str, Any]]
+
+
+def train_segmenter(
+    settings: SegSettings | None,
+    dataset,
+    masks: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Job[SegResult]:
+    """Train a segmenter on the training images of ``dataset`` and the pseudo-masks in ``masks``.
+
+    Args:
+        settings: the run's settings; with ``resume`` None means the saved ones (only
+            :data:`~napari_pbip.stage2.seg_settings.RESUMABLE_FIELDS` may differ from them).
+        dataset: data set folder or opened ``Dataset`` (its val split's masks, when present, select
+            the best checkpoint).
+        masks: folder of pseudo-masks named like the training images (``pbip pseudo``).
+        out: the segmenter folder to create (or to continue with ``resume``).
+        resume: continue from ``out/last``.
+        overwrite: replace an existing ``out`` that is a previous segmenter folder (ignored with
+            ``resume``).
+
+    Returns:
+        A job yielding ``Progress("train-seg", ...)`` per step and returning a :class:`SegResult`.
+
+    Raises:
+        DatasetError: a training image has no mask, or a mask holds a value outside the palette.
+        OutputExistsError: ``out`` exists and neither ``resume`` nor ``overwrite`` is given, or
+            it is not a previous segmenter folder.
+        OutputConflictError: ``out`` is, contains or lies inside the data set or the masks.
+        CheckpointError: resuming a folder made for other classes or settings.
+        TrainingDivergedError: the loss became NaN/inf.
+    """
+    from ..data.layouts import Dataset, open_dataset
+
+    out = Path(out)
+    inputs = {"data set": dataset, "masks": masks}
+    _atomic.check_output(out, OUTPUT_KIND, inputs, overwrite=overwrite, resume=resume)
+    settings = _resolve_settings(settings, out, resume)
+    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    trainer = _Trainer(settings, ds, Path(masks), out, resume)
+    return (yield from trainer.run(resume))
+
+
+def resume_seg_settings(out: str | os.PathLike, **changes: Any) -> SegSettings:
+    """The saved settings of the segmenter folder ``out`` with ``changes`` applied.
+
+    Raises:
+        CheckpointError: ``out`` holds no run.
+    """
+    path = Path(out) / "settings.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"cannot resume: {out} holds no segmenter run (no settings.json); start without --resume"
+        )
+    return SegSettings.load(path).replace(**changes)
+
+
+def _resolve_settings(settings: SegSettings | None, out: Path, resume: bool) -> SegSettings:
+    if not resume:
+        # checked by train_segmenter; the old folder goes when training starts
+        return settings or SegSettings()
+    saved = resume_seg_settings(out)
+    if settings is None:
+        return saved
+    a, b = saved.to_dict(), settings.to_dict()
+    differ = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_FIELDS)
+    if differ:
+        raise CheckpointError(
+            f"cannot resume {out}: settings {differ} differ from the saved run ("
+            + ", ".join(f"{k}: saved {a[k]!r}, given {b[k]!r}" for k in differ)
+            + f"); only {list(RESUMABLE_FIELDS)} may change, or start a new run"
+        )
+    return saved.replace(**{k: b[k] for k in RESUMABLE_FIELDS})
+
+
+def segmentation_loss(logits, target):
+    """Mean cross-entropy over the pixels that are not :data:`IGNORE` (0 when all are ignored)."""
+    import torch.nn.functional as F
+
+    total = F.cross_entropy(logits.float(), target.long(), ignore_index=IGNORE, reduction="sum")
+    return total / (target != IGNORE).sum().clamp(min=1)
+
+
+class _Trainer:
+    """State of one stage-2 run; :meth:`run` is the job."""
+
+    def __init__(self, s: SegSettings, ds, masks: Path, out: Path, resume: bool):
+        import torch
+
+        from .._device import resolve_device
+        from ..models import create_segmenter
+
+        self.s, self.ds, self.masks, self.out, self.spec = s, ds, masks, out, ds.spec
+        self.classes = tuple(self.spec.classes)
+        self.pairs = pair_masks(ds, masks)
+        self.val = _val_samples(ds)
+        self.device = resolve_device(s.device)
+        self.cuda = self.device.type == "cuda"
+        self.loader = BatchLoader(
+            self.pairs, self.spec, s.batch_size, s.crop_size, s.jitter, s.seed, s.num_workers
+        )
+        self.spe = self.loader.steps_per_epoch
+        self.total = s.epochs * self.spe
+        saved = out / "model.json"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed)
+            if resume and saved.is_file():  # the saved config rebuilds it offline; weights come from last/
+                model = build_from_meta(read_meta(out))
+            else:
+                model = create_segmenter(
+                    s.segmenter, len(self.spec.palette), pretrained=s.pretrained, **s.factory_kwargs()
+                )
+        self.model = model.to(self.device)
+        if self.cuda and s.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), weight_decay=s.weight_decay)
+        self.step, self.saved_step, self.best, self.history, self.dirty = 0, -1, None, [], False
+        self.meta = self._meta()
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        prefix = getattr(self.model, "encoder_prefix", None)
+        encoder, head = [], []
+        for name, p in self.model.named_parameters():
+            (encoder if prefix and name.startswith(prefix) else head).append(p)
+        lr, head_lr = self.s.lr, self.s.lr * self.s.head_lr_mult
+        groups = [
+            {"params": encoder, "lr": lr, "base_lr": lr},
+            {"params": head, "lr": head_lr, "base_lr": head_lr},
+        ]
+        return [g for g in groups if g["params"]]
+
+    # -- the job ---------------------------------------------------------------------------------
+
+    def run(self, resume: bool) -> Job[SegResult]:
+        """Train until the last step or the time limit; checkpoint on every exit."""
+        if resume:
+            self._restore()
+        else:
+            _atomic.clear_output(self.out, OUTPUT_KIND, {"data set": self.ds, "masks": self.masks})
+            self.out.mkdir(parents=True)
+            self.s.save(self.out / "settings.json")
+        _atomic.mark_output(self.out, OUTPUT_KIND)  # folders from before the marker get it when resumed
+        start, stopped = time.monotonic(), "finished"
+        yield Progress("train-seg", self.step, self.total, self._start_message(resume))
+        try:
+            while self.step < self.total:
+                epoch, index = divmod(self.step, self.spe)
+                t0 = time.perf_counter()
+                loss, n_images = self._train_step()
+                metrics = {
+                    "loss": loss,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "epoch": self.step / self.spe,
+                }
+                metrics["images_per_s"] = n_images / max(time.perf_counter() - t0, 1e-9)
+                self._log({"step": self.step, **metrics})
+                if index == self.spe - 1:
+                    metrics.update(self._end_epoch())
+                yield Progress(
+                    "train-seg", self.step, self.total, f"epoch {epoch + 1}/{self.s.epochs}", metrics
+                )
+                if (
+                    self.s.max_minutes
+                    and time.monotonic() - start > 60 * self.s.max_minutes
+                    and self.step < self.total
+                ):
+                    stopped = "time limit"
+                    break
+        except BaseException:  # Stop, Ctrl-C, an unreadable image...: keep the last completed step
+            if not self.dirty and self.step > self.saved_step:
+                self._save()
+            raise
+        finally:
+            self.loader.close()
+        if self.step > self.saved_step:
+            self._save()
+        return SegResult(self.out, self.step, self.total, stopped, self.best, self.history)
+
+    def _start_message(self, resume: bool) -> str:
+        head = f"resumed at step {self.step}: " if resume else "started: "
+        val = f", val on {len(self.val)} masked images" if self.val else ", no val masks (best = last)"
+        return (
+            f"{head}{self.s.segmenter} on {len(self.pairs)} images, {self.spe} steps/epoch, {self.total} steps"
+            f"{val}, device {self.device}"
+        )
+
+    def _train_step(self) -> tuple[float, int]:
+        import torch
+
+        from ..errors import TrainingDivergedError
+
+        images, masks = self.loader.get(self.step, self.total)
+        x = (
+            torch.from_numpy(images)
+            .to(self.device, non_blocking=True)
+            .permute(0, 3, 1, 2)
+            .float()
+            .div_(255.0)
+        )
+        y = torch.from_numpy(masks).to(self.device, non_blocking=True)
+        if self.cuda and self.s.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        factor = (1 - self.step / self.total) ** self.s.poly_power
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        self.model.train()
+        self.dirty = True  # from the forward pass on (it updates BatchNorm statistics) until the step is done
+        with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
+            torch.manual_seed(self.s.seed * 1_000_003 + self.step)  # dropout, keyed by the step
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.s.amp):
+                loss = segmentation_loss(self.model(x), y)
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            raise TrainingDivergedError(
+                f"the loss became {value} at step {self.step + 1}; the last good checkpoint is {self.out / 'last'} "
+                f"(step {max(self.saved_step, 0)}); resume it with a lower lr than {self.s.lr:g}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.dirty = False
+        return value, len(images)
+
+    def _end_epoch(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.val:
+            result = self.validate()
+            entry = {"step": self.step, "epoch": self.step // self.spe, "val": result}
+            self.history.append(entry)
+            self._log(entry)
+            if result["miou"] is not None:
+                metrics["val_miou"] = result["miou"]
+            if self.best is None or (result["miou"] or 0) > (self.best.get("miou") or 0):
+                self.best = {**result, "step": self.step}
+                self._write_checkpoint(self.out / "best", with_optimizer=False)
+        self._save()
+        return metrics
+
+    def validate(self) -> dict[str, Any]:
+        """Predict the val images and score them (mIoU, FwIoU, Dice, pixel accuracy; no bIoU)."""
+        from ..data.images import read_mask, read_rgb
+        from ..metrics import MetricAccumulator
+
+        predictor = SegmenterPredictor(self.model, self.meta, self.device)
+        acc = MetricAccumulator(len(self.classes), self.spec.background_index, self.classes, boundary=False)
+        self.model.eval()
+        group: list[tuple[np.ndarray, np.ndarray]] = []
+        for i, sample in enumerate(self.val):
+            group.append((read_rgb(sample.image), read_mask(sample.mask, self.spec)))
+            last = i == len(self.val) - 1
+            if last or len(group) == self.s.batch_size or _shape(self.val[i + 1]) != group[0][0].shape:
+                acc.update(
+                    np.stack([m for _, m in group]),
+                    predictor.predict_masks(np.stack([im for im, _ in group])),
+                )
+                group = []
+        self.model.train()
+        res = acc.result()
+        return {k: res[k] for k in ("miou", "fwiou", "mean_dice", "pixel_accuracy", "n_images")}
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.step / self.spe, "classes": list(self.classes), "best": self.best,
+                "history": self.history}  # fmt: skip
+
+    def _write_checkpoint(self, folder: Path, with_optimizer: bool) -> None:
+        with _atomic.atomic_dir(folder, overwrite=True) as tmp:
+            checkpoint.save_tensors(tmp / "model.safetensors", self.model.state_dict(), {"kind": MODEL_KIND})
+            state = self._state()
+            if with_optimizer:
+                tensors, state["optimizer"] = checkpoint.optimizer_state(self.optimizer)
+                checkpoint.save_tensors(tmp / "optimizer.safetensors", tensors)
+            _atomic.write_json(tmp / "state.json", state)
+
+    def _save(self) -> None:
+        """Checkpoint ``last`` and refresh the inference weights (best with val, else last)."""
+        self._write_checkpoint(self.out / "last", with_optimizer=True)
+        self.saved_step = self.step
+        source = self.out / ("best" if self.best is not None and (self.out / "best").is_dir() else "last")
+        with _atomic.atomic_path(self.out / "model.safetensors") as tmp:
+            shutil.copyfile(source / "model.safetensors", tmp)
+        meta = {**self.meta, "step": self.step, "weights": source.name, "best": self.best}
+        _atomic.write_json(self.out / "model.json", meta)
+
+    def _restore(self) -> None:
+        last = self.out / "last"
+        state = checkpoint.read_state(last)
+        checkpoint.check_classes(state, self.classes, str(last))
+        checkpoint.load_weights(self.model, last / "model.safetensors")
+        tensors = checkpoint.load_tensors(last / "optimizer.safetensors")
+        checkpoint.restore_optimizer(self.optimizer, tensors, state["optimizer"])
+        saved = (
+            json.loads((self.out / "model.json").read_text()) if (self.out / "model.json").is_file() else {}
+        )
+        self.meta["weights_id"] = saved.get("weights_id", self.meta["weights_id"])
+        self.step = self.saved_step = int(state["step"])
+        self.best, self.history = state.get("best"), list(state.get("history", []))
+        self._truncate_log()
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        append_log(self.out, entry)
+
+    def _truncate_log(self) -> None:
+        truncate_log(self.out, self.step)
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "kind": MODEL_KIND,
+            "format_version": FORMAT_VERSION,
+            "classes": list(self.classes),
+            "palette": [list(c) for c in self.spec.palette],
+            "background_index": self.spec.background_index,
+            "segmenter": self.s.segmenter,
+            "config": self.model.config,
+            "weights_id": getattr(self.model, "weights_id", None),
+            "mpp": self.s.mpp if self.s.mpp is not None else dataset_mpp(self.ds.root),
+            "tile": self.s.crop_size,
+            "dataset": str(self.ds.root),
+            "masks": str(self.masks),
+            "settings": self.s.to_dict(),
+        }
+
+
+def _val_samples(ds) -> list:
+    if "val" not in ds.splits():
+        return []
+    return [s for s in ds.samples("val") if s.mask is not None]
+
+
+def _shape(sample) -> tuple[int, ...]:
+    from PIL import Image
+
+    with Image.open(sample.image) as im:
+        return (im.height, im.width, 3)

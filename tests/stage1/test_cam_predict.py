@@ -1,0 +1,112 @@
+"""Running a trained run: dense predictor, pseudo-masks, predictions scored by pbip evaluate, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from napari_pbip.data.images import read_mask  # noqa: E402
+from napari_pbip.data.layouts import open_dataset  # noqa: E402
+from napari_pbip.errors import CheckpointError, OutputExistsError  # noqa: E402
+from napari_pbip.events import run  # noqa: E402
+from napari_pbip.predict.predictor import load_predictor  # noqa: E402
+from napari_pbip.stage1 import CamSettings, make_pseudo_masks, predict_folder  # noqa: E402
+
+
+def test_run_loads_as_a_dense_predictor(tiny_run):
+    pred = load_predictor(tiny_run, device="cpu")
+    assert pred.classes == ("tumor", "stroma", "lymphocyte", "necrosis")
+    assert pred.background_index == 4 and len(pred.palette) == 5 and pred.tile == 64
+    assert pred.mpp == 0.5  # the synthetic data set records the um/px its patches are drawn at
+    batch = np.random.default_rng(0).integers(0, 255, size=(2, 64, 64, 3), dtype=np.uint8)
+    probs = pred.predict(batch)
+    assert probs.shape == (2, 5, 64, 64) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+
+
+def test_pseudo_masks_are_named_like_the_images_and_gated_by_their_labels(tiny_run, tiny_dataset, tmp_path):
+    out = tmp_path / "masks"
+    run(make_pseudo_masks(tiny_run, tiny_dataset, out, device="cpu"))
+    ds = open_dataset(tiny_dataset)
+    samples = ds.samples("train")
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(s.image.name for s in samples)
+    for s in samples:
+        mask = read_mask(out / s.image.name, ds.spec)
+        allowed = {i for i, v in enumerate(s.labels) if v} | {ds.spec.background_index}
+        assert set(np.unique(mask).tolist()) <= allowed, s.image.name
+    assert json.loads((out / "cam_settings.json").read_text())["background"] == "white"
+    with pytest.raises(OutputExistsError):
+        run(make_pseudo_masks(tiny_run, tiny_dataset, out, device="cpu"))
+
+
+def test_predictions_on_unlabelled_images_score_with_pbip_evaluate(tiny_run, tiny_dataset, tmp_path):
+    from napari_pbip.evaluate import evaluate_folder
+
+    images = tmp_path / "images"
+    shutil.copytree(tiny_dataset / "val" / "img", images)  # images only: no labels, no masks
+    out = tmp_path / "pred"
+    run(predict_folder(tiny_run, images, out, device="cpu"))
+    result = evaluate_folder(tiny_dataset, "val", out)
+    assert result["n_images"] == 4 and 0 <= result["miou"] <= 1
+
+
+def test_presence_threshold_decides_how_many_classes_a_prediction_holds(tiny_run, tiny_dataset, tmp_path):
+    out = tmp_path / "pred"
+    strict = CamSettings(presence_threshold=0.999, background="none")
+    run(predict_folder(tiny_run, tiny_dataset / "val" / "img", out, strict, device="cpu"))
+    spec = open_dataset(tiny_dataset).spec
+    for path in out.glob("*.png"):
+        assert len(np.unique(read_mask(path, spec))) == 1  # only the most probable class survives
+
+
+def test_pseudo_masks_refuse_a_run_of_other_classes(tiny_run, tmp_path):
+    from napari_pbip.synthetic.synth import write_synthetic_dataset
+
+    other = write_synthetic_dataset(
+        tmp_path / "other", n_train=2, n_val=0, n_test=0, size=32, classes=("tumor", "stroma")
+    )
+    with pytest.raises(
+        CheckpointError, match=r"\['tumor', 'stroma', 'lymphocyte', 'necrosis'\].*\['tumor', 'stroma'\]"
+    ):
+        run(make_pseudo_masks(tiny_run, other, tmp_path / "m", device="cpu"))
+
+
+def test_cli_train_pseudo_predict_evaluate(tiny_dataset, tmp_path, capsys):
+    from napari_pbip.cli.main import main
+
+    runs = tmp_path / "run"
+    common = ["--device", "cpu", "--quiet"]
+    assert main(["train", "--dataset", str(tiny_dataset), "--out", str(runs), "--baseline-cam", "--backbone",
+                 "tiny-backbone", "--epochs", "1", "--image-size", "64", *common]) == 0  # fmt: skip
+    assert "finished at step 2/2" in capsys.readouterr().out  # 12 images, batch 10
+    assert (
+        main(
+            [
+                "pseudo",
+                "--run",
+                str(runs),
+                "--dataset",
+                str(tiny_dataset),
+                "--out",
+                str(tmp_path / "m"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert len(list((tmp_path / "m").glob("*.png"))) == 12
+    pred = tmp_path / "p"
+    assert main(["predict", "--model", str(runs), "--images", str(tiny_dataset / "val" / "img"), "--out", str(pred),
+                 "--threshold", "0.4", *common]) == 0  # fmt: skip
+    assert (
+        main(["evaluate", "--dataset", str(tiny_dataset), "--split", "val", "--pred", str(pred), "--quiet"])
+        == 0
+    )
+    assert "mean" in capsys.readouterr().out
+    assert main(["train", "--dataset", str(tiny_dataset), "--out", str(runs), "--baseline-cam", *common]) == 1
+    assert "already exists" in capsys.readouterr().err

@@ -1,0 +1,124 @@
+"""Stage-2 data: pairing images with pseudo-masks, bad masks named, crops and augmentation aligned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_pbip.data.images import write_mask
+from napari_pbip.data.layouts import open_dataset
+from napari_pbip.errors import DatasetError
+from napari_pbip.stage2.seg_data import (
+    IGNORE,
+    BatchLoader,
+    crop_or_pad,
+    make_batch,
+    pair_masks,
+    read_pseudo_mask,
+)
+
+PALETTE = [[220, 40, 40], [40, 200, 40], [40, 40, 220], [255, 255, 255]]  # 3 classes + background
+
+
+def write_set(root: Path, n: int = 6, size: int = 32) -> tuple[Path, Path]:
+    """Generic layout; each image is its mask painted in the palette, so alignment is checkable."""
+    rng = np.random.default_rng(0)
+    data, masks = root / "data", root / "masks"
+    (data / "train").mkdir(parents=True)
+    masks.mkdir()
+    spec = {"name": "t", "classes": ["a", "b", "c"], "palette": PALETTE, "background_index": 3,
+            "label_format": "space"}  # fmt: skip
+    (data / "dataset.json").write_text(json.dumps(spec))
+    for i in range(n):
+        mask = np.repeat(np.repeat(rng.integers(0, 4, (4, 4)), size // 4, 0), size // 4, 1).astype(np.uint8)
+        name = f"img{i}-[1 1 1].png"
+        Image.fromarray(np.asarray(PALETTE, np.uint8)[mask]).save(data / "train" / name)
+        write_mask(masks / name, mask, PALETTE)
+    return data, masks
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    data, masks = write_set(tmp_path)
+    return open_dataset(data), masks
+
+
+def test_missing_mask_names_the_image_and_the_folder(dataset):
+    ds, masks = dataset
+    (masks / "img3-[1 1 1].png").unlink()
+    with pytest.raises(DatasetError) as info:
+        pair_masks(ds, masks)
+    message = str(info.value)
+    assert "'img3-[1 1 1].png'" in message and f"no mask in {masks}" in message and "1 of 6" in message
+    with pytest.raises(DatasetError, match="does not exist"):
+        pair_masks(ds, masks.parent / "nowhere")
+
+
+def test_mask_values_outside_the_palette_are_rejected_unless_ignore(dataset):
+    ds, masks = dataset
+    path = masks / "img0-[1 1 1].png"
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:4] = IGNORE
+    write_mask(path, mask, PALETTE + [[0, 0, 0]] * 252)  # palette long enough to hold 255
+    assert (read_pseudo_mask(path, ds.spec)[:4] == IGNORE).all()
+    mask[5, 5] = 7
+    write_mask(path, mask, PALETTE + [[0, 0, 0]] * 252)
+    with pytest.raises(DatasetError, match=r"img0.*\[7\].*0\.\.3.*or 255"):
+        read_pseudo_mask(path, ds.spec)
+
+
+def test_mask_of_another_size_is_named(dataset):
+    ds, masks = dataset
+    write_mask(masks / "img1-[1 1 1].png", np.zeros((16, 32), np.uint8), PALETTE)
+    pairs = pair_masks(ds, masks)
+    with pytest.raises(DatasetError, match=r"img1.*32x16 px.*32x32"):
+        make_batch(pairs[:2], ds.spec, 32, 0.0, 0, 0, 0)
+
+
+def test_rgb_masks_map_to_the_nearest_palette_colour(dataset):
+    ds, masks = dataset
+    path = masks / "img2-[1 1 1].png"
+    rgb = np.zeros((4, 4, 3), np.uint8) + np.asarray([250, 250, 250], np.uint8)
+    rgb[0] = [200, 50, 50]
+    Image.fromarray(rgb).save(path)
+    out = read_pseudo_mask(path, ds.spec)
+    assert (out[0] == 0).all() and (out[1:] == 3).all()
+
+
+def test_augmented_batches_keep_images_and_masks_aligned_and_repeat_exactly(dataset):
+    ds, masks = dataset
+    pairs = pair_masks(ds, masks)
+    images, labels = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0)
+    assert images.shape == (6, 24, 24, 3) and labels.shape == (6, 24, 24)
+    assert (np.asarray(PALETTE, np.uint8)[labels] == images).all()  # same crop and symmetry
+    again, _ = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0)
+    other, _ = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=2, index=0)
+    assert np.array_equal(images, again) and not np.array_equal(images, other)
+    jittered, jlabels = make_batch(pairs, ds.spec, 24, 0.2, seed=3, epoch=1, index=0)
+    assert np.array_equal(jlabels, labels) and not np.array_equal(jittered, images)
+
+
+def test_small_images_are_padded_with_ignored_pixels():
+    image = np.zeros((10, 20, 3), np.uint8)
+    mask = np.ones((10, 20), np.uint8)
+    img, m = crop_or_pad(image, mask, 16, np.random.default_rng(0))
+    assert img.shape == (16, 16, 3) and m.shape == (16, 16)
+    assert (m[10:] == IGNORE).all() and (m[:10] == 1).all() and (img[10:] == 255).all()
+
+
+def test_threaded_loader_gives_the_same_batches_as_loading_inline(dataset):
+    ds, masks = dataset
+    pairs = pair_masks(ds, masks)
+    inline = BatchLoader(pairs, ds.spec, 4, 32, 0.1, 0, workers=0)
+    threaded = BatchLoader(pairs, ds.spec, 4, 32, 0.1, 0, workers=2)
+    try:
+        assert inline.steps_per_epoch == 2
+        for step in range(5):
+            a, b = inline.get(step, 5), threaded.get(step, 5)
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    finally:
+        threaded.close()
