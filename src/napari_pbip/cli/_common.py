@@ -83,9 +83,9 @@ def _with_bars(job: Job, after_event: Callable[[], None]) -> Any:
 
 def print_json(obj: Any) -> None:
     """Print ``obj`` as JSON on stdout (for ``--json`` output)."""
-    from .._atomic import _json_default
+    from .._atomic import json_default
 
-    print(json.dumps(obj, indent=2, default=_json_default))
+    print(json.dumps(obj, indent=2, default=json_default))
 
 
 def add_device(parser) -> None:

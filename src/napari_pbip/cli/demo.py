@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _view(out: Path) -> int:
     """Open the demo's slide, ground truth and segmentation in napari with the plugin's widgets."""
-    from .._widgets.demo_view import show_demo
+    from .._widgets import show_demo
 
     show_demo(out)
     return 0

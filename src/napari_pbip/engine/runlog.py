@@ -12,7 +12,7 @@ from .. import _atomic
 def append_log(run: Path, entry: dict[str, Any]) -> None:
     """Append ``entry`` as one JSON line to ``run/log.jsonl``."""
     with open(Path(run) / "log.jsonl", "a") as f:
-        f.write(json.dumps(entry, default=_atomic._json_default) + "\n")
+        f.write(json.dumps(entry, default=_atomic.json_default) + "\n")
 
 
 def truncate_log(run: Path, step: int) -> None:
