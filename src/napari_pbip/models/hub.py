@@ -58,8 +58,9 @@ HUB_EXAMPLES = {
     "timm": "hf-hub:org/name (encoder, backbone)",
     "local": "a directory with config.json + model.safetensors (transformers or timm)",
 }
-_TRANSFORMERS_FILES = "config.json (with model_type), model.safetensors, optionally preprocessor_config.json"
-_TIMM_FILES = 'config.json (with "architecture"), model.safetensors'
+# what a local model directory must hold, as error messages name it
+TRANSFORMERS_FILES = "config.json (with model_type), model.safetensors, optionally preprocessor_config.json"
+TIMM_FILES = 'config.json (with "architecture"), model.safetensors'
 
 
 def looks_like_hub_name(name: str) -> bool:
@@ -196,8 +197,8 @@ def create(kind: str, name: str, pretrained: bool = True, **kwargs: Any):
         return _create_local(kind, path.resolve(), pretrained, kwargs)
     if path.exists() or name.startswith((".", "/", "~")):
         raise ModelNotFoundError(
-            f"{kind} {name!r} is not a directory; a local model is a directory holding {_TRANSFORMERS_FILES} "
-            f"(transformers) or {_TIMM_FILES} (timm)"
+            f"{kind} {name!r} is not a directory; a local model is a directory holding {TRANSFORMERS_FILES} "
+            f"(transformers) or {TIMM_FILES} (timm)"
         )
     return _create_transformers(kind, name, pretrained, kwargs, weights_id=None)
 
@@ -206,8 +207,8 @@ def _create_local(kind: str, path: Path, pretrained: bool, kwargs: dict[str, Any
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise ModelNotFoundError(
-            f"{path} holds no config.json; a local model directory needs {_TRANSFORMERS_FILES} (transformers, "
-            f"as written by save_pretrained) or {_TIMM_FILES} (timm, as written by timm's save_for_hf)"
+            f"{path} holds no config.json; a local model directory needs {TRANSFORMERS_FILES} (transformers, "
+            f"as written by save_pretrained) or {TIMM_FILES} (timm, as written by timm's save_for_hf)"
         )
     weights = path / "model.safetensors"
     if not weights.is_file() and (path / "model.safetensors.index.json").is_file():
@@ -226,7 +227,7 @@ def _create_local(kind: str, path: Path, pretrained: bool, kwargs: dict[str, Any
         return _create_transformers(kind, str(path), pretrained, kwargs, weights_id=weights_id)
     raise ModelNotFoundError(
         f"{cfg_file} has neither 'model_type' (transformers) nor 'architecture' (timm); "
-        f"expected {_TRANSFORMERS_FILES} or {_TIMM_FILES}"
+        f"expected {TRANSFORMERS_FILES} or {TIMM_FILES}"
     )
 
 
@@ -238,7 +239,12 @@ def _weights_digest(weights: Path) -> str:
     return _atomic.sha256_file(weights)
 
 
-def _not_cached(kind: str, name: str, files: str, exc: BaseException) -> ModelNotFoundError:
+def not_cached_error(kind: str, name: str, files: str, exc: BaseException) -> ModelNotFoundError:
+    """The error for a hub model ``name`` that is neither cached nor downloadable (``exc`` says why).
+
+    ``files`` names what a local directory would have to hold instead (:data:`TRANSFORMERS_FILES`,
+    :data:`TIMM_FILES`).
+    """
     home = os.environ.get("HF_HOME", "~/.cache/huggingface")
     if hub_offline():
         why = "HF_HUB_OFFLINE=1 forbids downloading it"
@@ -253,7 +259,7 @@ def _not_cached(kind: str, name: str, files: str, exc: BaseException) -> ModelNo
     )
 
 
-def _download_errors() -> tuple[type[BaseException], ...]:
+def download_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the files could not be found or fetched", not a bug in the model."""
     from huggingface_hub import errors
 
@@ -291,8 +297,8 @@ def _create_timm(kind: str, source: str, weights_id: str, pretrained: bool, kwar
     extra = {"num_classes": 0} if kind == "encoder" else {"features_only": True}
     try:
         net = timm.create_model(source, pretrained=pretrained, **extra, **kwargs)
-    except _download_errors() as exc:
-        raise _not_cached(kind, source, _TIMM_FILES, exc) from exc
+    except download_errors() as exc:
+        raise not_cached_error(kind, source, TIMM_FILES, exc) from exc
     except RuntimeError as exc:
         raise ModelNotFoundError(f"timm could not load {source!r}: {exc}") from exc
     cfg = net.pretrained_cfg
@@ -336,8 +342,8 @@ def _create_transformers(
     local_only = hub_offline()
     try:
         config = transformers.AutoConfig.from_pretrained(source, local_files_only=local_only)
-    except _download_errors() as exc:
-        raise _not_cached(kind, source, _TRANSFORMERS_FILES, exc) from exc
+    except download_errors() as exc:
+        raise not_cached_error(kind, source, TRANSFORMERS_FILES, exc) from exc
     except ValueError as exc:  # unknown model_type
         raise ModelNotFoundError(f"{source!r} is not a model transformers can read: {exc}") from exc
     family = _FAMILIES.get(config.model_type)
@@ -362,8 +368,8 @@ def _create_transformers(
             )
         else:
             net = cls(config)
-    except _download_errors() as exc:
-        raise _not_cached(kind, source, _TRANSFORMERS_FILES, exc) from exc
+    except download_errors() as exc:
+        raise not_cached_error(kind, source, TRANSFORMERS_FILES, exc) from exc
     net.eval()
     if weights_id is None:
         commit = getattr(config, "_commit_hash", None) or getattr(net.config, "_commit_hash", None)
@@ -464,7 +470,7 @@ def _read_preprocessor_config(source: str, local_only: bool) -> dict[str, Any] |
             from huggingface_hub import hf_hub_download
 
             path = Path(hf_hub_download(source, "preprocessor_config.json", local_files_only=local_only))
-        except _download_errors():
+        except download_errors():
             return None
     return json.loads(path.read_text())
 

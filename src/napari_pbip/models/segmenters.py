@@ -212,7 +212,7 @@ def _create_resnet(backbone: str, pretrained: bool, state: dict[str, Any] | None
         return body
     try:
         return timm.create_model(backbone, pretrained=True, **kwargs)
-    except (*hub._download_errors(), RuntimeError) as exc:
+    except (*hub.download_errors(), RuntimeError) as exc:
         raise ModelNotFoundError(
             f"no ImageNet weights for deeplabv2 backbone {backbone!r} are available here (not in the timm/"
             f"Hugging Face cache and no network) [{type(exc).__name__}]; pass weights=PATH (a .safetensors "
@@ -278,8 +278,8 @@ def _segformer_from_source(source: str, n_classes: int):
             local_files_only=hub.hub_offline(),
             use_safetensors=True if is_dir else None,
         )
-    except hub._download_errors() as exc:
-        raise hub._not_cached("segmenter", source, hub._TRANSFORMERS_FILES, exc) from exc
+    except hub.download_errors() as exc:
+        raise hub.not_cached_error("segmenter", source, hub.TRANSFORMERS_FILES, exc) from exc
     commit = getattr(net.config, "_commit_hash", None)
     weights_id = f"dir:{local.resolve()}" if is_dir else f"hf:{source}@{commit or 'unknown'}"
     return net, weights_id
@@ -294,8 +294,8 @@ def _hf_config(source: str, n_classes: int):
         return transformers.AutoConfig.from_pretrained(
             source, num_labels=n_classes, local_files_only=hub.hub_offline()
         )
-    except hub._download_errors() as exc:
-        raise hub._not_cached("segmenter", source, hub._TRANSFORMERS_FILES, exc) from exc
+    except hub.download_errors() as exc:
+        raise hub.not_cached_error("segmenter", source, hub.TRANSFORMERS_FILES, exc) from exc
 
 
 @register_segmenter(
