@@ -28,6 +28,7 @@ from ..errors import SettingsError
 from ..events import Job, Progress
 from ..export.label_values import BACKGROUND_NAME, BACKGROUND_VALUE, mask_lut, palette_by_value, values_lut
 from ..export.ome_zarr import LabelsStore, label_group_path
+from ..export.run_record import read_run_record, update_run_record
 from ..predict.predictor import DensePredictor, load_predictor, model_hash
 from ..predict.tiled import Cancelled, predict_block
 from . import _scheduling
@@ -38,10 +39,8 @@ from .segment_store import (
     ChunkSummary,
     prepare_output,
     remove_unstarted,
-    run_attrs,
     run_fingerprint,
     save_tissue,
-    set_run_attrs,
     slide_fingerprint,
     write_marker,
 )
@@ -397,7 +396,7 @@ def _finished_result(
     seconds: float,
 ) -> SegmentResult:
     """The result of an output finished by an earlier run, read from its attributes and markers."""
-    tissue = run_attrs(out).get("tissue_fraction")
+    tissue = read_run_record(out).get("tissue_fraction")
     result = _summarise(out, predictor, s, shape, tissue, summaries, len(summaries), seconds)
     result.finished_before = True
     result.tiles["run"] = 0  # none in this call
@@ -438,7 +437,7 @@ def _summarise(out, predictor, s, shape, tissue_fraction, summaries, resumed, se
 def _finish(out, slide, predictor, s, shape, tissue, summaries, resumed, seconds) -> SegmentResult:
     fraction = None if tissue is None else tissue.fraction
     result = _summarise(out, predictor, s, shape, fraction, summaries, resumed, seconds)
-    set_run_attrs(
+    update_run_record(
         out,
         status="complete",
         slide_mpp=slide.mpp[0],

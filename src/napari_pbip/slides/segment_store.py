@@ -3,7 +3,7 @@
 pbip's bookkeeping lies in the ``pbip`` group as zarr nodes, so that zarr finds no stray file: the
 settings and the tissue mask (an array) and one group per finished chunk under ``pbip/done`` whose
 attributes are the chunk's summary (:class:`ChunkSummary`). The run's metadata (status, resume
-fingerprint) is under ``pbip`` in the label image's attributes. The slide is recorded by content
+fingerprint) is under ``pbip`` in the label image's attributes (:mod:`napari_pbip.export.run_record`). The slide is recorded by content
 (:func:`slide_fingerprint`), never by its path.
 """
 
@@ -21,7 +21,8 @@ import numpy as np
 from .. import _atomic
 from ..errors import OutputExistsError
 from ..export.label_values import palette_by_value
-from ..export.ome_zarr import LabelsStore, create_labels_store, label_group_path
+from ..export.ome_zarr import LabelsStore, create_labels_store
+from ..export.run_record import label_levels, read_run_record
 from ..predict.predictor import DensePredictor
 from .readers import Slide
 from .segment_settings import SegmentSettings
@@ -137,7 +138,7 @@ def prepare_output(
     classes = tuple(predictor.classes)
     palette = palette_by_value(predictor.palette, len(classes), predictor.background_index)
     if out.exists() and any(out.iterdir()) and not overwrite:  # segment_slide checked it is a folder
-        attrs = run_attrs(out)
+        attrs = read_run_record(out)
         if not attrs:
             raise OutputExistsError(
                 f"{out} exists but is not a readable segmentation store, so it cannot be resumed or exported: "
@@ -166,12 +167,11 @@ def prepare_output(
             )
         if finished:
             return None, read_markers(out), "finished"
-        ome = zarr.open_group(str(label_group_path(out)), mode="r").attrs["ome"]
         store = LabelsStore(
             out,
             tuple(fingerprint["shape"]),
             s.mpp,
-            len(ome["multiscales"][0]["datasets"]),
+            label_levels(out),
             s.chunk,
             classes,
             palette,
@@ -201,28 +201,6 @@ def prepare_output(
         remove_unstarted(out)
         raise
     return store, {}, "new"
-
-
-def run_attrs(out: Path) -> dict[str, Any]:
-    """The run metadata of an existing output (``layout: "bare"`` for an earlier version's layout)."""
-    import zarr
-
-    try:
-        return dict(zarr.open_group(str(label_group_path(out)), mode="r").attrs.get("pbip") or {})
-    except Exception:
-        pass
-    try:
-        old = dict(zarr.open_group(str(out), mode="r").attrs.asdict().get("pbip") or {})
-    except Exception:
-        return {}
-    return {**old, "layout": "bare"} if old else {}
-
-
-def set_run_attrs(out: Path, **values: Any) -> None:
-    import zarr
-
-    group = zarr.open_group(str(label_group_path(out)), mode="r+")
-    group.attrs["pbip"] = {**dict(group.attrs["pbip"]), **values}
 
 
 def check_same_model(out: Path, model: Any, then: str, now: str) -> None:
