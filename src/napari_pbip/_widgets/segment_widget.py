@@ -9,7 +9,6 @@ so corrections painted into it are exported too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import SlideError
+from ..engine.model_meta import read_model_json
+from ..errors import CheckpointError, SlideError
 from . import _labels
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._quiet_add import add_in_steps, finish_now, run_in_turns
@@ -170,8 +170,8 @@ class SegmentWidget(QWidget):
         """Take the model's recorded training resolution, when it has one, as the resolution."""
         path = self.model.path()
         try:
-            mpp = json.loads((path / "model.json").read_text()).get("mpp") if path else None
-        except (OSError, ValueError):
+            mpp = read_model_json(path).get("mpp") if path else None
+        except CheckpointError:  # no model folder (yet), or a damaged model.json
             return
         if mpp:
             self.mpp.setValue(float(mpp))

@@ -8,7 +8,6 @@ last completed step (``Resume`` continues it exactly).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import DatasetError, SettingsError
+from ..engine.checkpoint import read_state
+from ..errors import CheckpointError, DatasetError, SettingsError
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers, with_layers
 from ._warmup import warm_up
@@ -344,8 +344,8 @@ class TrainWidget(QWidget):
         if stamp is not None and stamp != self._stamp:
             self._stamp = stamp
             try:
-                self.checkpoint_step = int(json.loads(path.read_text())["step"])
-            except (OSError, ValueError, KeyError):
+                self.checkpoint_step = int(read_state(path.parent)["step"])
+            except (CheckpointError, ValueError, KeyError):  # mid-write or damaged: keep the last one shown
                 return
         if self.checkpoint_step is not None:
             self.checkpoint_label.setText(f"last checkpoint: step {self.checkpoint_step} in {path.parent}")

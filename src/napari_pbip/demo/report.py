@@ -8,11 +8,11 @@ finished demo folder without training anything.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .. import _atomic
+from ..engine.model_meta import read_model_json
 from . import figures
 
 INTENDED_USE = (
@@ -90,7 +90,7 @@ def slide_facts(out: Path, summary: dict[str, Any], name: str = "stage2") -> dic
 
     slide = open_slide(out / "slide.tif")
     labels = open_labels(out / f"slide-{name}.zarr")
-    model = json.loads((out / "seg" / "model.json").read_text())
+    model = read_model_json(out / "seg")
     settings = summary.get("settings", {})
     return {
         "file": slide.path.name,

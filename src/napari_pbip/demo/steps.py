@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.model_meta import read_model_json
 from ..events import Job, Progress
 from .pipeline import DemoSettings
 
@@ -142,7 +143,7 @@ def train_stage2(out: Path, data: Path, masks: Path, s: DemoSettings) -> Job[Pat
 
 def seg_summary(seg: Path) -> dict[str, Any]:
     """The stage-2 model's saved description."""
-    meta = json.loads((Path(seg) / "model.json").read_text())
+    meta = read_model_json(seg)
     return {k: meta[k] for k in ("segmenter", "classes", "step", "best") if k in meta}
 
 

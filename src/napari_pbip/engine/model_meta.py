@@ -1,21 +1,79 @@
-"""What a trained model folder's ``model.json`` must hold, checked before anything is built from it.
+"""A trained model folder's ``model.json``: the one reader of it, and what it must hold.
 
-``model.json`` is a file users can open and edit; a field of the wrong type would otherwise fail deep
-inside torch or numpy. :func:`check_common` checks what every model kind shares (classes, palette,
-background index, um/px), each kind's reader adds its own fields; every problem is one
+Every model kind (a stage-1 run, a stage-2 segmenter, a registered kind) describes itself in
+``FOLDER/model.json``; :func:`read_model_json` is how any part of the package reads it. It is a
+file users can open and edit; a field of the wrong type would otherwise fail deep inside torch or
+numpy. :func:`check_common` checks what every model kind shares (classes, palette, background
+index, um/px), each kind's reader adds its own fields; every problem is one
 :class:`~napari_pbip.errors.CheckpointError` line naming the file, the field, its value and the fix.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .. import _atomic
 from ..errors import CheckpointError
+
+MODEL_FILE = "model.json"
+ANY_MODEL = "a trained model folder"
+GIVE_ANY_MODEL = "give a stage-1 run folder (pbip train --out) or a segmenter folder (pbip train-seg --out)"
+INTACT_ANY_MODEL = (
+    "give an intact stage-1 run folder (pbip train --out) or segmenter folder (pbip train-seg --out)"
+)
+
+
+def model_json_path(
+    folder: str | os.PathLike, what: str = ANY_MODEL, missing_fix: str = GIVE_ANY_MODEL
+) -> Path:
+    """``folder/model.json``, which must exist.
+
+    Raises:
+        CheckpointError: it does not: ``folder`` "is not ``what``", and ``missing_fix``.
+    """
+    path = Path(folder) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not {what} (no {MODEL_FILE}); {missing_fix}")
+    return path
+
+
+def read_model_json(
+    folder: str | os.PathLike,
+    *,
+    what: str = ANY_MODEL,
+    missing_fix: str = GIVE_ANY_MODEL,
+    fix: str = INTACT_ANY_MODEL,
+    required: Iterable[str] = (),
+    kind: str | None = None,
+    made_by: str = "",
+) -> dict[str, Any]:
+    """The ``model.json`` of a trained model folder, as a dict.
+
+    Args:
+        folder: the model folder.
+        what: what ``folder`` should be, for the message when it has no ``model.json``.
+        missing_fix: what to do then.
+        fix: what to do when the file is not a JSON object or lacks a ``required`` key.
+        required: keys it must have.
+        kind: the ``"kind"`` it must name (None: any).
+        made_by: what writes that kind (``"a `pbip train` run"``), for the message when it does not.
+
+    Raises:
+        CheckpointError: missing, unreadable, not an object, a required key missing, another kind.
+    """
+    path = model_json_path(folder, what, missing_fix)
+    meta = _atomic.read_json_object(path, CheckpointError, fix, required)
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(f"{path} has kind={meta.get('kind')!r}; expected {kind!r} ({made_by})")
+    return meta
 
 
 def invalid_field(path: Path, field: str, value: Any, expected: str, fix: str) -> CheckpointError:
+    """The error for ``field`` of ``path`` holding ``value`` where ``expected`` was due."""
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     return CheckpointError(f"{path}: {field}={shown} is invalid: expected {expected}; {fix}")

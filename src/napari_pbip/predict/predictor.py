@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .._atomic import read_json_object
+from ..engine.model_meta import MODEL_FILE, model_json_path, read_model_json
 from ..errors import CheckpointError
 
 
@@ -51,7 +51,7 @@ _LOADERS: dict[str, str | Callable[..., DensePredictor]] = {
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")  # weight files a loader may read
-SETTINGS_FILES = ("model.json", "presence.json")  # the model's description and its fitted thresholds
+SETTINGS_FILES = (MODEL_FILE, "presence.json")  # the model's description and its fitted thresholds
 
 
 def model_hash(path: str | os.PathLike) -> str:
@@ -67,11 +67,7 @@ def model_hash(path: str | os.PathLike) -> str:
     from .._atomic import sha256_bytes, sha256_file
 
     path = Path(path)
-    if not (path / "model.json").is_file():
-        raise CheckpointError(
-            f"{path} is not a trained model folder (no model.json); give a stage-1 run folder "
-            f"(pbip train --out) or a segmenter folder (pbip train-seg --out)"
-        )
+    model_json_path(path)
     files = sorted(
         p for p in path.iterdir()
         if p.is_file() and (p.name in SETTINGS_FILES or p.name.endswith(WEIGHT_SUFFIXES))
@@ -94,14 +90,8 @@ def model_kind(path: str | os.PathLike) -> str:
         CheckpointError: ``path`` has no readable ``model.json`` or it names an unknown kind.
     """
     path = Path(path)
-    meta_path = path / "model.json"
-    if not meta_path.is_file():
-        raise CheckpointError(
-            f"{path} is not a trained model folder (no model.json); give a stage-1 run folder "
-            f"(pbip train --out) or a segmenter folder (pbip train-seg --out)"
-        )
-    fix = "give an intact stage-1 run folder (pbip train --out) or segmenter folder (pbip train-seg --out)"
-    kind = read_json_object(meta_path, CheckpointError, fix).get("kind")
+    meta_path = path / MODEL_FILE
+    kind = read_model_json(path).get("kind")
     if not isinstance(kind, str) or kind not in _LOADERS:
         raise CheckpointError(
             f"{meta_path} has kind={kind!r}; expected one of {sorted(_LOADERS)}: give a stage-1 run folder "

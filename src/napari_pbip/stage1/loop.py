@@ -11,7 +11,6 @@ are functions of ``(seed, step)``, so a resumed run equals an uninterrupted one)
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -25,6 +24,7 @@ import numpy as np
 from .. import _atomic
 from ..data.layouts import dataset_mpp
 from ..engine import augment, checkpoint
+from ..engine.model_meta import MODEL_FILE, read_model_json
 from ..engine.runlog import append_log, truncate_log
 from ..errors import BankError, CheckpointError, DatasetError, SettingsError, TrainingDivergedError
 from ..events import Job, Progress
@@ -423,9 +423,7 @@ class _Trainer:
 
     def _restore(self) -> None:
         state = checkpoint.load_checkpoint(self.out / "last", self.model, self.optimizer, self.classes)
-        saved = (
-            json.loads((self.out / "model.json").read_text()) if (self.out / "model.json").is_file() else {}
-        )
+        saved = read_model_json(self.out) if (self.out / MODEL_FILE).is_file() else {}
         if saved.get("bank_hash") != self.meta.get("bank_hash"):
             raise CheckpointError(
                 f"cannot resume {self.out}: it was trained with bank hash {saved.get('bank_hash')} but the given bank "

@@ -10,9 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import _atomic
 from ..engine.checkpoint import load_tensors
-from ..engine.model_meta import check_common, invalid_field
+from ..engine.model_meta import MODEL_FILE, check_common, invalid_field, read_model_json
 from ..errors import CheckpointError, SettingsError
 from .settings import TrainSettings
 
@@ -38,17 +37,16 @@ def read_model_meta(run: str | os.PathLike) -> dict[str, Any]:
     Raises:
         CheckpointError: missing, or not a stage-1 run.
     """
-    path = Path(run) / "model.json"
-    if not path.is_file():
-        raise CheckpointError(
-            f"{run} is not a trained stage-1 run (no model.json); train one with `pbip train`"
-        )
-    keys = ("kind", "classes", "palette", "background_index", "settings")
-    meta = _atomic.read_json_object(path, CheckpointError, "give an intact `pbip train` run folder", keys)
-    if meta.get("kind") != MODEL_KIND:
-        raise CheckpointError(
-            f"{path} has kind={meta.get('kind')!r}; expected {MODEL_KIND!r} (a `pbip train` run)"
-        )
+    meta = read_model_json(
+        run,
+        what="a trained stage-1 run",
+        missing_fix="train one with `pbip train`",
+        fix="give an intact `pbip train` run folder",
+        required=("kind", "classes", "palette", "background_index", "settings"),
+        kind=MODEL_KIND,
+        made_by="a `pbip train` run",
+    )
+    path = Path(run) / MODEL_FILE
     check_stage1(meta, path, "give an intact `pbip train` run folder")
     return meta
 

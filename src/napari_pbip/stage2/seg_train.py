@@ -11,7 +11,6 @@ job, ``max_minutes``) and resumed ends with the same weights as one that ran str
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -24,6 +23,7 @@ import numpy as np
 from .. import _atomic
 from ..data.layouts import dataset_mpp
 from ..engine import checkpoint
+from ..engine.model_meta import MODEL_FILE, read_model_json
 from ..engine.runlog import append_log, truncate_log
 from ..errors import CheckpointError
 from ..events import Job, Progress
@@ -349,9 +349,7 @@ class _Trainer:
         checkpoint.load_weights(self.model, last / "model.safetensors")
         tensors = checkpoint.load_tensors(last / "optimizer.safetensors")
         checkpoint.restore_optimizer(self.optimizer, tensors, state["optimizer"])
-        saved = (
-            json.loads((self.out / "model.json").read_text()) if (self.out / "model.json").is_file() else {}
-        )
+        saved = read_model_json(self.out) if (self.out / MODEL_FILE).is_file() else {}
         self.meta["weights_id"] = saved.get("weights_id", self.meta["weights_id"])
         self.step = self.saved_step = int(state["step"])
         self.best, self.history = state.get("best"), list(state.get("history", []))

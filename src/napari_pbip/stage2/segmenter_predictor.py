@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import read_json_object
-from ..engine.model_meta import check_segmenter
+from ..engine.model_meta import MODEL_FILE, check_segmenter, read_model_json
 from ..errors import CheckpointError, DatasetError, SettingsError
 
 MODEL_KIND = "pbip-segmenter"
@@ -151,18 +150,17 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         CheckpointError: missing, or not a segmenter folder.
     """
-    meta_path = Path(path) / "model.json"
-    if not meta_path.is_file():
-        raise CheckpointError(
-            f"{path} is not a trained segmenter (no model.json); train one with `pbip train-seg`"
-        )
-    keys = ("kind", "classes", "palette", "background_index", "segmenter", "config")
     fix = "give an intact `pbip train-seg` folder"
-    meta = read_json_object(meta_path, CheckpointError, fix, keys)
-    if meta.get("kind") != MODEL_KIND:
-        raise CheckpointError(
-            f"{meta_path} has kind={meta.get('kind')!r}; expected {MODEL_KIND!r} (a `pbip train-seg` folder)"
-        )
+    meta = read_model_json(
+        path,
+        what="a trained segmenter",
+        missing_fix="train one with `pbip train-seg`",
+        fix=fix,
+        required=("kind", "classes", "palette", "background_index", "segmenter", "config"),
+        kind=MODEL_KIND,
+        made_by="a `pbip train-seg` folder",
+    )
+    meta_path = Path(path) / MODEL_FILE
     check_segmenter(meta, meta_path, fix)
     return meta
 
