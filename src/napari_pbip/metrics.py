@@ -171,22 +171,13 @@ def boundary_width(shape: tuple[int, ...], ratio: float = BOUNDARY_RATIO) -> int
     return max(1, int(round(ratio * float(np.hypot(h, w)))))
 
 
-def boundary_region(mask: np.ndarray, width: int) -> np.ndarray:
-    """Pixels of a binary mask within chessboard distance ``width`` of its contour.
-
-    As in the Boundary IoU reference code: the mask minus its erosion by a ``(2 width + 1)``
-    square, with pixels outside the image counted as outside the mask (so the image border is
-    part of the contour).
-    """
-    mask = np.asarray(mask, dtype=bool)
-    return mask & _contour_band(mask.view(np.uint8), width)
-
-
 def _contour_band(pos: np.ndarray, width: int) -> np.ndarray:
     """Pixels of a label map within ``width`` (chessboard) of another label or of the image edge.
 
     For the pixels of class ``c`` this is exactly the boundary region of the binary mask
-    ``pos == c``, so one min and one max filter serve every class at once.
+    ``pos == c`` as the Boundary IoU reference code defines it (the mask minus its erosion by a
+    ``(2 width + 1)`` square, pixels outside the image counted as outside the mask, so the image
+    border is part of the contour); one min and one max filter serve every class at once.
     """
     from scipy import ndimage
 

@@ -7,7 +7,6 @@ fit in about ten minutes on a 2-core CPU.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,8 +126,3 @@ def run_demo(
     report = write_report(out, summary)
     yield Progress("demo", 1, 1, f"report written to {report}")
     return DemoResult(out, summary, report)
-
-
-def load_summary(out: str | Path) -> dict[str, Any]:
-    """The ``summary.json`` of a finished demo."""
-    return json.loads((Path(out) / "summary.json").read_text())

@@ -20,7 +20,6 @@ import numpy as np
 from ..data.images import over_white, read_rgb
 from ..errors import SlideError
 
-OPENSLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".tif", ".tiff")
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2", ".svs", ".ndpi", ".scn")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SUPPORTED = (
