@@ -69,7 +69,7 @@ def _time_mode(args: argparse.Namespace, ds: Path, bank: Path, baseline: bool, r
     trainer = _Trainer(s, dataset, _open_bank(str(bank), s, dataset), root / ("base" if baseline else "pbip"))
     times = []
     for i in range(args.warmup + args.steps):
-        epoch, index = divmod(i, trainer.spe)
+        epoch, index = divmod(i, trainer.steps_per_epoch)
         _sync(args.device)
         t0 = time.perf_counter()
         trainer._train_step(epoch, index)

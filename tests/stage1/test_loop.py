@@ -220,7 +220,7 @@ def test_out_of_memory_halves_the_images_per_pass_and_says_so(dataset, tmp_path,
     original = loop_mod._Trainer._accumulate
 
     def oom_at_full_batch(self, x, y):
-        if self.micro == 4:
+        if self.images_per_pass == 4:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return original(self, x, y)
 

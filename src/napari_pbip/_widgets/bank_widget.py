@@ -135,8 +135,14 @@ class BankWidget(QWidget):
         self.per_cluster.setValue(d.per_cluster)
         self.out = PathEdit("dir", "bank folder (to build, or to open)")
         self.overwrite = QCheckBox("replace an existing bank when building")
-        for label, w in (("Data set", self.dataset), ("Encoder", self.encoder), ("K (sub-clusters)", self.k),
-                         ("Per cluster (N_K)", self.per_cluster), ("Bank folder", self.out), ("", self.overwrite)):  # fmt: skip
+        for label, w in (
+            ("Data set", self.dataset),
+            ("Encoder", self.encoder),
+            ("K (sub-clusters)", self.k),
+            ("Per cluster (N_K)", self.per_cluster),
+            ("Bank folder", self.out),
+            ("", self.overwrite),
+        ):
             form.addRow(label, w)
         self.marks = FieldMarks(
             {
@@ -145,7 +151,7 @@ class BankWidget(QWidget):
                 "k": self.k,
                 "per_cluster": self.per_cluster,
                 "out": self.out,
-            }  # fmt: skip
+            }
         )
         row = QHBoxLayout()
         self.build_button = QPushButton("Build")
@@ -306,8 +312,11 @@ class BankWidget(QWidget):
             self._field_error("out", "give the bank folder to write")
             return None
         try:
-            settings = BankSettings(encoder=self.encoder.currentText().strip(), k=self.k.value(),
-                                    per_cluster=self.per_cluster.value())  # fmt: skip
+            settings = BankSettings(
+                encoder=self.encoder.currentText().strip(),
+                k=self.k.value(),
+                per_cluster=self.per_cluster.value(),
+            )
         except SettingsError as exc:
             report_error(exc, self.status, self.marks)
             return None

@@ -139,13 +139,31 @@ class SegmentWidget(QWidget):
         self.device.setEditable(True)
         self.out = PathEdit("save", "output .zarr (default: beside the slide)")
         self.overwrite = QCheckBox("replace an existing result (else an unfinished one resumes)")
-        rows = (("Slide layer", self.slide_layer), ("Model", self.model), ("Resolution", self.mpp), ("Tile", self.tile),
-                ("Batch", self.batch), ("Chunk", self.chunk), ("Device", self.device), ("Output", self.out),
-                ("", self.overwrite))  # fmt: skip
+        rows = (
+            ("Slide layer", self.slide_layer),
+            ("Model", self.model),
+            ("Resolution", self.mpp),
+            ("Tile", self.tile),
+            ("Batch", self.batch),
+            ("Chunk", self.chunk),
+            ("Device", self.device),
+            ("Output", self.out),
+            ("", self.overwrite),
+        )
         for label, w in rows:
             form.addRow(label, w)
-        self.marks = FieldMarks({"slide": self.slide_layer, "model": self.model, "mpp": self.mpp, "tile": self.tile,
-                                 "batch": self.batch, "chunk": self.chunk, "device": self.device, "out": self.out})  # fmt: skip
+        self.marks = FieldMarks(
+            {
+                "slide": self.slide_layer,
+                "model": self.model,
+                "mpp": self.mpp,
+                "tile": self.tile,
+                "batch": self.batch,
+                "chunk": self.chunk,
+                "device": self.device,
+                "out": self.out,
+            }
+        )
         return box
 
     def _fill_layers(self, *args) -> None:
@@ -336,8 +354,12 @@ class SegmentWidget(QWidget):
         if self.layer is None or self.layer not in self.viewer.layers:
             self.status.error("segment a slide first: there is no result layer to export")
             return None
-        attributes = {"metadata": dict(self.layer.metadata), "scale": tuple(self.layer.scale),
-                      "translate": tuple(self.layer.translate), "colormap": self.layer.colormap}  # fmt: skip
+        attributes = {
+            "metadata": dict(self.layer.metadata),
+            "scale": tuple(self.layer.scale),
+            "translate": tuple(self.layer.translate),
+            "colormap": self.layer.colormap,
+        }
         return self.layer.data, attributes
 
     def _export(self, what: str, fn, path: Path) -> JobWorker | None:

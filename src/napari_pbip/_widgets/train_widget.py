@@ -134,11 +134,23 @@ class TrainWidget(QWidget):
         self.device_box.setEditable(True)
         self.resume = QCheckBox("resume the run in the run folder")
         self.overwrite = QCheckBox("replace an existing run")
-        rows = (("Data set", self.dataset), ("Bank", self.bank), ("Run folder", self.out),
-                ("Backbone", self.backbone), ("", self.pretrained), ("", self.baseline), ("Epochs", self.epochs),
-                ("Batch size", self.batch_size), ("Learning rate", self.lr), ("Image size", self.image_size),
-                ("Match size", self.match_size), ("Preview every", self.preview_every), ("Device", self.device_box),
-                ("", self.resume), ("", self.overwrite))  # fmt: skip
+        rows = (
+            ("Data set", self.dataset),
+            ("Bank", self.bank),
+            ("Run folder", self.out),
+            ("Backbone", self.backbone),
+            ("", self.pretrained),
+            ("", self.baseline),
+            ("Epochs", self.epochs),
+            ("Batch size", self.batch_size),
+            ("Learning rate", self.lr),
+            ("Image size", self.image_size),
+            ("Match size", self.match_size),
+            ("Preview every", self.preview_every),
+            ("Device", self.device_box),
+            ("", self.resume),
+            ("", self.overwrite),
+        )
         for label, w in rows:
             form.addRow(label, w)
         self.marks = FieldMarks(
@@ -154,7 +166,7 @@ class TrainWidget(QWidget):
                 "match_size": self.match_size,
                 "preview_every": self.preview_every,
                 "device": self.device_box,
-            }  # fmt: skip
+            }
         )
         return box
 
@@ -188,17 +200,30 @@ class TrainWidget(QWidget):
         try:
             lr = float(self.lr.text())
         except ValueError:
-            report_error(SettingsError(f"lr={self.lr.text()!r} is invalid: expected a number such as 1e-4"),
-                         self.status, self.marks)  # fmt: skip
+            report_error(
+                SettingsError(f"lr={self.lr.text()!r} is invalid: expected a number such as 1e-4"),
+                self.status,
+                self.marks,
+            )
             return None
-        fields = dict(epochs=self.epochs.value(), device=self.device_box.currentText().strip(),
-                      preview_every=self.preview_every.value())  # fmt: skip
+        fields = dict(
+            epochs=self.epochs.value(),
+            device=self.device_box.currentText().strip(),
+            preview_every=self.preview_every.value(),
+        )
         try:
             if self.resume.isChecked():
                 return resume_settings(self.out.path(), **fields)
-            return TrainSettings(backbone=self.backbone.currentText().strip(), pretrained=self.pretrained.isChecked(),
-                                 baseline=self.baseline.isChecked(), batch_size=self.batch_size.value(), lr=lr,
-                                 image_size=self.image_size.value(), match_size=self.match_size.value() or None, **fields)  # fmt: skip
+            return TrainSettings(
+                backbone=self.backbone.currentText().strip(),
+                pretrained=self.pretrained.isChecked(),
+                baseline=self.baseline.isChecked(),
+                batch_size=self.batch_size.value(),
+                lr=lr,
+                image_size=self.image_size.value(),
+                match_size=self.match_size.value() or None,
+                **fields,
+            )
         except Exception as exc:  # SettingsError names its field; CheckpointError explains a bad resume
             report_error(exc, self.status, self.marks, None if isinstance(exc, SettingsError) else "out")
             return None
@@ -208,8 +233,10 @@ class TrainWidget(QWidget):
         if dataset is None or not dataset.is_dir():
             self._field_error("dataset", f"data set folder {dataset or '(empty)'} does not exist; choose one")
         elif not self.baseline.isChecked() and (bank is None or not (bank / "bank.json").is_file()):
-            self._field_error("bank", f"{bank or '(empty)'} is not an image bank; build one in 'Image bank', "
-                                      "or train the baseline")  # fmt: skip
+            self._field_error(
+                "bank",
+                f"{bank or '(empty)'} is not an image bank; build one in 'Image bank', or train the baseline",
+            )
         elif out is None:
             self._field_error("out", "give the run folder to write")
         else:

@@ -273,8 +273,11 @@ def _summary(ds: Any, settings: BankSettings, draft: store.Draft) -> str:
 def _report(ds, settings, info, reference, counts, pool, clusters, skipped, stats) -> dict[str, Any]:
     notes = []
     for cls, c in clusters.items():
-        short = [f"{k}: {size}" for k, (size, kept) in enumerate(zip(c["sizes"], c["selected"], strict=True))
-                 if kept < settings.per_cluster]  # fmt: skip
+        short = [
+            f"{k}: {size}"
+            for k, (size, kept) in enumerate(zip(c["sizes"], c["selected"], strict=True))
+            if kept < settings.per_cluster
+        ]
         if short:
             notes.append(
                 f"{cls}: sub-cluster(s) {', '.join(short)} image(s), fewer than per_cluster={settings.per_cluster}; "

@@ -180,8 +180,17 @@ def move(
     draft = store.draft_of(bank)
     draft = dataclasses.replace(draft, members=tuple(moved.get(m.id, m) for m in draft.members))
     where = f"{to_class!r}" + ("" if to_cluster is None else f" sub-cluster {to_cluster}")
-    return store.commit(bank, draft, {"op": "move", "ids": order, "to_class": to_class, "to_cluster": to_cluster,
-                                      "summary": f"moved {len(order)} member(s) to {where}"})  # fmt: skip
+    return store.commit(
+        bank,
+        draft,
+        {
+            "op": "move",
+            "ids": order,
+            "to_class": to_class,
+            "to_cluster": to_cluster,
+            "summary": f"moved {len(order)} member(s) to {where}",
+        },
+    )
 
 
 def lock(bank: store.Bank, member_ids: Iterable[int], locked: bool = True) -> store.Bank:
@@ -193,8 +202,11 @@ def lock(bank: store.Bank, member_ids: Iterable[int], locked: bool = True) -> st
         for m in draft.members
     )
     word = "locked" if locked else "unlocked"
-    return store.commit(bank, dataclasses.replace(draft, members=members),
-                        {"op": "lock" if locked else "unlock", "ids": sorted(ids), "summary": f"{word} {len(ids)} member(s)"})  # fmt: skip
+    return store.commit(
+        bank,
+        dataclasses.replace(draft, members=members),
+        {"op": "lock" if locked else "unlock", "ids": sorted(ids), "summary": f"{word} {len(ids)} member(s)"},
+    )
 
 
 def recluster(bank: store.Bank, class_name: str, k: int, per_cluster: int | None = None) -> store.Bank:
@@ -228,8 +240,13 @@ def recluster(bank: store.Bank, class_name: str, k: int, per_cluster: int | None
     centres = list(draft.centres)
     centres[ci] = result.centres
     members = tuple(new.get(m.id, m) for m in draft.members)
-    edit = {"op": "recluster", "class": class_name, "k": k, "per_cluster": n_k,
-            "summary": f"re-clustered {class_name!r} into k={k} ({int(selected.sum())} selected of {len(pool)})"}  # fmt: skip
+    edit = {
+        "op": "recluster",
+        "class": class_name,
+        "k": k,
+        "per_cluster": n_k,
+        "summary": f"re-clustered {class_name!r} into k={k} ({int(selected.sum())} selected of {len(pool)})",
+    }
     return store.commit(bank, dataclasses.replace(draft, centres=tuple(centres), members=members), edit)
 
 

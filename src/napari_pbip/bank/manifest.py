@@ -95,15 +95,23 @@ def validate_manifest(manifest: Any, path: Path, root: Path) -> dict[str, Any]:
         parent,
         f"null (the build) or an earlier version 1..{version - 1}",
     )
-    v.expect(manifest.get("created") is None or isinstance(manifest["created"], str), "created",
-             manifest.get("created"), "a date string")  # fmt: skip
+    v.expect(
+        manifest.get("created") is None or isinstance(manifest["created"], str),
+        "created",
+        manifest.get("created"),
+        "a date string",
+    )
     v.expect(isinstance(manifest["edit"], dict), "edit", manifest["edit"], "an object (op, summary, ...)")
     _check_settings(v, manifest["settings"])
     _check_encoder(v, manifest["encoder"])
     size = manifest.get("patch_size")
     v.expect(size is None or (_is_int(size) and size >= 1), "patch_size", size, "null or an integer >= 1")
-    v.expect(is_sha256(manifest["content_hash"]), "content_hash", manifest["content_hash"],
-             "64 lowercase hex characters (a SHA-256)")  # fmt: skip
+    v.expect(
+        is_sha256(manifest["content_hash"]),
+        "content_hash",
+        manifest["content_hash"],
+        "64 lowercase hex characters (a SHA-256)",
+    )
     shape = manifest["prototype_shape"]
     v.expect(
         isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n >= 0 for n in shape),
@@ -150,8 +158,11 @@ class _Validator:
             )
         unknown = sorted(set(obj) - set(known), key=str)
         if unknown:
-            self.fail(f"{where + '.' if where else ''}{unknown[0]}", obj[unknown[0]],
-                      f"no such key (the keys of {label} are {list(known)})")  # fmt: skip
+            self.fail(
+                f"{where + '.' if where else ''}{unknown[0]}",
+                obj[unknown[0]],
+                f"no such key (the keys of {label} are {list(known)})",
+            )
 
 
 def _check_settings(v: _Validator, settings: Any) -> None:
@@ -168,10 +179,18 @@ def _check_settings(v: _Validator, settings: Any) -> None:
 def _check_encoder(v: _Validator, encoder: Any) -> None:
     v.keys(encoder, "encoder", _ENCODER)
     for key in ("name", "weights_id"):
-        v.expect(isinstance(encoder[key], str) and (key != "name" or bool(encoder[key])),
-                 f"encoder.{key}", encoder[key], "a string")  # fmt: skip
-    v.expect(is_sha256(encoder["weights_hash"]), "encoder.weights_hash", encoder["weights_hash"],
-             "64 lowercase hex characters (a SHA-256)")  # fmt: skip
+        v.expect(
+            isinstance(encoder[key], str) and (key != "name" or bool(encoder[key])),
+            f"encoder.{key}",
+            encoder[key],
+            "a string",
+        )
+    v.expect(
+        is_sha256(encoder["weights_hash"]),
+        "encoder.weights_hash",
+        encoder["weights_hash"],
+        "64 lowercase hex characters (a SHA-256)",
+    )
     for key in ("feature_dim", "input_size"):
         v.expect(
             _is_int(encoder[key]) and encoder[key] >= 1, f"encoder.{key}", encoder[key], "an integer >= 1"
@@ -188,12 +207,20 @@ def _check_classes(v: _Validator, classes: Any, shape: list[int]) -> set[int]:
         where = f"classes[{i}]"
         v.keys(cls, where, _CLASS)
         name, k, clusters = cls["name"], cls["k"], cls["clusters"]
-        v.expect(isinstance(name, str) and bool(name) and name not in names, f"{where}.name", name,
-                 "a class name used once")  # fmt: skip
+        v.expect(
+            isinstance(name, str) and bool(name) and name not in names,
+            f"{where}.name",
+            name,
+            "a class name used once",
+        )
         names.add(name)
         v.expect(_is_int(k) and 1 <= k <= shape[1], f"{where}.k", k, f"an integer 1..{shape[1]} (Kmax)")
-        v.expect(isinstance(clusters, list) and len(clusters) == k, f"{where}.clusters", clusters,
-                 f"a list of k={k} sub-clusters")  # fmt: skip
+        v.expect(
+            isinstance(clusters, list) and len(clusters) == k,
+            f"{where}.clusters",
+            clusters,
+            f"a list of k={k} sub-clusters",
+        )
         for j, cluster in enumerate(clusters):
             at = f"{where}.clusters[{j}]"
             v.keys(cluster, at, _CLUSTER)
@@ -208,8 +235,12 @@ def _check_classes(v: _Validator, classes: Any, shape: list[int]) -> set[int]:
 
 def _check_member(v: _Validator, m: Any, at: str, ids: set[int]) -> int:
     v.keys(m, at, _MEMBER, _OPTIONAL_MEMBER)
-    v.expect(_is_int(m["id"]) and m["id"] >= 0 and m["id"] not in ids, f"{at}.id", m["id"],
-             "an integer >= 0 used by no other member")  # fmt: skip
+    v.expect(
+        _is_int(m["id"]) and m["id"] >= 0 and m["id"] not in ids,
+        f"{at}.id",
+        m["id"],
+        "an integer >= 0 used by no other member",
+    )
     v.expect(
         is_sha256(m["hash"]), f"{at}.hash", m["hash"], "64 lowercase hex characters (a SHA-256 of the image)"
     )
@@ -218,14 +249,26 @@ def _check_member(v: _Validator, m: Any, at: str, ids: set[int]) -> int:
     for key in ("selected", "locked"):
         v.expect(isinstance(m[key], bool), f"{at}.{key}", m[key], "true or false")
     path = m.get("path")
-    v.expect(path is None or (isinstance(path, str) and bool(path) and "\x00" not in path), f"{at}.path", path,
-             "null or a file path")  # fmt: skip
+    v.expect(
+        path is None or (isinstance(path, str) and bool(path) and "\x00" not in path),
+        f"{at}.path",
+        path,
+        "null or a file path",
+    )
     if path is not None and not Path(path).is_absolute():
         parts = PurePosixPath(path.replace("\\", "/")).parts
-        v.expect(".." not in parts, f"{at}.path", path,
-                 "an absolute path, or a path inside the bank (such as images/<hash>.png)")  # fmt: skip
-    v.expect(m.get("source") is None or isinstance(m["source"], dict), f"{at}.source", m.get("source"),
-             "null or an object saying where the image came from")  # fmt: skip
+        v.expect(
+            ".." not in parts,
+            f"{at}.path",
+            path,
+            "an absolute path, or a path inside the bank (such as images/<hash>.png)",
+        )
+    v.expect(
+        m.get("source") is None or isinstance(m["source"], dict),
+        f"{at}.source",
+        m.get("source"),
+        "null or an object saying where the image came from",
+    )
     return m["id"]
 
 

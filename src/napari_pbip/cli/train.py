@@ -138,8 +138,15 @@ def run_train(args: argparse.Namespace) -> int:
         )
         return 130
     if args.json:
-        print_json({"run": result.run, "step": result.step, "total_steps": result.total_steps,
-                    "stopped": result.stopped, "best": result.best})  # fmt: skip
+        print_json(
+            {
+                "run": result.run,
+                "step": result.step,
+                "total_steps": result.total_steps,
+                "stopped": result.stopped,
+                "best": result.best,
+            }
+        )
         return 0
     print(f"{result.run}: {result.stopped} at step {result.step}/{result.total_steps}")
     if result.best:

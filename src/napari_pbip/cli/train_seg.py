@@ -119,8 +119,15 @@ def run_train_seg(args: argparse.Namespace) -> int:
         )
         return 130
     if args.json:
-        print_json({"out": result.out, "step": result.step, "total_steps": result.total_steps,
-                    "stopped": result.stopped, "best": result.best})  # fmt: skip
+        print_json(
+            {
+                "out": result.out,
+                "step": result.step,
+                "total_steps": result.total_steps,
+                "stopped": result.stopped,
+                "best": result.best,
+            }
+        )
         return 0
     print(f"{result.out}: {result.stopped} at step {result.step}/{result.total_steps}")
     if result.best:

@@ -69,9 +69,10 @@ def model_hash(path: str | os.PathLike) -> str:
     path = Path(path)
     model_json_path(path)
     files = sorted(
-        p for p in path.iterdir()
+        p
+        for p in path.iterdir()
         if p.is_file() and (p.name in SETTINGS_FILES or p.name.endswith(WEIGHT_SUFFIXES))
-    )  # fmt: skip
+    )
     return sha256_bytes("".join(f"{p.name}\0{sha256_file(p)}\n" for p in files).encode())
 
 

@@ -166,14 +166,14 @@ class _Trainer:
         from .._device import resolve_device
         from .classnet import build_classnet
 
-        self.s, self.ds, self.bank, self.out = s, ds, bank, out
+        self.settings, self.ds, self.bank, self.out = s, ds, bank, out
         self.spec = ds.spec
         self.classes = tuple(self.spec.classes)
         self.device = resolve_device(s.device)
         self.samples, self.labels = _train_samples(ds)
         self.val = _val_samples(ds)
-        self.spe = augment.steps_per_epoch(len(self.samples), s.batch_size)
-        self.total = s.epochs * self.spe
+        self.steps_per_epoch = augment.steps_per_epoch(len(self.samples), s.batch_size)
+        self.total = s.epochs * self.steps_per_epoch
         protos = valid = None
         self.encoder = None
         self.match_size = s.match_size
@@ -187,7 +187,7 @@ class _Trainer:
         if self.cuda and s.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.param_groups(s.lr, s.head_lr_mult, s.weight_decay))
-        self.micro = s.batch_size
+        self.images_per_pass = s.batch_size
         self.notes: list[str] = []
         self.step, self.saved_step, self.best, self.history = 0, -1, None, []
         self.dirty = False
@@ -208,32 +208,36 @@ class _Trainer:
         else:
             _atomic.clear_output(self.out, OUTPUT_KIND, {"data set": self.ds, "bank": self.bank})
             self.out.mkdir(parents=True)
-            self.s.save(self.out / "settings.json")
+            self.settings.save(self.out / "settings.json")
         _atomic.mark_output(self.out, OUTPUT_KIND)  # runs from before the marker get it when resumed
         start, stopped = time.monotonic(), "finished"
         self.dirty = False  # True from a step's forward pass until its optimizer update is done
         yield Progress("train", self.step, self.total, self._start_message(resume))
         try:
             while self.step < self.total:
-                epoch, index = divmod(self.step, self.spe)
+                epoch, index = divmod(self.step, self.steps_per_epoch)
                 t0 = time.perf_counter()
                 parts, n_images = self._train_step(epoch, index)
                 self.step += 1
                 self.dirty = False
-                metrics = {**parts, "lr": self.optimizer.param_groups[0]["lr"], "epoch": self.step / self.spe}
+                metrics = {
+                    **parts,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "epoch": self.step / self.steps_per_epoch,
+                }
                 metrics["images_per_s"] = n_images / max(time.perf_counter() - t0, 1e-9)
                 self._log({"step": self.step, **metrics})
-                if index == self.spe - 1:
+                if index == self.steps_per_epoch - 1:
                     metrics.update(self._end_epoch())
-                every = self.s.preview_every
+                every = self.settings.preview_every
                 due = bool(every) and (self.step % every == 0 or self.step == self.total)
                 payload = self.preview() if due else None  # the last step too: short runs show their end
-                message = f"epoch {epoch + 1}/{self.s.epochs}" + "".join(f"; {n}" for n in self.notes)
+                message = f"epoch {epoch + 1}/{self.settings.epochs}" + "".join(f"; {n}" for n in self.notes)
                 self.notes.clear()
                 yield Progress("train", self.step, self.total, message, metrics, payload)
                 if (
-                    self.s.max_minutes
-                    and time.monotonic() - start > 60 * self.s.max_minutes
+                    self.settings.max_minutes
+                    and time.monotonic() - start > 60 * self.settings.max_minutes
                     and self.step < self.total
                 ):
                     stopped = "time limit"
@@ -248,7 +252,7 @@ class _Trainer:
 
     def _start_message(self, resume: bool) -> str:
         head = f"resumed at step {self.step}: " if resume else "started: "
-        what = f"{self.s.mode} on {len(self.samples)} images, {self.spe} steps/epoch, {self.total} steps"
+        what = f"{self.settings.mode} on {len(self.samples)} images, {self.steps_per_epoch} steps/epoch, {self.total} steps"
         val = f", val on {len(self.val)} masked images" if self.val else ", no val masks (best = last)"
         return head + what + val + f", device {self.device}"
 
@@ -257,14 +261,16 @@ class _Trainer:
     def _train_step(self, epoch: int, index: int) -> tuple[dict[str, float], int]:
         import torch
 
-        idx = augment.batch_indices(len(self.samples), self.s.batch_size, self.s.seed, epoch, index)
-        images = augment.augment_batch([self._image(i) for i in idx], self.s.seed, epoch, index)
+        idx = augment.batch_indices(
+            len(self.samples), self.settings.batch_size, self.settings.seed, epoch, index
+        )
+        images = augment.augment_batch([self._image(i) for i in idx], self.settings.seed, epoch, index)
         x = self._to_tensor(np.stack(images))
         y = torch.as_tensor(self.labels[idx], device=self.device)
         torch.manual_seed(
-            self.s.seed * 1_000_003 + self.step
+            self.settings.seed * 1_000_003 + self.step
         )  # any stochastic layer depends on the step only
-        lr_scale = (1 - self.step / self.total) ** self.s.poly_power
+        lr_scale = (1 - self.step / self.total) ** self.settings.poly_power
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_scale
         self.model.train()
@@ -283,17 +289,17 @@ class _Trainer:
                 return self._accumulate(x, y)
             except torch.OutOfMemoryError:
                 self.optimizer.zero_grad(set_to_none=True)
-                if self.micro == 1:
+                if self.images_per_pass == 1:
                     raise SettingsError(
-                        f"out of memory at batch_size={self.s.batch_size} even one image at a time; lower "
-                        f"image_size={self.s.image_size} or match_size={self.match_size}, or use --device cpu"
+                        f"out of memory at batch_size={self.settings.batch_size} even one image at a time; lower "
+                        f"image_size={self.settings.image_size} or match_size={self.match_size}, or use --device cpu"
                     ) from None
                 if self.cuda:
                     torch.cuda.empty_cache()
-                old, self.micro = self.micro, max(1, self.micro // 2)
+                old, self.images_per_pass = self.images_per_pass, max(1, self.images_per_pass // 2)
                 self.notes.append(
                     f"{self.device.type.upper()} out of memory with {old} images per pass: continuing with "
-                    f"{self.micro} per pass (gradients accumulated, the batch stays {self.s.batch_size})"
+                    f"{self.images_per_pass} per pass (gradients accumulated, the batch stays {self.settings.batch_size})"
                 )
 
     def _accumulate(self, x, y) -> dict[str, float]:
@@ -304,25 +310,25 @@ class _Trainer:
 
         totals = {"loss": 0.0, "cls": 0.0, "fg": 0.0, "bg": 0.0}
         n = x.shape[0]
-        for lo in range(0, n, self.micro):
-            xc, yc = x[lo : lo + self.micro], y[lo : lo + self.micro]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.s.amp):
+        for lo in range(0, n, self.images_per_pass):
+            xc, yc = x[lo : lo + self.images_per_pass], y[lo : lo + self.images_per_pass]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.settings.amp):
                 out = self.model(xc)
                 if self.encoder is None:
-                    parts = pbip_loss(out["logits"], yc, self.s)
+                    parts = pbip_loss(out["logits"], yc, self.settings)
                 else:
                     mb = fg_bg_images(
                         xc,
                         out["cams"],
                         yc,
                         self.match_size,
-                        self.s.delta,
-                        self.s.threshold_mode,
-                        self.s.fg_bg_fill,
-                        self.s.fusion_weights,
+                        self.settings.delta,
+                        self.settings.threshold_mode,
+                        self.settings.fg_bg_fill,
+                        self.settings.fusion_weights,
                     )
                     fg, bg = encode_pairs(self.encoder, mb)
-                    parts = pbip_loss(out["logits"], yc, self.s, fg, bg, mb.class_index, self.model)
+                    parts = pbip_loss(out["logits"], yc, self.settings, fg, bg, mb.class_index, self.model)
             values = {k: float(v.detach()) for k, v in parts.items()}
             if not all(math.isfinite(v) for v in values.values()):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -337,19 +343,19 @@ class _Trainer:
         parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
         return (
             f"loss is not finite at step {self.step + 1} ({parts}); the last good checkpoint is {last}. "
-            f"Lower lr={self.s.lr} (or head_lr_mult={self.s.head_lr_mult}) and resume, or check the images"
+            f"Lower lr={self.settings.lr} (or head_lr_mult={self.settings.head_lr_mult}) and resume, or check the images"
         )
 
     # -- data ------------------------------------------------------------------------------------
 
     def _image(self, i: int) -> np.ndarray:
-        return _load_image(self.samples[i].image, self.s.image_size)
+        return _load_image(self.samples[i].image, self.settings.image_size)
 
     def _to_tensor(self, batch: np.ndarray):
         import torch
 
         x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        if self.cuda and self.s.channels_last:
+        if self.cuda and self.settings.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -363,7 +369,7 @@ class _Trainer:
             x = self._to_tensor(images)
             labels = self.labels[self.preview_idx]
             return preview_payload(
-                self.model, x, images, labels, self.s, self.spec, self.step, self.preview_mpp
+                self.model, x, images, labels, self.settings, self.spec, self.step, self.preview_mpp
             )
         finally:
             self.model.train()
@@ -373,7 +379,7 @@ class _Trainer:
         result = None
         if self.val:
             result = self.validate()
-            entry = {"step": self.step, "epoch": self.step // self.spe, "val": result}
+            entry = {"step": self.step, "epoch": self.step // self.steps_per_epoch, "val": result}
             self.history.append(entry)
             self._log(entry)
             if result["miou"] is not None:
@@ -403,10 +409,10 @@ class _Trainer:
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step,
-            "epoch": self.step / self.spe,
+            "epoch": self.step / self.steps_per_epoch,
             "classes": list(self.classes),
             "best": self.best,
-            "micro_batch": self.micro,
+            "micro_batch": self.images_per_pass,
         }
 
     def _save(self) -> None:
@@ -431,7 +437,7 @@ class _Trainer:
             )
         self.step = self.saved_step = int(state["step"])
         self.best = state.get("best")
-        self.micro = int(state.get("micro_batch", self.s.batch_size))
+        self.images_per_pass = int(state.get("micro_batch", self.settings.batch_size))
         self._truncate_log()
 
     def _log(self, entry: dict[str, Any]) -> None:
@@ -445,11 +451,11 @@ class _Trainer:
         meta = {
             "kind": MODEL_KIND,
             "format_version": FORMAT_VERSION,
-            "mode": self.s.mode,
+            "mode": self.settings.mode,
             "classes": list(self.classes),
             "palette": [list(c) for c in self.spec.palette],
             "background_index": self.spec.background_index,
-            "backbone": self.s.backbone,
+            "backbone": self.settings.backbone,
             "backbone_weights_id": getattr(backbone, "weights_id", None),
             "levels": list(self.model.levels),
             "encoder": None,
@@ -457,7 +463,7 @@ class _Trainer:
             "bank_version": None,
             "mpp": dataset_mpp(self.ds.root),
             "dataset": str(self.ds.root),
-            "settings": self.s.to_dict(),
+            "settings": self.settings.to_dict(),
         }
         if self.bank is not None:
             meta.update(

@@ -67,35 +67,70 @@ class SegSettings(Settings):
     mpp: float | None = None
 
     def __post_init__(self) -> None:
-        check(isinstance(self.segmenter, str) and bool(self.segmenter), "segmenter", self.segmenter,
-              "a segmenter name", "see `pbip models`")  # fmt: skip
-        check(self.backbone is None or (isinstance(self.backbone, str) and bool(self.backbone)),
-              "backbone", self.backbone, "None or a backbone name")  # fmt: skip
-        check(isinstance(self.segmenter_config, dict), "segmenter_config", self.segmenter_config,
-              "a dict of segmenter keyword arguments")  # fmt: skip
+        check(
+            isinstance(self.segmenter, str) and bool(self.segmenter),
+            "segmenter",
+            self.segmenter,
+            "a segmenter name",
+            "see `pbip models`",
+        )
+        check(
+            self.backbone is None or (isinstance(self.backbone, str) and bool(self.backbone)),
+            "backbone",
+            self.backbone,
+            "None or a backbone name",
+        )
+        check(
+            isinstance(self.segmenter_config, dict),
+            "segmenter_config",
+            self.segmenter_config,
+            "a dict of segmenter keyword arguments",
+        )
         reserved = sorted({"backbone", "weights", "n_classes", "pretrained"} & set(self.segmenter_config))
-        check(not reserved, "segmenter_config", self.segmenter_config, f"no keys {reserved}",
-              "set them with the backbone, weights and pretrained fields")  # fmt: skip
+        check(
+            not reserved,
+            "segmenter_config",
+            self.segmenter_config,
+            f"no keys {reserved}",
+            "set them with the backbone, weights and pretrained fields",
+        )
         check(
             _is_int(self.epochs) and 1 <= self.epochs <= 10_000, "epochs", self.epochs, "an integer 1-10000"
         )
-        check(_is_int(self.batch_size) and 1 <= self.batch_size <= 4096, "batch_size", self.batch_size,
-              "an integer 1-4096")  # fmt: skip
+        check(
+            _is_int(self.batch_size) and 1 <= self.batch_size <= 4096,
+            "batch_size",
+            self.batch_size,
+            "an integer 1-4096",
+        )
         check(0 < self.lr <= 1, "lr", self.lr, "a learning rate in (0, 1]", "e.g. 1e-3 (lite0-seg) or 1e-4")
         check(0 < self.head_lr_mult <= 1000, "head_lr_mult", self.head_lr_mult, "a multiple in (0, 1000]")
         check(0 <= self.weight_decay < 1, "weight_decay", self.weight_decay, "a value in [0, 1)")
         check(0 <= self.poly_power <= 10, "poly_power", self.poly_power, "a value in [0, 10]")
-        check(_is_int(self.crop_size) and 32 <= self.crop_size <= 4096 and self.crop_size % 8 == 0,
-              "crop_size", self.crop_size, "a multiple of 8 in 32-4096", "e.g. 224")  # fmt: skip
+        check(
+            _is_int(self.crop_size) and 32 <= self.crop_size <= 4096 and self.crop_size % 8 == 0,
+            "crop_size",
+            self.crop_size,
+            "a multiple of 8 in 32-4096",
+            "e.g. 224",
+        )
         check(0 <= self.jitter <= 0.5, "jitter", self.jitter, "a value in [0, 0.5]")
         check(_is_int(self.seed), "seed", self.seed, "an integer")
         check(
             isinstance(self.device, str) and bool(self.device), "device", self.device, "auto, cpu, cuda, ..."
         )
-        check(self.max_minutes is None or self.max_minutes > 0, "max_minutes", self.max_minutes,
-              "None or a positive number of minutes")  # fmt: skip
-        check(_is_int(self.num_workers) and 0 <= self.num_workers <= 64, "num_workers", self.num_workers,
-              "an integer 0-64")  # fmt: skip
+        check(
+            self.max_minutes is None or self.max_minutes > 0,
+            "max_minutes",
+            self.max_minutes,
+            "None or a positive number of minutes",
+        )
+        check(
+            _is_int(self.num_workers) and 0 <= self.num_workers <= 64,
+            "num_workers",
+            self.num_workers,
+            "an integer 0-64",
+        )
         check(self.mpp is None or 0.05 <= self.mpp <= 50, "mpp", self.mpp, "None or 0.05-50 um/px")
 
     def factory_kwargs(self) -> dict[str, Any]:

@@ -148,7 +148,7 @@ class _Trainer:
         from .._device import resolve_device
         from ..models import create_segmenter
 
-        self.s, self.ds, self.masks, self.out, self.spec = s, ds, masks, out, ds.spec
+        self.settings, self.ds, self.masks, self.out, self.spec = s, ds, masks, out, ds.spec
         self.classes = tuple(self.spec.classes)
         self.pairs = pair_masks(ds, masks)
         self.val = _val_samples(ds)
@@ -157,8 +157,8 @@ class _Trainer:
         self.loader = BatchLoader(
             self.pairs, self.spec, s.batch_size, s.crop_size, s.jitter, s.seed, s.num_workers
         )
-        self.spe = self.loader.steps_per_epoch
-        self.total = s.epochs * self.spe
+        self.steps_per_epoch = self.loader.steps_per_epoch
+        self.total = s.epochs * self.steps_per_epoch
         saved = out / "model.json"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
@@ -180,7 +180,7 @@ class _Trainer:
         encoder, head = [], []
         for name, p in self.model.named_parameters():
             (encoder if prefix and name.startswith(prefix) else head).append(p)
-        lr, head_lr = self.s.lr, self.s.lr * self.s.head_lr_mult
+        lr, head_lr = self.settings.lr, self.settings.lr * self.settings.head_lr_mult
         groups = [
             {"params": encoder, "lr": lr, "base_lr": lr},
             {"params": head, "lr": head_lr, "base_lr": head_lr},
@@ -196,30 +196,30 @@ class _Trainer:
         else:
             _atomic.clear_output(self.out, OUTPUT_KIND, {"data set": self.ds, "masks": self.masks})
             self.out.mkdir(parents=True)
-            self.s.save(self.out / "settings.json")
+            self.settings.save(self.out / "settings.json")
         _atomic.mark_output(self.out, OUTPUT_KIND)  # folders from before the marker get it when resumed
         start, stopped = time.monotonic(), "finished"
         yield Progress("train-seg", self.step, self.total, self._start_message(resume))
         try:
             while self.step < self.total:
-                epoch, index = divmod(self.step, self.spe)
+                epoch, index = divmod(self.step, self.steps_per_epoch)
                 t0 = time.perf_counter()
                 loss, n_images = self._train_step()
                 metrics = {
                     "loss": loss,
                     "lr": self.optimizer.param_groups[0]["lr"],
-                    "epoch": self.step / self.spe,
+                    "epoch": self.step / self.steps_per_epoch,
                 }
                 metrics["images_per_s"] = n_images / max(time.perf_counter() - t0, 1e-9)
                 self._log({"step": self.step, **metrics})
-                if index == self.spe - 1:
+                if index == self.steps_per_epoch - 1:
                     metrics.update(self._end_epoch())
                 yield Progress(
-                    "train-seg", self.step, self.total, f"epoch {epoch + 1}/{self.s.epochs}", metrics
+                    "train-seg", self.step, self.total, f"epoch {epoch + 1}/{self.settings.epochs}", metrics
                 )
                 if (
-                    self.s.max_minutes
-                    and time.monotonic() - start > 60 * self.s.max_minutes
+                    self.settings.max_minutes
+                    and time.monotonic() - start > 60 * self.settings.max_minutes
                     and self.step < self.total
                 ):
                     stopped = "time limit"
@@ -238,7 +238,7 @@ class _Trainer:
         head = f"resumed at step {self.step}: " if resume else "started: "
         val = f", val on {len(self.val)} masked images" if self.val else ", no val masks (best = last)"
         return (
-            f"{head}{self.s.segmenter} on {len(self.pairs)} images, {self.spe} steps/epoch, {self.total} steps"
+            f"{head}{self.settings.segmenter} on {len(self.pairs)} images, {self.steps_per_epoch} steps/epoch, {self.total} steps"
             f"{val}, device {self.device}"
         )
 
@@ -256,22 +256,22 @@ class _Trainer:
             .div_(255.0)
         )
         y = torch.from_numpy(masks).to(self.device, non_blocking=True)
-        if self.cuda and self.s.channels_last:
+        if self.cuda and self.settings.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        factor = (1 - self.step / self.total) ** self.s.poly_power
+        factor = (1 - self.step / self.total) ** self.settings.poly_power
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.model.train()
         self.dirty = True  # from the forward pass on (it updates BatchNorm statistics) until the step is done
         with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
-            torch.manual_seed(self.s.seed * 1_000_003 + self.step)  # dropout, keyed by the step
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.s.amp):
+            torch.manual_seed(self.settings.seed * 1_000_003 + self.step)  # dropout, keyed by the step
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.settings.amp):
                 loss = segmentation_loss(self.model(x), y)
         value = float(loss.detach())
         if not np.isfinite(value):
             raise TrainingDivergedError(
                 f"the loss became {value} at step {self.step + 1}; the last good checkpoint is {self.out / 'last'} "
-                f"(step {max(self.saved_step, 0)}); resume it with a lower lr than {self.s.lr:g}"
+                f"(step {max(self.saved_step, 0)}); resume it with a lower lr than {self.settings.lr:g}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -284,7 +284,7 @@ class _Trainer:
         metrics: dict[str, float] = {}
         if self.val:
             result = self.validate()
-            entry = {"step": self.step, "epoch": self.step // self.spe, "val": result}
+            entry = {"step": self.step, "epoch": self.step // self.steps_per_epoch, "val": result}
             self.history.append(entry)
             self._log(entry)
             if result["miou"] is not None:
@@ -307,7 +307,7 @@ class _Trainer:
         for i, sample in enumerate(self.val):
             group.append((read_rgb(sample.image), read_mask(sample.mask, self.spec)))
             last = i == len(self.val) - 1
-            if last or len(group) == self.s.batch_size or _shape(self.val[i + 1]) != group[0][0].shape:
+            if last or len(group) == self.settings.batch_size or _shape(self.val[i + 1]) != group[0][0].shape:
                 acc.update(
                     np.stack([m for _, m in group]),
                     predictor.predict_masks(np.stack([im for im, _ in group])),
@@ -320,8 +320,13 @@ class _Trainer:
     # -- files ------------------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        return {"step": self.step, "epoch": self.step / self.spe, "classes": list(self.classes), "best": self.best,
-                "history": self.history}  # fmt: skip
+        return {
+            "step": self.step,
+            "epoch": self.step / self.steps_per_epoch,
+            "classes": list(self.classes),
+            "best": self.best,
+            "history": self.history,
+        }
 
     def _write_checkpoint(self, folder: Path, with_optimizer: bool) -> None:
         with _atomic.atomic_dir(folder, overwrite=True) as tmp:
@@ -368,14 +373,14 @@ class _Trainer:
             "classes": list(self.classes),
             "palette": [list(c) for c in self.spec.palette],
             "background_index": self.spec.background_index,
-            "segmenter": self.s.segmenter,
+            "segmenter": self.settings.segmenter,
             "config": self.model.config,
             "weights_id": getattr(self.model, "weights_id", None),
-            "mpp": self.s.mpp if self.s.mpp is not None else dataset_mpp(self.ds.root),
-            "tile": self.s.crop_size,
+            "mpp": self.settings.mpp if self.settings.mpp is not None else dataset_mpp(self.ds.root),
+            "tile": self.settings.crop_size,
             "dataset": str(self.ds.root),
             "masks": str(self.masks),
-            "settings": self.s.to_dict(),
+            "settings": self.settings.to_dict(),
         }
 
 
