@@ -291,7 +291,7 @@ class _Trainer:
                 metrics["val_miou"] = result["miou"]
             if self.best is None or (result["miou"] or 0) > (self.best.get("miou") or 0):
                 self.best = {**result, "step": self.step}
-                self._write_checkpoint(self.out / "best", with_optimizer=False)
+                checkpoint.save_checkpoint(self.out / "best", self.model, self._state(), kind=MODEL_KIND)
         self._save()
         return metrics
 
@@ -328,18 +328,11 @@ class _Trainer:
             "history": self.history,
         }
 
-    def _write_checkpoint(self, folder: Path, with_optimizer: bool) -> None:
-        with _atomic.atomic_dir(folder, overwrite=True) as tmp:
-            checkpoint.save_tensors(tmp / "model.safetensors", self.model.state_dict(), {"kind": MODEL_KIND})
-            state = self._state()
-            if with_optimizer:
-                tensors, state["optimizer"] = checkpoint.optimizer_state(self.optimizer)
-                checkpoint.save_tensors(tmp / "optimizer.safetensors", tensors)
-            _atomic.write_json(tmp / "state.json", state)
-
     def _save(self) -> None:
         """Checkpoint ``last`` and refresh the inference weights (best with val, else last)."""
-        self._write_checkpoint(self.out / "last", with_optimizer=True)
+        checkpoint.save_checkpoint(
+            self.out / "last", self.model, self._state(), self.optimizer, kind=MODEL_KIND
+        )
         self.saved_step = self.step
         source = self.out / ("best" if self.best is not None and (self.out / "best").is_dir() else "last")
         with _atomic.atomic_path(self.out / "model.safetensors") as tmp:
@@ -348,12 +341,7 @@ class _Trainer:
         _atomic.write_json(self.out / "model.json", meta)
 
     def _restore(self) -> None:
-        last = self.out / "last"
-        state = checkpoint.read_state(last)
-        checkpoint.check_classes(state, self.classes, str(last))
-        checkpoint.load_weights(self.model, last / "model.safetensors")
-        tensors = checkpoint.load_tensors(last / "optimizer.safetensors")
-        checkpoint.restore_optimizer(self.optimizer, tensors, state["optimizer"])
+        state = checkpoint.load_checkpoint(self.out / "last", self.model, self.optimizer, self.classes)
         saved = read_model_json(self.out) if (self.out / MODEL_FILE).is_file() else {}
         self.meta["weights_id"] = saved.get("weights_id", self.meta["weights_id"])
         self.step = self.saved_step = int(state["step"])
