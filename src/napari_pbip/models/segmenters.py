@@ -25,105 +25,14 @@ directory).
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from ..errors import ModelNotFoundError
 from .registry import register_segmenter
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ASPP_RATES = (6, 12, 18, 24)
-
-
-@functools.cache
-def _modules() -> SimpleNamespace:
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    class FPNHead(nn.Module):
-        """Lateral 1x1 convs, a top-down pathway, then all levels summed at the finest stride."""
-
-        def __init__(self, channels: tuple[int, ...], width: int, n_classes: int, dropout: float):
-            super().__init__()
-            self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
-            self.smooth = nn.ModuleList(
-                nn.Sequential(
-                    nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-                )
-                for _ in channels
-            )
-            self.dropout = nn.Dropout2d(dropout)
-            self.classifier = nn.Conv2d(width, n_classes, 1)
-
-        def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
-            lat = [conv(m) for conv, m in zip(self.lateral, maps, strict=True)]
-            for i in range(len(lat) - 2, -1, -1):  # top-down: coarse into fine
-                lat[i] = lat[i] + F.interpolate(lat[i + 1], size=lat[i].shape[-2:], mode="nearest")
-            size = lat[0].shape[-2:]
-            fused = sum(
-                F.interpolate(s(x), size=size, mode="bilinear", align_corners=False) if i else s(x)
-                for i, (s, x) in enumerate(zip(self.smooth, lat, strict=True))
-            )
-            return self.classifier(self.dropout(fused))
-
-    class BackboneFPN(nn.Module):
-        """A registered multi-scale backbone with :class:`FPNHead`; logits at input resolution."""
-
-        encoder_prefix = "backbone."
-
-        def __init__(self, backbone: nn.Module, head: nn.Module, weights_id: str, config: dict[str, Any]):
-            super().__init__()
-            self.backbone, self.head = backbone, head
-            self.weights_id, self.config = weights_id, config
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            logits = self.head(self.backbone(x))
-            return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-    class DeepLabV2(nn.Module):
-        """Dilated ResNet (output stride 8) + ASPP (rates 6/12/18/24, branch outputs summed)."""
-
-        encoder_prefix = "body."
-
-        def __init__(self, body: nn.Module, n_classes: int, rates: tuple[int, ...], weights_id: str, config):
-            super().__init__()
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-            self.body = body
-            c = body.num_features
-            self.aspp = nn.ModuleList(nn.Conv2d(c, n_classes, 3, padding=r, dilation=r) for r in rates)
-            for conv in self.aspp:  # as in DeepLab-v2: classifier weights ~ N(0, 0.01)
-                nn.init.normal_(conv.weight, std=0.01)
-                nn.init.zeros_(conv.bias)
-            self.weights_id, self.config = weights_id, config
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            f = self.body.forward_features((x - self.mean) / self.std)
-            logits = sum(branch(f) for branch in self.aspp)
-            return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-    class SegFormer(nn.Module):
-        """transformers SegFormer with normalisation inside and logits upsampled to the input."""
-
-        encoder_prefix = "net.segformer."
-
-        def __init__(self, net: nn.Module, weights_id: str, config: dict[str, Any]):
-            super().__init__()
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-            self.net = net
-            self.weights_id, self.config = weights_id, config
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            logits = self.net(pixel_values=(x - self.mean) / self.std).logits
-            return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-    return SimpleNamespace(FPNHead=FPNHead, BackboneFPN=BackboneFPN, DeepLabV2=DeepLabV2, SegFormer=SegFormer)
 
 
 def _seeded(seed: int, build):
@@ -164,9 +73,11 @@ def lite0_seg(
     from .registry import create_backbone
 
     net = create_backbone(backbone, pretrained=pretrained)
-    head = _seeded(seed, lambda: _modules().FPNHead(tuple(net.channels), width, n_classes, dropout))
+    from .segmenter_nets import BackboneFPN, FPNHead
+
+    head = _seeded(seed, lambda: FPNHead(tuple(net.channels), width, n_classes, dropout))
     config = {"backbone": backbone, "width": width, "dropout": dropout, "seed": seed}
-    return _modules().BackboneFPN(net, head, f"lite0-seg:{net.weights_id}", config)
+    return BackboneFPN(net, head, f"lite0-seg:{net.weights_id}", config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +163,9 @@ def deeplabv2(
     )
     body = _create_resnet(backbone, pretrained, state)
     config = {"backbone": backbone, "rates": list(rates)}
-    return _seeded(0, lambda: _modules().DeepLabV2(body, n_classes, tuple(rates), weights_id, config))
+    from .segmenter_nets import DeepLabV2
+
+    return _seeded(0, lambda: DeepLabV2(body, n_classes, tuple(rates), weights_id, config))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,4 +251,6 @@ def segformer(
     for key in ("id2label", "label2id", "_name_or_path", "transformers_version", "architectures"):
         saved.pop(key, None)
     config = {"backbone": backbone, "hf_config": saved}
-    return _modules().SegFormer(net, weights_id, config)
+    from .segmenter_nets import SegFormer
+
+    return SegFormer(net, weights_id, config)

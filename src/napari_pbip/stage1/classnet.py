@@ -8,13 +8,17 @@ equals one dot product with the mean of the normalised prototypes, so each level
 convolution whatever K is.
 
 Baseline (the paper's "without SIM" ablation): a 1x1 convolution per level, nothing else.
+
+This module imports torch; the package imports it only when a network is built.
 """
 
 from __future__ import annotations
 
-import functools
-from types import SimpleNamespace
 from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..errors import SettingsError
 
@@ -44,110 +48,104 @@ def resolve_levels(levels: tuple[int, ...], n_levels: int, backbone: str) -> tup
     return tuple(out)
 
 
-@functools.cache
-def _modules() -> SimpleNamespace:
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
+class PrototypeCAM(nn.Module):
+    """One level of eq. 2: projected prototypes, scaled mean cosine, per class."""
 
-    class PrototypeCAM(nn.Module):
-        """One level of eq. 2: projected prototypes, scaled mean cosine, per class."""
+    def __init__(self, proto_dim: int, channels: int, cam_scale: float, learn_scale: bool):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Linear(proto_dim, PROJ_HIDDEN), nn.ReLU(inplace=True), nn.Linear(PROJ_HIDDEN, channels)
+        )
+        scale = torch.tensor(float(cam_scale))
+        if learn_scale:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
 
-        def __init__(self, proto_dim: int, channels: int, cam_scale: float, learn_scale: bool):
-            super().__init__()
-            self.proj = nn.Sequential(
-                nn.Linear(proto_dim, PROJ_HIDDEN), nn.ReLU(inplace=True), nn.Linear(PROJ_HIDDEN, channels)
-            )
-            scale = torch.tensor(float(cam_scale))
-            if learn_scale:
-                self.scale = nn.Parameter(scale)
-            else:
-                self.register_buffer("scale", scale)
+    def forward(self, feat: torch.Tensor, prototypes: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        proj = F.normalize(self.proj(prototypes), dim=-1, eps=1e-6)  # (N, K, C)
+        weights = valid.to(proj.dtype)
+        mean_proto = (proj * weights[..., None]).sum(1) / weights.sum(1).clamp_min(1)[:, None]  # (N, C)
+        feat = F.normalize(feat, dim=1, eps=1e-6)
+        cam = torch.einsum("bchw,nc->bnhw", feat, mean_proto.to(feat.dtype))
+        return cam * self.scale
 
-        def forward(self, feat: torch.Tensor, prototypes: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-            proj = F.normalize(self.proj(prototypes), dim=-1, eps=1e-6)  # (N, K, C)
-            weights = valid.to(proj.dtype)
-            mean_proto = (proj * weights[..., None]).sum(1) / weights.sum(1).clamp_min(1)[:, None]  # (N, C)
-            feat = F.normalize(feat, dim=1, eps=1e-6)
-            cam = torch.einsum("bchw,nc->bnhw", feat, mean_proto.to(feat.dtype))
-            return cam * self.scale
 
-    class ConvCAM(nn.Module):
-        """Baseline level head: a 1x1 convolution to one map per class."""
+class ConvCAM(nn.Module):
+    """Baseline level head: a 1x1 convolution to one map per class."""
 
-        def __init__(self, channels: int, n_classes: int):
-            super().__init__()
-            self.conv = nn.Conv2d(channels, n_classes, 1)
+    def __init__(self, channels: int, n_classes: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, n_classes, 1)
 
-        def forward(self, feat: torch.Tensor, prototypes: Any = None, valid: Any = None) -> torch.Tensor:
-            return self.conv(feat)
+    def forward(self, feat: torch.Tensor, prototypes: Any = None, valid: Any = None) -> torch.Tensor:
+        return self.conv(feat)
 
-    class ClassNet(nn.Module):
-        """Backbone plus one CAM head per selected level.
 
-        ``forward(x)`` takes RGB ``(B, 3, H, W)`` in [0, 1] and returns a dict with ``cams`` (one
-        ``(B, N, h_i, w_i)`` map per level, coarsest last) and ``logits`` (one ``(B, N)`` per level,
-        the global average of the map).
-        """
+class ClassNet(nn.Module):
+    """Backbone plus one CAM head per selected level.
 
-        def __init__(
-            self,
-            backbone: nn.Module,
-            n_classes: int,
-            levels: tuple[int, ...],
-            prototypes: torch.Tensor | None,
-            proto_valid: torch.Tensor | None,
-            cam_scale: float = 1 / 0.07,
-            learn_scale: bool = True,
-        ):
-            super().__init__()
-            self.backbone = backbone
-            self.n_classes = n_classes
-            self.levels = tuple(levels)
-            self.baseline = prototypes is None
-            channels = [backbone.channels[i] for i in self.levels]
-            if self.baseline:
-                self.heads = nn.ModuleList(ConvCAM(c, n_classes) for c in channels)
-            else:
-                if prototypes.shape[0] != n_classes or proto_valid.shape != prototypes.shape[:2]:
-                    raise SettingsError(
-                        f"prototypes of shape {tuple(prototypes.shape)} with validity {tuple(proto_valid.shape)} do "
-                        f"not fit {n_classes} classes; expected (N={n_classes}, K, d) and (N, K)"
-                    )
-                self.register_buffer("prototypes", prototypes.float().clone())
-                self.register_buffer("proto_valid", proto_valid.bool().clone())
-                d = prototypes.shape[-1]
-                self.heads = nn.ModuleList(PrototypeCAM(d, c, cam_scale, learn_scale) for c in channels)
+    ``forward(x)`` takes RGB ``(B, 3, H, W)`` in [0, 1] and returns a dict with ``cams`` (one
+    ``(B, N, h_i, w_i)`` map per level, coarsest last) and ``logits`` (one ``(B, N)`` per level,
+    the global average of the map).
+    """
 
-        def forward(self, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-            maps = self.backbone(x)
-            protos = None if self.baseline else self.prototypes
-            valid = None if self.baseline else self.proto_valid
-            cams = [head(maps[i], protos, valid) for head, i in zip(self.heads, self.levels, strict=True)]
-            return {"cams": cams, "logits": [cam.float().mean(dim=(2, 3)) for cam in cams]}
+    def __init__(
+        self,
+        backbone: nn.Module,
+        n_classes: int,
+        levels: tuple[int, ...],
+        prototypes: torch.Tensor | None,
+        proto_valid: torch.Tensor | None,
+        cam_scale: float = 1 / 0.07,
+        learn_scale: bool = True,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.n_classes = n_classes
+        self.levels = tuple(levels)
+        self.baseline = prototypes is None
+        channels = [backbone.channels[i] for i in self.levels]
+        if self.baseline:
+            self.heads = nn.ModuleList(ConvCAM(c, n_classes) for c in channels)
+        else:
+            if prototypes.shape[0] != n_classes or proto_valid.shape != prototypes.shape[:2]:
+                raise SettingsError(
+                    f"prototypes of shape {tuple(prototypes.shape)} with validity {tuple(proto_valid.shape)} do "
+                    f"not fit {n_classes} classes; expected (N={n_classes}, K, d) and (N, K)"
+                )
+            self.register_buffer("prototypes", prototypes.float().clone())
+            self.register_buffer("proto_valid", proto_valid.bool().clone())
+            d = prototypes.shape[-1]
+            self.heads = nn.ModuleList(PrototypeCAM(d, c, cam_scale, learn_scale) for c in channels)
 
-        def param_groups(self, lr: float, head_lr_mult: float, weight_decay: float) -> list[dict[str, Any]]:
-            """AdamW groups: the backbone at ``lr``, the new heads at ``lr * head_lr_mult``."""
-            backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-            heads = [p for p in self.heads.parameters() if p.requires_grad]
-            return [
-                {
-                    "params": backbone,
-                    "lr": lr,
-                    "base_lr": lr,
-                    "weight_decay": weight_decay,
-                    "name": "backbone",
-                },
-                {
-                    "params": heads,
-                    "lr": lr * head_lr_mult,
-                    "base_lr": lr * head_lr_mult,
-                    "weight_decay": weight_decay,
-                    "name": "heads",
-                },
-            ]
+    def forward(self, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        maps = self.backbone(x)
+        protos = None if self.baseline else self.prototypes
+        valid = None if self.baseline else self.proto_valid
+        cams = [head(maps[i], protos, valid) for head, i in zip(self.heads, self.levels, strict=True)]
+        return {"cams": cams, "logits": [cam.float().mean(dim=(2, 3)) for cam in cams]}
 
-    return SimpleNamespace(PrototypeCAM=PrototypeCAM, ConvCAM=ConvCAM, ClassNet=ClassNet)
+    def param_groups(self, lr: float, head_lr_mult: float, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: the backbone at ``lr``, the new heads at ``lr * head_lr_mult``."""
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        heads = [p for p in self.heads.parameters() if p.requires_grad]
+        return [
+            {
+                "params": backbone,
+                "lr": lr,
+                "base_lr": lr,
+                "weight_decay": weight_decay,
+                "name": "backbone",
+            },
+            {
+                "params": heads,
+                "lr": lr * head_lr_mult,
+                "base_lr": lr * head_lr_mult,
+                "weight_decay": weight_decay,
+                "name": "heads",
+            },
+        ]
 
 
 def build_classnet(
@@ -172,8 +170,6 @@ def build_classnet(
     Returns:
         The ``ClassNet`` module (train mode, on the CPU).
     """
-    import torch
-
     from ..models import create_backbone
 
     pretrained = settings.pretrained if pretrained is None else pretrained
@@ -199,6 +195,6 @@ def build_classnet(
         proto_valid = torch.as_tensor(proto_valid, dtype=torch.bool)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        return _modules().ClassNet(
+        return ClassNet(
             backbone, n_classes, levels, prototypes, proto_valid, settings.cam_scale, settings.learn_scale
         )

@@ -60,8 +60,8 @@ def load_classnet(run: str | os.PathLike, device: str = "auto"):
     import torch
 
     from .._device import resolve_device
-    from ..stage1.classnet import build_classnet
     from ..stage1.settings import TrainSettings
+    from .classnet import build_classnet
 
     run = Path(run)
     meta = read_model_meta(run)
