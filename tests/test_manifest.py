@@ -99,3 +99,18 @@ def test_core_imports_without_qt_or_napari():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "", f"the core imported {out.stdout.strip()}"
+
+
+def test_the_package_links_its_home_documentation_bug_tracker_and_source():
+    """[project.urls] as the napari plugin template names them (napari hub and PyPI show them), all in
+    one repository, the documentation link pointing at a page that exists in it."""
+    import tomllib
+
+    root = MANIFEST.parents[2]
+    urls = tomllib.loads((root / "pyproject.toml").read_text())["project"]["urls"]
+    assert set(urls) == {"Homepage", "Documentation", "Bug Tracker", "Source Code"}
+    source = urls["Source Code"].rstrip("/")
+    assert source.startswith("https://") and urls["Homepage"].rstrip("/") == source
+    assert urls["Bug Tracker"] == f"{source}/issues"
+    page = urls["Documentation"].removeprefix(f"{source}/blob/main/")
+    assert page != urls["Documentation"] and (root / page).is_file()
