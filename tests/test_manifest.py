@@ -129,9 +129,8 @@ def test_every_runtime_dependency_is_imported_or_says_why_it_is_declared():
     """A dependency nobody imports costs every user an install: declare it only with a reason."""
     import ast
     import re
-    from importlib.metadata import packages_distributions
-
     import tomllib
+    from importlib.metadata import packages_distributions
 
     root = MANIFEST.parents[2]
     declared = {
