@@ -14,8 +14,10 @@ the rarest class, "normal" in 4 images, spread over the folds first). Each fold 
 3. per seed and method (pbip, baseline): stage 1 (``train``, ``TrainSettings`` defaults plus
    ``--set``), pseudo-masks of the fold's tiles gated by their image labels (``make_pseudo_masks``,
    as ``pbip pseudo``), stage 2 on them (``train_segmenter``, ``SegSettings`` plus ``--seg-set``);
-4. scored on the held-out whole images only: stage 1 where the classifier decides the classes
-   (``predict_folder``, presence thresholds from ``RUN/presence.json``) and the stage-2 masks.
+4. scored on the held-out whole images only, each through ``predict_images`` as ``pbip predict``
+   does: stage 1 where the classifier decides the classes (presence thresholds from
+   ``RUN/presence.json``) and the stage-2 masks; both averaged over the 8 symmetries by default
+   (``--no-tta``: one pass, predictions and scores kept apart from the TTA ones).
 
 Every step is reused when its output is complete, so a killed run continues where it stopped;
 the folds' weak sets (one per ``--weak-set``) and banks (one per ``--bank-set`` on each) are shared
@@ -51,8 +53,12 @@ METHODS = ("pbip", "baseline")
 STAGES = ("stage1", "stage2")
 STAGE_NAMES = {"stage1": "stage 1 unlabelled", "stage2": "stage 2"}
 # each run's outputs (suffix of its folder or file name), and what a retrained stage makes stale
+# each run's outputs (suffix of its folder or file name); the predictions and scores carry the
+# scoring mode: "-tta" as `pbip predict` does by default, "-1pass" with --no-tta (bare "-pred1",
+# "-pred2", "-scores.json" are older runs' single passes over whole images, no longer read)
 OUTPUTS = {"stage1": "", "pseudo": "-pseudo", "stage2": "-seg", "pred1": "-pred1", "pred2": "-pred2",
-           "times": "-times.json", "scores": "-scores.json"}  # fmt: skip
+           "times": "-times.json", "scores": "-scores"}  # fmt: skip
+SCORING = ("pred1", "pred2", "scores")
 STALE = {"stage1": ("pseudo", "stage2", "pred1", "pred2", "scores"), "stage2": ("pred2", "scores")}
 FOLD_SEED = 12  # the fixed shuffle of the image names before they are dealt into folds
 
@@ -165,8 +171,12 @@ def fold_bank(fold: dict, changes: dict) -> tuple[Path, float]:
     return bank, json.loads(scores.read_text())["macro_f1"]
 
 
-def _names(fold: dict, tag: str, method: str, seed: int) -> dict[str, Path]:
-    return {k: fold["root"] / f"{tag}-{method}-s{seed}{suffix}" for k, suffix in OUTPUTS.items()}
+def _names(fold: dict, tag: str, method: str, seed: int, tta: bool) -> dict[str, Path]:
+    mode = "-tta" if tta else "-1pass"
+    names = {k: fold["root"] / f"{tag}-{method}-s{seed}{suffix}" for k, suffix in OUTPUTS.items()}
+    for k in SCORING:
+        names[k] = names[k].with_name(names[k].name + mode + (".json" if k == "scores" else ""))
+    return names
 
 
 def _remove(path: Path) -> None:
@@ -192,8 +202,9 @@ def train_run(task: dict, threads: int) -> dict:
             continue
         child = {k: str(v) if isinstance(v, Path) else v for k, v in task.items() if k != "paths"}
         child |= {"stage": stage, "threads": threads, "paths": {k: str(v) for k, v in paths.items()}}
-        for name in STALE[stage]:  # made from a run that is trained again
-            _remove(paths[name])
+        for name in STALE[stage]:  # made from a run that is trained again, in either scoring mode
+            for mode in ("-tta", "-1pass"):
+                _remove(paths[name].with_name(re.sub(r"-(tta|1pass)", mode, paths[name].name)))
         t = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--child", json.dumps(child)], check=True, env=env)
         times[stage] = round(time.perf_counter() - t, 1)
@@ -230,21 +241,6 @@ def _child(task: dict) -> None:
     run(train_segmenter(SegSettings(**given), task["weak"], paths["pseudo"], paths["stage2"], overwrite=True))
 
 
-def _segment_images(seg: Path, images: Path, out: Path) -> None:
-    """The segmenter's mask of each whole image (padded to a multiple of 32 inside ``predict_masks``)."""
-    from napari_pbip.data.images import list_images, read_rgb, write_mask
-    from napari_pbip.stage2.segmenter_predictor import load_segmenter_predictor
-
-    predictor = load_segmenter_predictor(seg, device="cpu")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for path in list_images(images):
-        mask = predictor.predict_masks(read_rgb(path)[None])[0]
-        write_mask(tmp / (path.stem + ".png"), mask, predictor.palette)
-    tmp.rename(out)
-
-
 def _metrics(result: dict) -> dict:
     iou = {c: v["iou"] if v["gt_pixels"] else None for c, v in result["per_class"].items()}
     return {m: result[m] for m in METRICS} | {"iou": iou, "n_images": result["n_images"]}
@@ -254,16 +250,16 @@ def score_run(task: dict) -> dict:
     """Stage-1 (unlabelled) and stage-2 scores of one run on the fold's held-out images (cached)."""
     from napari_pbip.evaluate import evaluate_folder
     from napari_pbip.events import run
-    from napari_pbip.stage1.predict import predict_folder
+    from napari_pbip.predict.images import predict_images
 
     paths = task["paths"]
     if (cached := _read_json(paths["scores"])) is not None:
         return cached
     held, t = task["held_out"], time.perf_counter()
-    if not paths["pred1"].is_dir():
-        run(predict_folder(paths["stage1"], held / "val" / "img", paths["pred1"], device="cpu"))
-    if not paths["pred2"].is_dir():
-        _segment_images(paths["stage2"], held / "val" / "img", paths["pred2"])
+    for stage in STAGES:  # as `pbip predict --model RUN|SEG` does, TTA by default
+        model, pred = paths["stage1" if stage == "stage1" else "stage2"], paths["pred" + stage[-1]]
+        if not pred.is_dir():
+            run(predict_images(model, held / "val" / "img", pred, device="cpu", tta=task["tta"]))
     scores = {s: _metrics(evaluate_folder(held, "val", paths["pred" + s[-1]])) for s in STAGES}
     for s in STAGES:
         assert scores[s]["n_images"] == len(task["held"]), (s, scores[s]["n_images"], task["held"])
@@ -311,7 +307,8 @@ def report(args, changes: dict, folds: list[list[str]], fold_info: list[dict], r
     )
     print(
         f"\nWSSS4LUAD dev val, {len(folds)}-fold CV by image, folds {[f['index'] for f in fold_info]} "
-        f"({held} held-out images), seeds {args.seeds}; {given or 'defaults'}; % mean ± sd over folds x seeds"
+        f"({held} held-out images), seeds {args.seeds}; {given or 'defaults'}; "
+        f"{'TTA' if args.tta else 'one pass'}; % mean ± sd over folds x seeds"
     )
     print(f"{'measure':<20}{'method':<10}" + "".join(f"{h:>15}" for h in HEADS) + f"{'seed sd':>9}")
     rows = [summarise(results, stage, method) for stage in STAGES for method in args.methods]
@@ -330,6 +327,7 @@ def report(args, changes: dict, folds: list[list[str]], fold_info: list[dict], r
         f["index"]: f["summary"]["single_class_counts"] | {"tiles": f["summary"]["tiles"]} for f in fold_info
     }
     out = {"dev": str(args.dev), "folds": folds, "seeds": args.seeds, "tag": args.tag, "changes": changes}
+    out["tta"] = args.tta
     print(json.dumps(out | {"weak_tiles": weak, "rows": rows, "bank_macro_f1": bank, "runs": results}))
 
 
@@ -359,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             f"--{flag}", nargs="*", default=default, metavar="NAME=VALUE", help=f"{what} changes {default}"
         )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score as `pbip predict` does by default: masks averaged over the 8 symmetries (--no-tta: one pass)",
+    )
     p.add_argument("--tag", default="default", help="run name prefix, one per combination of changes")
     p.add_argument("--jobs", type=int, default=2, help="trainings at once (worker processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training")
@@ -396,8 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         common = {"fold": i, "weak": fold["weak"], "bank": bank, "held_out": fold["root"] / "held-out"}
         common |= {"held": fold["held"], "set": changes["set"], "seg_set": changes["seg_set"]}
         for seed, method in ((s, m) for s in args.seeds for m in args.methods):
-            paths = _names(fold, args.tag, method, seed)
-            tasks.append(common | {"seed": seed, "method": method, "paths": paths})
+            paths = _names(fold, args.tag, method, seed, args.tta)
+            tasks.append(common | {"seed": seed, "method": method, "paths": paths, "tta": args.tta})
     with ThreadPoolExecutor(args.jobs) as pool:  # each thread runs its trainings in worker processes
         times = list(pool.map(lambda t: train_run(t, args.threads), tasks))
     results = [

@@ -69,3 +69,52 @@ def test_reader_claims_slide_formats_and_zarr_folders():
     for suffix in ("svs", "ndpi", "mrxs", "scn", "tif", "tiff", "zarr"):
         assert f"*.{suffix}" in reader["filename_patterns"]
     assert reader["accepts_directories"] is True
+
+
+def test_the_package_links_its_home_documentation_bug_tracker_and_source():
+    """[project.urls] as the napari plugin template names them (napari hub and PyPI show them), all in
+    one repository, the documentation link pointing at a page that exists in it."""
+    import tomllib
+
+    root = MANIFEST.parents[2]
+    urls = tomllib.loads((root / "pyproject.toml").read_text())["project"]["urls"]
+    assert set(urls) == {"Homepage", "Documentation", "Bug Tracker", "Source Code"}
+    source = urls["Source Code"].rstrip("/")
+    assert source.startswith("https://") and urls["Homepage"].rstrip("/") == source
+    assert urls["Bug Tracker"] == f"{source}/issues"
+    page = urls["Documentation"].removeprefix(f"{source}/blob/main/")
+    assert page != urls["Documentation"] and (root / page).is_file()
+
+
+# Runtime dependencies the package does not import itself, and why they are declared.
+NOT_IMPORTED = {
+    "imagecodecs": "tifffile decodes JPEG / JPEG 2000 / LZW slide tiles with it",
+    "openslide-bin": "the OpenSlide C library that openslide-python loads",
+    "torchvision": "timm imports it; declared so its range is set beside torch's (see the Makefile)",
+    "npe2": "napari reads the plugin's napari.yaml through it (the napari.manifest entry point)",
+}
+
+
+def test_every_runtime_dependency_is_imported_or_says_why_it_is_declared():
+    """A dependency nobody imports costs every user an install: declare it only with a reason."""
+    import ast
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    root = MANIFEST.parents[2]
+    declared = {
+        re.split(r"[\[<>=!~; ]", d)[0].lower().replace("_", "-")
+        for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    modules = set()
+    for path in (root / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    by_module = packages_distributions()
+    imported = {d.lower().replace("_", "-") for m in modules for d in by_module.get(m, [])}
+    assert sorted(declared - imported - set(NOT_IMPORTED)) == []
+    assert set(NOT_IMPORTED) <= declared  # no stale reasons

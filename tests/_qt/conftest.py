@@ -83,3 +83,27 @@ def wait_job(qtbot):
         qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
 
     return wait
+
+
+@pytest.fixture(scope="session")
+def segment_output(session_dir):
+    """A ``pbip segment`` output of a 600 x 700 px toy slide at 0.5 um/px (tests/inference/pbip_toy.py's
+    colour model), and the slide's ground truth as label values (0 background, classes from 1)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+    import pbip_toy as toy
+
+    from napari_pbip.cli.main import main
+    from napari_pbip.export.label_values import to_values
+
+    labels = toy.blob_labels((600, 700), seed=31)
+    folder = session_dir / "segment-output"
+    folder.mkdir()
+    slide = toy.write_tiff_slide(folder / "s.tif", toy.render(labels, seed=31), mpp=0.5)
+    model = toy.save_toy_model(folder / "model", "colour")
+    toy.register()
+    out = folder / "s.zarr"
+    args = ["segment", slide, "--model", model, "--out", out, "--chunk", "512", "--batch", "4", "--quiet"]
+    assert main([str(a) for a in args]) == 0
+    return out, to_values(labels, len(toy.CLASSES), toy.BACKGROUND)

@@ -55,10 +55,10 @@ def test_reader_leaves_other_files_to_other_readers(tmp_path):
     assert get_reader(str(tmp_path / "seg.zarr")) is read_labels
 
 
-def test_reader_declines_tiffs_it_cannot_show_and_opens_label_tiffs_as_labels(make_napari_viewer, tmp_path):
+def test_reader_opens_tiffs_as_what_they_are_and_label_tiffs_as_labels(make_napari_viewer, tmp_path):
     import tifffile
 
-    from napari_pbip._widgets.reader import get_reader, read_label_tiff, read_slide
+    from napari_pbip._widgets.reader import get_reader, read_label_tiff, read_slide, read_tiff_image
 
     grey = tmp_path / "grey.tif"
     tifffile.imwrite(grey, np.zeros((64, 64), np.uint8))
@@ -69,8 +69,11 @@ def test_reader_declines_tiffs_it_cannot_show_and_opens_label_tiffs_as_labels(ma
     labels = tmp_path / "slide.labels.tif"
     truth = np.arange(64 * 64).reshape(64, 64).astype(np.uint8) % 4
     tifffile.imwrite(labels, truth, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
-    assert get_reader(str(grey)) is None  # greyscale: napari's builtins show it as it is, not as fake RGB
-    assert get_reader(str(planes)) is None  # 16-bit, 5 planes: not a slide this plugin can read
+    not_tiff = tmp_path / "notes.tif"
+    not_tiff.write_text("not a TIFF")
+    assert get_reader(str(grey)) is read_tiff_image  # greyscale: shown as it is, not as fake RGB
+    assert get_reader(str(planes)) is read_tiff_image  # 16-bit, 5 planes: an image, not a slide
+    assert get_reader(str(not_tiff)) is None
     assert get_reader(str(rgb)) is read_slide
     assert get_reader(str(labels)) is read_label_tiff
     layer = make_napari_viewer().open(str(labels), plugin="napari-pbip")[0]

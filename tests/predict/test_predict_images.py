@@ -19,6 +19,7 @@ from PIL import Image  # noqa: E402
 
 from napari_pbip.cli.main import main  # noqa: E402
 from napari_pbip.data.images import read_rgb, write_mask  # noqa: E402
+from napari_pbip.engine.tta import DihedralTTA  # noqa: E402
 from napari_pbip.evaluate import evaluate_folder  # noqa: E402
 from napari_pbip.events import run  # noqa: E402
 from napari_pbip.predict.predictor import load_predictor  # noqa: E402
@@ -94,15 +95,30 @@ def test_predict_with_a_segmenter_folder_gives_its_masks_for_images_of_any_size(
         mask = np.array(written)
         assert mask.shape == image.shape[:2], path.name
         assert set(np.unique(mask).tolist()) <= {0, 1, 2}
-        own = predictor.predict_masks(image[None])[0]  # the segmenter's own pass over the whole image
+        own = DihedralTTA(predictor).predict_masks(image[None])[0]  # its own passes over the whole image
         if max(image.shape[:2]) <= predictor.tile:
             assert np.array_equal(mask, own), path.name
         else:
             assert (mask == own).mean() > 0.99, path.name  # tiles differ only near their blended borders
     settings = json.loads((out / "predict_settings.json").read_text())
     assert settings["tile"] == 128 and settings["overlap"] == 32 and settings["model"] == str(seg.resolve())
+    assert settings["tta"] is True  # averaged over the 8 turns and mirrors unless --no-tta
     result = evaluate_folder(data, "val", out)
     assert result["background_index"] == BACKGROUND and result["miou"] > 0.8, result["per_class"]
+
+
+def test_no_tta_gives_the_segmenters_single_pass(segmenter, tmp_path):
+    seg, data = segmenter
+    images, out = data / "val" / "img", tmp_path / "pred"
+    assert _predict("--model", str(seg), "--images", str(images), "--out", str(out), "--no-tta") == 0
+    predictor = load_predictor(seg, device="cpu")
+    for path in sorted(images.glob("*.png")):
+        image = read_rgb(path)
+        if max(image.shape[:2]) <= predictor.tile:
+            assert np.array_equal(
+                np.array(Image.open(out / path.name)), predictor.predict_masks(image[None])[0]
+            )
+    assert json.loads((out / "predict_settings.json").read_text())["tta"] is False
 
 
 def test_predict_with_a_segmenter_keeps_the_overwrite_rules_and_refuses_cam_options(

@@ -163,3 +163,18 @@ def test_a_damaged_tile_is_named_when_read_and_segmented_as_glass_with_a_warning
     level0 = zarr.open_array(str(out / "labels" / "tissue" / "0"))[:]
     assert (level0[140:240, 270:370] == 0).all()  # the damaged tile is background (glass), not guessed
     assert (level0 == to_values(labels, 3, toy.BACKGROUND)).mean() > 0.9  # the rest is segmented
+
+
+def test_a_segment_output_with_probabilities_and_bookkeeping_validates_as_ngff_05(tmp_path):
+    """What `pbip segment` writes beside the labels (probabilities/, pbip/) breaks no NGFF validator."""
+    image_model = pytest.importorskip("ome_zarr_models.v05.image")
+    labels = toy.blob_labels((600, 700), seed=31)
+    slide = toy.write_tiff_slide(tmp_path / "s.tif", toy.render(labels, seed=31), mpp=0.5)
+    model = toy.save_toy_model(tmp_path / "model", "colour")
+    toy.register()
+    out = tmp_path / "s.zarr"
+    assert main(_segment_args(slide, model, out, "--probabilities")) == 0
+
+    image = image_model.Image.from_zarr(zarr.open_group(str(out), mode="r"))
+    assert image.labels is not None and set(image.labels.members) == {"tissue"}
+    assert {"probabilities", "pbip"} <= set(zarr.open_group(str(out), mode="r").group_keys())

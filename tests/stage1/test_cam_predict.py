@@ -110,3 +110,29 @@ def test_cli_train_pseudo_predict_evaluate(tiny_dataset, tmp_path, capsys):
     assert "mean" in capsys.readouterr().out
     assert main(["train", "--dataset", str(tiny_dataset), "--out", str(runs), "--baseline-cam", *common]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_unlabelled_predictions_average_over_symmetries_and_pseudo_masks_do_not_by_default(
+    tiny_run, tiny_dataset, tmp_path
+):
+    from napari_pbip.data.images import list_images, read_rgb
+    from napari_pbip.engine.tta import DihedralTTA
+    from napari_pbip.stage1 import load_stage1_predictor
+
+    images = tiny_dataset / "val" / "img"
+    run(predict_folder(tiny_run, images, tmp_path / "pred", device="cpu"))
+    run(predict_folder(tiny_run, images, tmp_path / "plain", CamSettings(tta=False), device="cpu"))
+    assert json.loads((tmp_path / "pred" / "cam_settings.json").read_text())["tta"] is True
+    assert json.loads((tmp_path / "plain" / "cam_settings.json").read_text())["tta"] is False
+    spec = open_dataset(tiny_dataset).spec
+    predictor = load_stage1_predictor(tiny_run, device="cpu")
+    for path in list_images(images):
+        image = read_rgb(path)[None]
+        assert np.array_equal(
+            read_mask(tmp_path / "pred" / path.name, spec), DihedralTTA(predictor).predict_masks(image)[0]
+        )
+        assert np.array_equal(
+            read_mask(tmp_path / "plain" / path.name, spec), predictor.predict_masks(image)[0]
+        )
+    run(make_pseudo_masks(tiny_run, tiny_dataset, tmp_path / "pseudo", device="cpu"))
+    assert json.loads((tmp_path / "pseudo" / "cam_settings.json").read_text())["tta"] is False

@@ -122,3 +122,30 @@ def test_threaded_loader_gives_the_same_batches_as_loading_inline(dataset):
             assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     finally:
         threaded.close()
+
+
+def test_stain_jitter_changes_stain_amounts_not_the_tissue_and_repeats_with_the_seed():
+    from skimage.color import hed_from_rgb
+
+    from napari_pbip.stage2.seg_data import stain_jitter
+
+    rng = np.random.default_rng(0)
+    nuclei = rng.random((64, 64)) < 0.2  # dark purple nuclei on pink stroma, a white hole
+    image = np.where(nuclei[..., None], [70, 40, 120], [230, 150, 190]).astype(np.uint8)
+    image[40:, 40:] = 255
+    assert np.abs(stain_jitter(image, 1e-9, rng).astype(int) - image).max() <= 1  # no change: no loss
+    out = stain_jitter(image, 0.1, np.random.default_rng(5))
+    assert np.array_equal(out, stain_jitter(image, 0.1, np.random.default_rng(5)))  # seeded: resumable
+    assert np.abs(out.astype(int) - image).mean() > 3  # the colours move...
+    density = -np.log(np.maximum(out.astype(float), 1) / 255) @ hed_from_rgb
+    h = density[..., 0]
+    assert h[nuclei].mean() > h[~nuclei].mean() + 0.2  # ...but the nuclei stay haematoxylin-dark
+    assert stain_jitter(image, 0.0, rng) is image
+
+
+def test_stain_jitter_leaves_masks_alone(dataset):
+    ds, masks = dataset
+    pairs = pair_masks(ds, masks)
+    images, labels = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0)
+    stained, slabels = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0, stain=0.1)
+    assert np.array_equal(slabels, labels) and not np.array_equal(stained, images)

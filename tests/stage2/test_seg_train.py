@@ -231,6 +231,8 @@ def test_settings_reject_bad_values_by_name():
         SegSettings(crop_size=100)
     with pytest.raises(SettingsError, match="segmenter_config"):
         SegSettings(segmenter_config={"backbone": "x"})
+    with pytest.raises(SettingsError, match=r"stain_jitter=0\.8 .*\[0, 0\.5\]"):
+        SegSettings(stain_jitter=0.8)
     assert SegSettings.from_dict(SegSettings(segmenter_config={"width": 32}).to_dict()).segmenter_config == {
         "width": 32
     }

@@ -4,6 +4,12 @@ Slides open through :func:`napari_pbip.slides.open_slide` (OpenSlide, tifffile, 
 pyramid level is a lazy dask array read tile by tile, so no level is loaded whole, and the layer's
 scale is the scan's um/px. A ``.zarr`` folder holding a label image written by ``pbip segment``
 (or the OME-Zarr writer) opens as a multiscale Labels layer with its class names and colours.
+
+napari chooses among readers by file name alone (npe2 ``filename_patterns``; a folder matches every
+reader that accepts folders) and asks this module's :func:`get_reader` only once the user has
+chosen it, in the reader dialog or by remembering the choice. Its builtins claim ``*.tif``,
+``*.svs`` and folders too, so napari asks; a TIFF it is then handed opens as what it is (slide,
+label image or plain image) rather than being refused, which would only raise an error.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ def get_reader(path: str | list[str]):
 
     OpenSlide formats open as slides. A TIFF is looked at first: 8-bit RGB opens as a slide, a
     single plane of integers named ``*.labels.tif`` (as ``pbip data synth`` writes ground truth) as
-    Labels, anything else (greyscale, 16-bit, multi-channel) is left to napari's builtins or other
-    plugins. A ``.zarr`` folder opens when it is a label image or a slide pbip can read.
+    Labels, anything else tifffile reads (greyscale, 16-bit, multi-channel) as a plain image, as
+    napari's builtins show it (napari hands a ``.tif`` to this reader only when the user chose it,
+    so declining would only raise an error). A ``.zarr`` folder opens when it is a label image or a
+    slide pbip can read.
     """
     if isinstance(path, list):
         if len(path) != 1:
@@ -51,10 +59,22 @@ def get_reader(path: str | list[str]):
         from ..slides import tiff_kind
 
         kind = tiff_kind(p)
+        if kind == "rgb":
+            return read_slide
         if kind == "labels" and name.endswith(LABEL_TIFF_SUFFIXES):
             return read_label_tiff
-        return read_slide if kind == "rgb" else None
+        return read_tiff_image if _tiff_parses(p) else None
     return read_slide
+
+
+def _tiff_parses(path: Path) -> bool:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return bool(tif.series)
+    except Exception:  # not a TIFF tifffile reads: napari's other readers may
+        return False
 
 
 def _opens_as_slide(path: Path) -> bool:
@@ -189,3 +209,24 @@ def read_label_tiff(path: str | list[str]) -> list[LayerData]:
     if mpp:
         kwargs.update(scale=(mpp, mpp), units=("um", "um"))
     return [(tifffile.imread(path), kwargs, "labels")]
+
+
+def read_tiff_image(path: str | list[str]) -> list[LayerData]:
+    """napari reader function: a TIFF that is neither a slide nor a label image (greyscale, 16-bit,
+    multi-channel) as one image layer of its first series, the data napari's builtins show, in um
+    when the file records its resolution."""
+    import tifffile
+
+    from ..slides import tiff_mpp
+
+    if isinstance(path, list):
+        path = path[0]
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        data, axes = series.asarray(), series.axes
+    kwargs: dict[str, Any] = {"name": Path(path).name}
+    mpp = tiff_mpp(path)
+    if mpp and axes.endswith("YX"):  # with samples last (YXS) napari may take them as RGB: left in pixels
+        lead = len(axes) - 2
+        kwargs.update(scale=(1.0,) * lead + (mpp, mpp), units=("pixel",) * lead + ("um", "um"))
+    return [(data, kwargs, "image")]

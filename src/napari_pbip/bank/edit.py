@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +278,7 @@ def repair(path: str | os.PathLike) -> tuple[store.Bank, bool, Path | None]:
         BankError: the folder holds no intact version, or its manifest is of a newer format.
     """
     import json
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     root = Path(path)
     try:
@@ -298,7 +299,7 @@ def repair(path: str | os.PathLike) -> tuple[store.Bank, bool, Path | None]:
             continue
         kept = None
         if current.exists():
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             kept = root / f"{store.MANIFEST}.damaged-{stamp}"
             n = 1
             while kept.exists():

@@ -28,7 +28,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -454,7 +454,7 @@ def make_manifest(
         "format_version": FORMAT_VERSION,
         "version": version,
         "parent": parent,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "edit": edit,
         "settings": base["settings"],
         "encoder": base["encoder"],

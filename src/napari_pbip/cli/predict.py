@@ -19,7 +19,8 @@ def register(subparsers) -> None:
         "(pbip train) the run's classifier decides which classes are present (probability >= --threshold; the "
         "most probable class always), their CAMs are fused and white regions become background. With a "
         "stage-2 segmenter (pbip train-seg) every pixel gets the segmenter's most probable class or "
-        "background; images larger than its tile are predicted tile by tile with blended overlaps; the CAM "
+        "background; images larger than its tile are predicted tile by tile with blended overlaps. Either way each "
+        "mask is averaged over the 8 turns and mirrors of the image unless --no-tta. The CAM "
         "options (--threshold, --background, --white-level, --bg-power) are for stage-1 runs only. Writes palette "
         "PNGs named like the images into OUT; score them with `pbip evaluate`.",
     )
@@ -49,7 +50,7 @@ def run_predict(args: argparse.Namespace) -> int:
     given = any(getattr(args, name) is not None for name in _CAM_FIELDS)
     settings = cam_settings(args) if given else None  # None: a segmenter folder accepts it
     job = predict_images(
-        args.model, args.images, args.out, settings, args.device, args.overwrite, args.batch_size
+        args.model, args.images, args.out, settings, args.device, args.overwrite, args.batch_size, args.tta
     )
     out = drain(job, quiet=args.quiet)
     print(f"masks written to {out}")

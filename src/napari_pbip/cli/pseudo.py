@@ -22,6 +22,12 @@ def add_cam_args(p: argparse.ArgumentParser) -> None:
         "--bg-power", type=float, help=f"alpha of the (1 - max)^alpha background (default {d.bg_power:g})"
     )
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="average each mask over the 8 turns and mirrors of the image (8 forward passes; default: on for "
+        "`pbip predict`, off for `pbip pseudo`)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA if present), cpu, cuda, ...")
     add_quiet(p)
@@ -36,6 +42,7 @@ def cam_settings(args: argparse.Namespace):
         "white_level": args.white_level,
         "bg_power": args.bg_power,
         "presence_threshold": getattr(args, "threshold", None),
+        "tta": args.tta,
     }
     return CamSettings(**{k: v for k, v in given.items() if v is not None})
 

@@ -17,6 +17,7 @@ whole (atomically), with the settings used beside the masks.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import _atomic
+from ..engine.tta import DihedralTTA, with_tta
 from ..errors import DatasetError, SettingsError
 from ..events import Job, Progress
 from .predictor import DensePredictor, load_predictor, model_kind
@@ -47,6 +49,7 @@ def predict_images(
     device: str = "auto",
     overwrite: bool = False,
     batch_size: int = 8,
+    tta: bool | None = None,
 ) -> Job[Path]:
     """Masks for the images in a folder with a stage-1 run or a stage-2 segmenter folder.
 
@@ -61,6 +64,9 @@ def predict_images(
         overwrite: replace an existing ``out``.
         batch_size: images per forward pass (same-size images are batched together); tiles per
             pass for images larger than the model's tile.
+        tta: average each mask's probabilities over the 8 symmetries of the square
+            (:mod:`~napari_pbip.engine.tta`, 8 forward passes). None: on, unless ``settings.tta``
+            says otherwise for a stage-1 run.
 
     Returns:
         A job yielding ``Progress("predict", ...)`` per batch and returning ``out``.
@@ -81,8 +87,10 @@ def predict_images(
         )
     kind = model_kind(model)
     if kind == STAGE1_KIND:
-        from ..stage1 import predict_folder
+        from ..stage1 import CamSettings, predict_folder
 
+        if tta is not None:
+            settings = dataclasses.replace(settings or CamSettings(), tta=tta)
         return (yield from predict_folder(model, images, out, settings, device, overwrite, batch_size))
     if settings is not None:
         raise SettingsError(
@@ -90,7 +98,7 @@ def predict_images(
             f"only apply to a stage-1 run, but {model} is a {kind!r} folder, which predicts every class and "
             "background itself; leave them out"
         )
-    predictor = load_predictor(model, device=device)
+    predictor = with_tta(load_predictor(model, device=device), tta is None or tta)
     return (yield from write_dense_masks(predictor, paths, Path(out), overwrite, batch_size, model))
 
 
@@ -127,6 +135,7 @@ def write_dense_masks(
         "tile": tile,
         "overlap": overlap,
         "batch_size": chunk,
+        "tta": isinstance(predictor, DihedralTTA),
     }
     total = len(paths)
     inputs = {"model": model, **{f"image {p.name}": p for p in paths}}

@@ -198,7 +198,7 @@ def make_pseudo_masks(
         dataset: a data set folder or an opened ``Dataset``.
         out: output folder of palette PNGs named like the images (written whole, atomically).
         split: the split to label (its images need image-level labels).
-        settings: background and fusion options (default :class:`CamSettings`).
+        settings: background and fusion options (default :class:`CamSettings`; ``tta`` None: off).
         device: torch device.
         overwrite: replace an existing ``out`` that a previous ``pseudo`` wrote.
         batch_size: images per forward pass.
@@ -220,7 +220,7 @@ def make_pseudo_masks(
     inputs = {"run": run, "data set": dataset}
     _atomic.check_output(out, "pseudo", inputs, overwrite=overwrite)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
-    predictor = load_stage1_predictor(run, device, settings)
+    predictor = _with_tta(load_stage1_predictor(run, device, settings), default=False)
     _check_run_classes(predictor, ds.spec, run)
     samples = ds.samples(split)
     if labels_from_masks:
@@ -266,7 +266,8 @@ def predict_folder(
         model: a stage-1 run folder.
         images: folder of RGB images (PNG, JPEG, TIFF).
         out: output folder of palette PNGs named like the images.
-        settings: background, fusion and presence-threshold options.
+        settings: background, fusion, presence-threshold and test-time augmentation options
+            (``tta`` None: on, 8 passes per image).
         device: torch device.
         overwrite: replace an existing ``out`` that a previous ``predict`` wrote.
         batch_size: images per forward pass (same-size images are batched together).
@@ -287,10 +288,21 @@ def predict_folder(
         raise DatasetError(
             f"no images (.png, .jpg, .tif, ...) in {images}; give the folder holding the images"
         )
-    predictor = load_stage1_predictor(model, device, settings)
+    predictor = _with_tta(load_stage1_predictor(model, device, settings), default=True)
     return (
         yield from _write_masks(predictor, paths, None, Path(out), overwrite, batch_size, "predict", inputs)
     )
+
+
+def _with_tta(predictor: Stage1Predictor, default: bool):
+    """``predictor`` with ``settings.tta`` resolved (None -> ``default``), wrapped when it is on."""
+    import dataclasses
+
+    from ..engine.tta import with_tta
+
+    if predictor.settings.tta is None:
+        predictor.settings = dataclasses.replace(predictor.settings, tta=default)
+    return with_tta(predictor, predictor.settings.tta)
 
 
 def _check_run_classes(predictor: Stage1Predictor, spec: DatasetSpec, run: str | os.PathLike) -> None:

@@ -36,6 +36,10 @@ class CamSettings(Settings):
             is always kept. None: the per-class thresholds fitted on the run's training labels
             (``RUN/presence.json``, see :mod:`.calibrate`), or 0.5 for runs without them.
         fusion_weights: per-level weights; None uses the run's ``fusion_weights``.
+        tta: average the channel scores over the 8 symmetries of the square (dihedral test-time
+            augmentation, :mod:`napari_pbip.engine.tta`; 8 forward passes per image). None: on
+            for unlabelled image folders (``pbip predict``), off for pseudo-masks, whose effect on
+            stage 2 is not measured yet. Slides do not read it.
     """
 
     background: str = "white"
@@ -45,6 +49,7 @@ class CamSettings(Settings):
     bg_power: float = 1.0
     presence_threshold: float | None = None
     fusion_weights: tuple[float, ...] | None = None
+    tta: bool | None = None
 
     def __post_init__(self) -> None:
         check(
@@ -73,6 +78,7 @@ class CamSettings(Settings):
             self.fusion_weights,
             "None (the run's) or one non-negative weight per level",
         )
+        check(self.tta in (None, True, False), "tta", self.tta, "None (by use), true or false")
 
 
 def fuse_levels(

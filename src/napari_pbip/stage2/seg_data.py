@@ -133,8 +133,36 @@ def colour_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) 
     return np.clip(x, 0, 255).round().astype(np.uint8)
 
 
+def stain_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Random haematoxylin, eosin and DAB amounts (the HED perturbation of Tellez et al. 2018).
+
+    Each pixel's optical density ``-ln(rgb / 255)`` is split into the three stains by scikit-image's
+    Ruifrok-Johnston matrix; each stain's density ``s`` becomes ``s * a + b`` with ``a`` in
+    ``1 ± strength`` and ``b`` in ``± strength``, and the densities are mixed back. Unlike
+    ``skimage.color.rgb2hed``, nothing is clipped between the two, so ``a = 1, b = 0`` returns the
+    image unchanged (up to rounding).
+    """
+    if strength <= 0:
+        return image
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    a = rng.uniform(1 - strength, 1 + strength, size=3)
+    b = rng.uniform(-strength, strength, size=3)
+    density = -np.log(np.maximum(image.astype(np.float32), 1.0) / 255.0)
+    stains = density @ hed_from_rgb.astype(np.float32)
+    density = (stains * a + b).astype(np.float32) @ rgb_from_hed.astype(np.float32)
+    return np.clip(255.0 * np.exp(-density), 0, 255).round().astype(np.uint8)
+
+
 def make_batch(
-    pairs: list[Pair], spec: DatasetSpec, size: int, jitter: float, seed: int, epoch: int, index: int
+    pairs: list[Pair],
+    spec: DatasetSpec,
+    size: int,
+    jitter: float,
+    seed: int,
+    epoch: int,
+    index: int,
+    stain: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augmented batch ``index`` of ``epoch``: images ``uint8 (B, S, S, 3)`` and masks ``uint8 (B, S, S)``."""
     images, masks = [], []
@@ -142,7 +170,8 @@ def make_batch(
         rng = np.random.default_rng([seed, epoch, index, slot, 2])
         image, mask = crop_or_pad(*load_pair(pair, spec), size, rng)
         code = int(rng.integers(0, 8))
-        images.append(colour_jitter(augment.dihedral(image, code), jitter, rng))
+        image = colour_jitter(augment.dihedral(image, code), jitter, rng)
+        images.append(stain_jitter(image, stain, rng))
         masks.append(augment.dihedral(mask, code))
     return np.stack(images), np.stack(masks)
 
@@ -155,6 +184,7 @@ class BatchLoader:
         spec: the data set's spec (palette size for mask checks).
         batch_size, size, jitter, seed: as in :class:`~napari_pbip.stage2.seg_settings.SegSettings`.
         workers: threads; 0 loads in the caller's thread.
+        stain: ``SegSettings.stain_jitter``.
     """
 
     def __init__(
@@ -166,8 +196,9 @@ class BatchLoader:
         jitter: float,
         seed: int,
         workers: int,
+        stain: float = 0.0,
     ):
-        self.pairs, self.spec = pairs, spec
+        self.pairs, self.spec, self.stain = pairs, spec, stain
         self.batch_size, self.size, self.jitter, self.seed = batch_size, size, jitter, seed
         self.steps_per_epoch = augment.steps_per_epoch(len(pairs), batch_size)
         self.workers = workers
@@ -178,7 +209,7 @@ class BatchLoader:
         epoch, index = divmod(step, self.steps_per_epoch)
         idx = augment.batch_indices(len(self.pairs), self.batch_size, self.seed, epoch, index)
         chosen = [self.pairs[i] for i in idx]
-        return make_batch(chosen, self.spec, self.size, self.jitter, self.seed, epoch, index)
+        return make_batch(chosen, self.spec, self.size, self.jitter, self.seed, epoch, index, self.stain)
 
     def get(self, step: int, last: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch of global ``step``; queues the following ones up to ``last`` (exclusive)."""

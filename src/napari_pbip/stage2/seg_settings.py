@@ -35,6 +35,9 @@ class SegSettings(Settings):
             with ignored pixels.
         jitter: strength of the colour jitter (brightness, contrast and saturation factors in
             1 ± jitter); 0 turns it off. Flips and 90-degree rotations are always applied.
+        stain_jitter: strength of the stain jitter: each of haematoxylin, eosin and DAB optical
+            density scaled by 1 ± this and shifted by ± this (HED perturbation,
+            :func:`~napari_pbip.stage2.seg_data.stain_jitter`); 0 turns it off.
         seed: seeds the head, batch order and augmentation (a resumed run repeats them exactly).
         device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``, ...
         amp: bfloat16 autocast on CUDA (ignored on the CPU).
@@ -58,6 +61,7 @@ class SegSettings(Settings):
     poly_power: float = 0.9
     crop_size: int = 224
     jitter: float = 0.1
+    stain_jitter: float = 0.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -115,6 +119,13 @@ class SegSettings(Settings):
             "e.g. 224",
         )
         check(0 <= self.jitter <= 0.5, "jitter", self.jitter, "a value in [0, 0.5]")
+        check(
+            0 <= self.stain_jitter <= 0.5,
+            "stain_jitter",
+            self.stain_jitter,
+            "a value in [0, 0.5]",
+            "e.g. 0.05",
+        )
         check(_is_int(self.seed), "seed", self.seed, "an integer")
         check(
             isinstance(self.device, str) and bool(self.device), "device", self.device, "auto, cpu, cuda, ..."

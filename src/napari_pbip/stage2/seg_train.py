@@ -155,7 +155,7 @@ class _Trainer:
         self.device = resolve_device(s.device)
         self.cuda = self.device.type == "cuda"
         self.loader = BatchLoader(
-            self.pairs, self.spec, s.batch_size, s.crop_size, s.jitter, s.seed, s.num_workers
+            self.pairs, self.spec, s.batch_size, s.crop_size, s.jitter, s.seed, s.num_workers, s.stain_jitter
         )
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.total = s.epochs * self.steps_per_epoch
