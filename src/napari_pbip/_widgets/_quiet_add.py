@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from . import _napari_private
+
 GAP_MS = 20  # between two steps of adding a layer (see run_in_turns)
 
 
@@ -27,15 +29,15 @@ GAP_MS = 20  # between two steps of adding a layer (see run_in_turns)
 def keep_selection(viewer: Any) -> Iterator[None]:
     """Layers added inside this block are not selected (the current selection stays)."""
     layers = viewer.layers
-    before = getattr(layers, "_activate_on_insert", None)  # napari's switch; absent: nothing to do
+    before = _napari_private.activate_on_insert(layers)  # absent: nothing to do
     if before is None:
         yield
         return
-    layers._activate_on_insert = False
+    _napari_private.set_activate_on_insert(layers, False)
     try:
         yield
     finally:
-        layers._activate_on_insert = before
+        _napari_private.set_activate_on_insert(layers, before)
 
 
 def add_in_steps(viewer: Any, kind: str, data: Any, **kwargs: Any) -> tuple[Any, list[Callable[[], None]]]:
@@ -48,7 +50,7 @@ def add_in_steps(viewer: Any, kind: str, data: Any, **kwargs: Any) -> tuple[Any,
     import napari.layers
 
     layer = getattr(napari.layers, kind.capitalize())(data, visible=False, **kwargs)
-    overlays = getattr(layer, "_overlays", None)  # napari's private dict; absent: add it whole
+    overlays = _napari_private.layer_overlays(layer)  # absent: add it whole
     held: list[tuple[str, Any]] = []
     if overlays is not None:
         held = [(key, ov) for key, ov in overlays.items() if getattr(ov, "visible", False)]

@@ -19,6 +19,7 @@ def open_demo(viewer: Any, out: str | Path) -> dict[str, Any]:
     import tifffile
 
     from ._labels import ClassMap, as_label_values, layer_kwargs
+    from ._napari_private import add_layer_data
     from .reader import labels_layer_data, read_slide
 
     out = Path(out)
@@ -27,7 +28,7 @@ def open_demo(viewer: Any, out: str | Path) -> dict[str, Any]:
             f"{out} holds no finished demo (no summary.json); run `pbip demo --out {out}` first"
         )
     for data, kwargs, kind in read_slide(str(out / "slide.tif")):
-        viewer._add_layer_from_data(data, kwargs, kind)
+        add_layer_data(viewer, data, kwargs, kind)
     truth = out / "slide.labels.tif"
     if truth.is_file():
         with tifffile.TiffFile(truth) as tif:
