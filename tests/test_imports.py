@@ -1,6 +1,6 @@
 """The shape of the package, read from its source: imports flow down the pipeline, no two folders
-import each other, nothing reaches into another folder's private names, and only ``_widgets``
-uses Qt or napari.
+import each other, nothing reaches into another folder's private names, only ``_widgets`` uses
+Qt or napari, and napari's private API only through ``_widgets/_napari_private.py``.
 
 The graph is built with :mod:`ast` from every ``.py`` file under ``src/napari_pbip``, counting every
 import (module level, inside functions and under ``TYPE_CHECKING``): an import deferred to keep
@@ -225,6 +225,23 @@ def qt_outside_widgets(src: Path = SRC) -> list[str]:
     return bad
 
 
+def napari_private_outside_the_shim(src: Path = SRC) -> list[str]:
+    """``x._name`` in ``_widgets`` (other than on self/cls) outside ``_widgets/_napari_private.py``."""
+    bad = []
+    for path in sorted((src / QT_HOME).glob("*.py")):
+        if path.name == "_napari_private.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
+                bad.append(f"{path.relative_to(src.parent)}:{node.lineno}: {ast.unparse(node)}")
+    return bad
+
+
 def test_the_graph_sees_the_imports_it_judges():
     found = list(imports())
     targets = {(i.source, i.target) for i in found}
@@ -263,6 +280,11 @@ def test_only_the_widgets_import_qt_or_napari():
     assert not bad, f"Qt/napari imported outside {QT_HOME}/:\n" + "\n".join(bad)
 
 
+def test_napari_private_names_are_used_only_through_one_module():
+    bad = napari_private_outside_the_shim()
+    assert not bad, "napari private API outside _widgets/_napari_private.py:\n" + "\n".join(bad)
+
+
 def test_the_checks_catch_what_they_are_for(tmp_path):
     """Each rule fails on a package that breaks it (so a green run means something)."""
     pkg = tmp_path / PACKAGE
@@ -278,6 +300,8 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
         "engine/__init__.py": "",
         "engine/runlog.py": "from .. import _atomic\ny = _atomic._json_default\n",
         "_atomic.py": "_json_default = str\n",
+        "_widgets/__init__.py": "",
+        "_widgets/demo_view.py": "def f(viewer):\n    viewer._add_layer_from_data(1, {}, 'image')\n",
     }.items():
         (pkg / name).parent.mkdir(parents=True, exist_ok=True)
         (pkg / name).write_text(text)
@@ -289,6 +313,9 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
         "napari_pbip/stage1/loop.py:2",
     ]
     assert [b.split(": ", 1)[0] for b in qt_outside_widgets(pkg)] == ["napari_pbip/stage2/seg_train.py:2"]
+    assert [b.split(": ", 1)[0] for b in napari_private_outside_the_shim(pkg)] == [
+        "napari_pbip/_widgets/demo_view.py:2"
+    ]
 
 
 def test_core_imports_without_qt_or_napari():
