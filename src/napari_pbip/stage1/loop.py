@@ -25,6 +25,7 @@ from .. import _atomic
 from ..data.layouts import dataset_mpp
 from ..engine import augment, checkpoint
 from ..engine.model_meta import MODEL_FILE, read_model_json
+from ..engine.resume import resolve_settings, saved_settings
 from ..engine.runlog import append_log, truncate_log
 from ..errors import BankError, CheckpointError, DatasetError, SettingsError, TrainingDivergedError
 from ..events import Job, Progress
@@ -112,30 +113,12 @@ def resume_settings(out: str | os.PathLike, **changes: Any) -> TrainSettings:
     Raises:
         CheckpointError: ``out`` holds no run.
     """
-    path = Path(out) / "settings.json"
-    if not path.is_file():
-        raise CheckpointError(
-            f"cannot resume: {out} holds no run (no settings.json); start it without --resume"
-        )
-    return TrainSettings.load(path).replace(**changes)
+    return saved_settings(TrainSettings, out, changes, "run", "start it without --resume")
 
 
 def _resolve_settings(settings: TrainSettings | None, out: Path, resume: bool) -> TrainSettings:
-    if not resume:
-        # train() checked the output; the old run goes when training starts
-        return settings or TrainSettings()
-    saved = resume_settings(out)
-    if settings is None:
-        return saved
-    a, b = saved.to_dict(), settings.to_dict()
-    differ = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_FIELDS)
-    if differ:
-        raise CheckpointError(
-            f"cannot resume {out}: settings {differ} differ from the saved run ("
-            + ", ".join(f"{k}: saved {a[k]!r}, given {b[k]!r}" for k in differ)
-            + f"); only {list(RESUMABLE_FIELDS)} may change, or start a new run"
-        )
-    return saved.replace(**{k: b[k] for k in RESUMABLE_FIELDS})
+    saved = resume_settings(out) if resume else None
+    return resolve_settings(TrainSettings, settings, out, RESUMABLE_FIELDS, saved)
 
 
 def _open_bank(bank, settings: TrainSettings, ds):

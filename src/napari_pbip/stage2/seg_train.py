@@ -24,8 +24,8 @@ from .. import _atomic
 from ..data.layouts import dataset_mpp
 from ..engine import checkpoint
 from ..engine.model_meta import MODEL_FILE, read_model_json
+from ..engine.resume import resolve_settings, saved_settings
 from ..engine.runlog import append_log, truncate_log
-from ..errors import CheckpointError
 from ..events import Job, Progress
 from .seg_data import IGNORE, BatchLoader, pair_masks
 from .seg_settings import RESUMABLE_FIELDS, SegSettings
@@ -105,30 +105,12 @@ def resume_seg_settings(out: str | os.PathLike, **changes: Any) -> SegSettings:
     Raises:
         CheckpointError: ``out`` holds no run.
     """
-    path = Path(out) / "settings.json"
-    if not path.is_file():
-        raise CheckpointError(
-            f"cannot resume: {out} holds no segmenter run (no settings.json); start without --resume"
-        )
-    return SegSettings.load(path).replace(**changes)
+    return saved_settings(SegSettings, out, changes, "segmenter run", "start without --resume")
 
 
 def _resolve_settings(settings: SegSettings | None, out: Path, resume: bool) -> SegSettings:
-    if not resume:
-        # checked by train_segmenter; the old folder goes when training starts
-        return settings or SegSettings()
-    saved = resume_seg_settings(out)
-    if settings is None:
-        return saved
-    a, b = saved.to_dict(), settings.to_dict()
-    differ = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_FIELDS)
-    if differ:
-        raise CheckpointError(
-            f"cannot resume {out}: settings {differ} differ from the saved run ("
-            + ", ".join(f"{k}: saved {a[k]!r}, given {b[k]!r}" for k in differ)
-            + f"); only {list(RESUMABLE_FIELDS)} may change, or start a new run"
-        )
-    return saved.replace(**{k: b[k] for k in RESUMABLE_FIELDS})
+    saved = resume_seg_settings(out) if resume else None
+    return resolve_settings(SegSettings, settings, out, RESUMABLE_FIELDS, saved)
 
 
 def segmentation_loss(logits, target):
