@@ -32,6 +32,34 @@ def test_segment_output_opens_with_napari_ome_zarr_as_the_slide_and_its_classes(
     np.testing.assert_allclose(image_extent, np.asarray(labels.extent.world), atol=8.0)  # lie over each other
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="napari-ome-zarr needs Python 3.11 or later")
+def test_a_napari_ome_zarr_labels_layer_saved_through_pbip_keeps_every_pixel_and_class_name(
+    make_napari_viewer, segment_output, tmp_path
+):
+    from napari_pbip._widgets.writers import write_labels_zarr
+
+    out, _ = segment_output
+    viewer = make_napari_viewer()
+    [labels] = [
+        lyr for lyr in viewer.open(str(out), plugin="napari-ome-zarr") if lyr._type_string == "labels"
+    ]
+    assert labels.multiscale  # napari-ome-zarr gives the pyramid: the writer must take its level 0
+    painted = np.array(labels.data[0])
+    painted[10:20, 30:60] = 2  # a stroke of stroma, as a correction in another tool would be
+    data, attributes, _ = labels.as_layer_data_tuple()
+    saved = tmp_path / "corrected.zarr"
+    write_labels_zarr(str(saved), [painted, *data[1:]], attributes)
+
+    [again] = [
+        lyr for lyr in viewer.open(str(saved), plugin="napari-ome-zarr") if lyr._type_string == "labels"
+    ]
+    assert np.array_equal(np.asarray(again.data[0] if again.multiscale else again.data), painted)
+    table = dict(zip(again.properties["index"], again.properties["class"], strict=True))
+    assert table == {0: "background", 1: "tumor", 2: "stroma", 3: "lymph"}  # names, not "label 1"
+    assert again.colormap.map(1)[:3] == pytest.approx(np.array([205, 51, 51]) / 255)
+    assert tuple(again.scale) == (0.5, 0.5)
+
+
 def _tiff_kinds(folder, slide):
     """One file of each kind a user drops on napari: name -> (path, layer type pbip should give)."""
     import tifffile

@@ -92,15 +92,22 @@ def layer_kwargs(cm: ClassMap, mpp: float | None, slide_mpp: float | None, name:
     return kwargs
 
 
-def from_layer(data: Any, metadata: dict[str, Any], colormap_obj: Any = None) -> tuple[ClassMap, np.ndarray]:
+def from_layer(
+    data: Any, metadata: dict[str, Any], colormap_obj: Any = None, properties: Any = None
+) -> tuple[ClassMap, np.ndarray]:
     """The class map of a label layer and its pixels as mask indices (2D ``uint8``).
 
     Layers made by the plugin are read through their metadata (:data:`UNFILLED` becomes
-    background); other layers through napari's convention, with colours from their colormap.
+    background); other layers through napari's convention, with colours from their colormap and
+    class names from their ``properties`` when these pair an ``index`` with a ``class`` (as
+    napari-ome-zarr gives an NGFF label image's class table). A multiscale layer is written from
+    its full-resolution level.
 
     Raises:
         SlideError: the layer is not 2D, or holds values its classes do not cover.
     """
+    if isinstance(data, list | tuple):  # multiscale: the first level is the full resolution
+        data = data[0]
     labels = np.asarray(data)
     if labels.ndim != 2:
         raise SlideError(
@@ -121,18 +128,28 @@ def from_layer(data: Any, metadata: dict[str, Any], colormap_obj: Any = None) ->
                 "paint with those values only"
             )
         return cm, out
-    return _napari_convention(labels, colormap_obj)
+    return _napari_convention(labels, colormap_obj, _class_names(properties))
 
 
-def _napari_convention(labels: np.ndarray, colormap_obj: Any) -> tuple[ClassMap, np.ndarray]:
+def _class_names(properties: Any) -> dict[int, str]:
+    """``{value: class name}`` from a layer's ``index`` and ``class`` properties (else empty)."""
+    if not properties or "index" not in properties or "class" not in properties:
+        return {}
+    return {int(i): str(c) for i, c in zip(properties["index"], properties["class"], strict=False)}
+
+
+def _napari_convention(
+    labels: np.ndarray, colormap_obj: Any, names: dict[int, str] | None = None
+) -> tuple[ClassMap, np.ndarray]:
     if labels.size and (labels.min() < 0 or labels.max() > 254):
         raise SlideError(
             f"the label layer holds values {int(labels.min())}..{int(labels.max())}; the writers take 0..254 "
             "(0 = unlabelled)"
         )
-    top = int(labels.max()) if labels.size else 0
+    names = names or {}
+    top = max([int(labels.max()) if labels.size else 0, *(v for v in names if v <= 254)])
     values = list(range(1, top + 1))
-    classes = tuple(f"label {v}" for v in values)
+    classes = tuple(names.get(v, f"label {v}") for v in values)
     palette = [(255, 255, 255)] + [_colour(colormap_obj, v) for v in values]
     return ClassMap(classes, tuple(palette), BACKGROUND_VALUE), labels.astype(np.uint8)
 

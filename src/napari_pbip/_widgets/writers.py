@@ -32,7 +32,8 @@ def write_labels_zarr(path: str, data: Any, attributes: dict[str, Any]) -> list[
     from ..export import write_labels_ome_zarr
     from ._labels import from_layer
 
-    cm, labels = from_layer(data, attributes.get("metadata") or {}, attributes.get("colormap"))
+    metadata = attributes.get("metadata") or {}
+    cm, labels = from_layer(data, metadata, attributes.get("colormap"), attributes.get("properties"))
     out = Path(path)
     _zarr_target(out)
     write_labels_ome_zarr(
@@ -53,7 +54,7 @@ def write_labels_geojson(path: str, data: Any, attributes: dict[str, Any]) -> li
     from ._labels import from_layer
 
     metadata = attributes.get("metadata") or {}
-    cm, labels = from_layer(data, metadata, attributes.get("colormap"))
+    cm, labels = from_layer(data, metadata, attributes.get("colormap"), attributes.get("properties"))
     mpp = _mpp(attributes)
     slide_mpp = metadata.get("pbip_slide_mpp") or mpp
     translate = attributes.get("translate")
