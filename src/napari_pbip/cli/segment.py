@@ -44,10 +44,12 @@ def register(subparsers) -> None:
     p.add_argument(
         "--geojson",
         type=Path,
-        help="also write QuPath GeoJSON polygons per class here (one slide; a cohort always)",
+        help="also write QuPath GeoJSON polygons per class here (one slide; a cohort writes NAME.geojson per slide)",
     )
     p.add_argument(
-        "--areas", type=Path, help="also write a per-class area table (CSV) here (one slide; a cohort always)"
+        "--areas",
+        type=Path,
+        help="also write a per-class area table (CSV) here (one slide; a cohort writes NAME.csv per slide)",
     )
     p.add_argument("--mpp", type=float, help="inference resolution in um/px (default: the model's)")
     p.add_argument("--slide-mpp", type=float, help="the slide's own um/px, for files that do not record it")
