@@ -214,16 +214,17 @@ def run_cohort(args: argparse.Namespace) -> int:
 
 
 def _with_slide_lines(job, quiet: bool):
-    """``job`` with a line on stderr as each slide starts and ends (the bars show its chunks)."""
-    try:
-        while True:
-            try:
-                event = next(job)
-            except StopIteration as stop:
-                return stop.value
-            if event.stage != "slide":
-                yield event
-            elif not quiet:  # a line, not a bar: the slide's own stages have theirs
-                print(event.message, file=sys.stderr, flush=True)
-    finally:
-        job.close()  # closing this (Ctrl-C) stops the cohort at the same event
+    """``job`` with a line on stderr as each slide starts and ends, instead of a bar (the slide's own
+    stages have theirs)."""
+    from ..events import relay
+
+    def line(event) -> bool:
+        if event.stage != "slide":
+            return False
+        if not quiet:
+            from tqdm import tqdm
+
+            tqdm.write(event.message, file=sys.stderr)  # above the open bar, not glued to it
+        return True
+
+    return relay(job, line)
