@@ -383,7 +383,7 @@ class TrainWidget(QWidget):
         text = f"{result.stopped} at step {result.step}/{result.total_steps}"
         if best and best.get("miou") is not None:
             text += f"; best val mIoU {best['miou']:.3f} at step {best['step']}"
-        self.status.info(text + f". Model: {result.run}")
+        self.status.info(text + f". Model: {result.out}")
 
     def _on_finished(self) -> None:
         aborted = self.worker is not None and self.worker.abort_requested

@@ -83,11 +83,11 @@ def save_preview(path: Path, preview: dict[str, Any]) -> None:
 
 def train_summary(result: Any) -> dict[str, Any]:
     """Steps, stop reason, best val metrics and the last logged losses of a stage-1 run."""
-    log = [json.loads(line) for line in (Path(result.run) / "log.jsonl").read_text().splitlines() if line]
+    log = [json.loads(line) for line in (Path(result.out) / "log.jsonl").read_text().splitlines() if line]
     steps = [r for r in log if "loss" in r]
     last = steps[-1] if steps else {}
     return {
-        "run": str(result.run),
+        "run": str(result.out),
         "steps": result.step,
         "stopped": result.stopped,
         "best_val": result.best,
@@ -100,7 +100,7 @@ def predict_val(out: Path, run: Any, data: Path, s: DemoSettings, variant: str) 
     from ..stage1.predict import predict_folder
 
     return (
-        yield from predict_folder(run.run, data / "val" / "img", out / f"val-pred-{variant}", device=s.device)
+        yield from predict_folder(run.out, data / "val" / "img", out / f"val-pred-{variant}", device=s.device)
     )
 
 
@@ -126,7 +126,7 @@ def pseudo_val(out: Path, run: Any, data: Path, s: DemoSettings, variant: str) -
 
     return (
         yield from make_pseudo_masks(
-            run.run, data, out / f"val-pseudo-{variant}", split="val", device=s.device, labels_from_masks=True
+            run.out, data, out / f"val-pseudo-{variant}", split="val", device=s.device, labels_from_masks=True
         )
     )
 
