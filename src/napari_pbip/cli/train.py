@@ -98,13 +98,13 @@ def register(subparsers) -> None:
 def settings_from_args(args: argparse.Namespace):
     """TrainSettings from the flags (on top of the saved ones with ``--resume``)."""
     from ..stage1 import TrainSettings, resume_settings
+    from ..stage1.settings import level_weight_defaults
 
     given = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag) is not None}
     if args.levels:
         given["levels"] = tuple(args.levels)
-        n = len(args.levels)
-        given.setdefault("level_weights", (1.0,) * n)
-        given.setdefault("fusion_weights", (0.3, 0.3, 0.4) if n == 3 else (1.0 / n,) * n)
+        for name, weights in level_weight_defaults(len(args.levels)).items():
+            given.setdefault(name, weights)
     if args.output_stride is not None:
         given["output_stride"] = None if args.output_stride == "none" else int(args.output_stride)
     if args.threshold_mode and args.delta is None:
