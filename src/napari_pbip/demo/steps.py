@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.model_meta import read_model_json
-from ..events import Job, Progress
+from ..events import Job, Preview, Progress
 from .pipeline import DemoSettings
 
 
@@ -60,8 +60,8 @@ def train_stage1(out: Path, data: Path, bank: Any, s: DemoSettings, variant: str
         except StopIteration as stop:
             result = stop.value
             break
-        if isinstance(event.payload, dict) and event.payload.get("kind") == "preview":
-            last_preview = event.payload
+        if isinstance(event.payload, Preview):
+            last_preview = event.payload.maps
         yield event
     if last_preview is not None:
         save_preview(out / f"run-{variant}" / "preview.npz", last_preview)

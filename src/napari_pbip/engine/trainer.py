@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .. import _atomic
-from ..events import Job, Progress
+from ..events import Job, Preview, Progress, RunStarted
 from . import checkpoint
 from .model_meta import MODEL_FILE, read_model_json
 from .runlog import append_log, truncate_log
@@ -113,8 +113,8 @@ class TrainingStage:
         """The val metrics (:data:`VAL_FIELDS`, best kept by ``miou``); None without val images."""
         return None
 
-    def preview(self) -> Any:
-        """A payload for live views (see :attr:`preview_every`)."""
+    def preview(self) -> dict[str, Any] | None:
+        """The arrays of a :class:`~napari_pbip.events.Preview` (every :attr:`preview_every` steps)."""
         return None
 
     def extra_state(self) -> dict[str, Any]:
@@ -155,9 +155,10 @@ class TrainingStage:
 def run_training(stage: TrainingStage, resume: bool) -> Job[TrainResult]:
     """Train ``stage`` until its last step or its time limit; checkpoint on every exit.
 
-    Yields ``Progress(stage.event, ...)``: first the start (step done so far, total), then one per
-    optimizer step with ``metrics`` (the loss parts, ``lr``, ``epoch``, ``images_per_s``, and
-    ``val_miou`` after a validation) and, when due, a preview ``payload``.
+    Yields ``Progress(stage.event, ...)``: first the start, with a
+    :class:`~napari_pbip.events.RunStarted` payload, then one per optimizer step with ``metrics``
+    (the loss parts, ``lr``, ``epoch``, ``images_per_s``, and ``val_miou`` after a validation)
+    and, when due, a :class:`~napari_pbip.events.Preview` payload.
     """
     out, settings = stage.out, stage.settings
     if resume:
@@ -169,7 +170,8 @@ def run_training(stage: TrainingStage, resume: bool) -> Job[TrainResult]:
     _atomic.mark_output(out, stage.output_kind)  # runs from before the marker get it when resumed
     start, stopped = time.monotonic(), "finished"
     stage.dirty = False
-    yield Progress(stage.event, stage.step, stage.total, _start_message(stage, resume))
+    started = RunStarted(str(stage.device), stage.step, stage.total)
+    yield Progress(stage.event, stage.step, stage.total, _start_message(stage, resume), payload=started)
     try:
         while stage.step < stage.total:
             epoch, index = divmod(stage.step, stage.steps_per_epoch)
@@ -188,7 +190,8 @@ def run_training(stage: TrainingStage, resume: bool) -> Job[TrainResult]:
                 metrics.update(_end_epoch(stage))
             every = stage.preview_every
             due = bool(every) and (stage.step % every == 0 or stage.step == stage.total)
-            payload = stage.preview() if due else None  # the last step too: short runs show their end
+            maps = stage.preview() if due else None  # the last step too: short runs show their end
+            payload = None if maps is None else Preview(stage.step, maps)
             message = f"epoch {epoch + 1}/{settings.epochs}" + "".join(f"; {n}" for n in stage.notes)
             stage.notes.clear()
             yield Progress(stage.event, stage.step, stage.total, message, metrics, payload)
