@@ -85,7 +85,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
     "test_cli_reference_is_generated_from_the_parser runs the generator instead",
     ("docs/benchmarks.md", "make demo"): "takes minutes (the whole demo)",
     ("docs/benchmarks.md", "compare_real.py"): "trains 12 stage-1 and 12 stage-2 runs on real data (hours)",
-    ("docs/benchmarks.md", "stage2_variants.py"): "trains stage-2 segmenters on compare_real.py's real-data runs (hours)",
+    (
+        "docs/benchmarks.md",
+        "stage2_variants.py",
+    ): "trains stage-2 segmenters on compare_real.py's real-data runs (hours)",
     ("docs/benchmarks.md", "fill_match.py"): "encodes the real WSSS4LUAD images in ../shared/data (minutes)",
     (
         "docs/benchmarks.md",

@@ -242,7 +242,63 @@ def _cases() -> dict[str, Callable[[dict], Case]]:
         out = w["file"] / "s.zarr"
         return Case(_segment(w, w["slide"], out), w["file"], [w["slide"], w["model"], w["file"]])
 
+    def _cohort(w, out, *slides) -> list:
+        slides = slides or (w["slide"], shutil.copy(w["slide"], w["tmp"] / "slide2.tif"))
+        return ["segment", *slides, "--model", w["model"], "--out", out, "--chunk", "256", "--json"]
+
+    def _slide_folder(w) -> Path:
+        folder = w["tmp"] / "slides"
+        folder.mkdir()
+        shutil.copy(w["slide"], folder / "case-01.tif")
+        return folder
+
+    def cohort_out_not_output(w):
+        out = w["tmp"] / "results"  # someone's folder: neither written into nor deleted
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+        return Case(_cohort(w, out), out, [w["slide"], w["model"], out])
+
+    def cohort_out_not_output_overwrite(w):
+        case = cohort_out_not_output(w)
+        return Case([*case.argv, "--overwrite"], case.bad, case.inputs)
+
+    def cohort_out_a_file(w):
+        return Case(_cohort(w, w["file"]), w["file"], [w["slide"], w["model"], w["file"]])
+
+    def cohort_out_read_only(w):
+        out = w["ro"] / "cohort"
+        return Case(_cohort(w, out), w["ro"], [w["slide"], w["model"], w["ro"]], [out])
+
+    def cohort_out_inside_slide_folder(w):
+        folder = _slide_folder(w)
+        out = folder / "seg"
+        return Case(_cohort(w, out, folder), folder, [folder, w["model"]], [out])
+
+    def cohort_folder_without_slides(w):
+        folder = w["tmp"] / "empty-slides"
+        folder.mkdir()
+        (folder / "notes.txt").write_text("no slides here\n")
+        out = w["tmp"] / "cohort"
+        return Case(_cohort(w, out, folder), folder, [folder, w["model"]], [out])
+
+    def cohort_pattern_without_match(w):
+        out = w["tmp"] / "cohort"
+        pattern = w["tmp"] / "*.ndpi"
+        return Case(_cohort(w, out, pattern), pattern, [w["slide"], w["model"]], [out])
+
+    def cohort_geojson(w):
+        out, geo = w["tmp"] / "cohort", w["tmp"] / "all.geojson"
+        return Case([*_cohort(w, out), "--geojson", geo], "--geojson", [w["slide"], w["model"]], [out, geo])
+
     return {
+        "segment cohort: --out an existing folder that is not a cohort output": cohort_out_not_output,
+        "segment cohort: --overwrite of a folder that is not a cohort output": cohort_out_not_output_overwrite,
+        "segment cohort: --out a regular file": cohort_out_a_file,
+        "segment cohort: read-only --out": cohort_out_read_only,
+        "segment cohort: --out inside the folder of slides": cohort_out_inside_slide_folder,
+        "segment cohort: a folder without slides": cohort_folder_without_slides,
+        "segment cohort: a pattern without a match": cohort_pattern_without_match,
+        "segment cohort: --geojson (one file) with several slides": cohort_geojson,
         "segment: read-only --out": seg_ro,
         "bank build: read-only --out": build_ro,
         "data synth: read-only --out": synth_ro,

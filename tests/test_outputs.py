@@ -203,3 +203,17 @@ def test_overwrite_replaces_a_previous_output_of_the_same_command_only(stage1, d
     pseudo = ["pseudo", "--run", stage1, "--dataset", dataset, "--out", masks, "--overwrite", "--quiet"]
     assert "is a `pbip predict` output" in _refused(pseudo, capsys, masks)  # another command's: kept
     assert len(list(masks.glob("*.png"))) == 4
+
+
+def test_a_cohort_folder_is_named_by_the_command_that_wrote_it(tmp_path):
+    from napari_pbip._atomic import check_output, mark_output
+    from napari_pbip.errors import OutputExistsError
+
+    cohort = tmp_path / "cohort-out"
+    cohort.mkdir()
+    (cohort / "a.csv").write_text("slide,class\n")
+    mark_output(cohort, "segment-cohort")
+    with pytest.raises(OutputExistsError) as err:
+        check_output(cohort, "segment", overwrite=True)
+    assert "cohort-out is a `pbip segment` cohort output;" in str(err.value)
+    assert "segment-cohort" not in str(err.value)  # not a command anyone can run

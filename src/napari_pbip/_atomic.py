@@ -171,6 +171,15 @@ def check_writable(path: PathLike, overwrite: bool, inputs: Inputs = ()) -> Path
     return check_output(path, None, inputs, overwrite=overwrite)
 
 
+# output kinds that are not a command's name: how messages name the command that wrote them
+KIND_NAMES = {"segment-cohort": "`pbip segment` cohort"}
+
+
+def describe_kind(kind: str) -> str:
+    """The command an output kind comes from, as messages name it (e.g. "`pbip train`")."""
+    return KIND_NAMES.get(kind, f"`pbip {kind}`")
+
+
 def check_output(
     path: PathLike,
     kind: str | None,
@@ -205,7 +214,7 @@ def check_output(
     check_location(path)
     if not os.path.lexists(path) or (kind is not None and path.is_dir() and not _entries(path)):
         return path  # nothing there, or an empty folder: nothing to lose
-    what = f"`pbip {kind}`" if kind else "pbip"
+    what = describe_kind(kind) if kind else "pbip"
     if kind is None and path.is_dir():
         raise OutputExistsError(
             f"{path} is a folder, but this output is a single file; refusing to replace the folder: "
@@ -220,7 +229,7 @@ def check_output(
     if resume:
         if found is not None and found != kind:
             raise OutputExistsError(
-                f"{path} is a `pbip {found}` output, not a {what} one, so it cannot be continued; "
+                f"{path} is a {describe_kind(found)} output, not a {what} one, so it cannot be continued; "
                 "choose another output path"
             )
         return path
@@ -229,7 +238,7 @@ def check_output(
     if kind is not None and found != kind:
         entries = _entries(path)
         shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
-        whose = f"a `pbip {found}` output" if found else f"not a {what} output (it has no {MARKER})"
+        whose = f"a {describe_kind(found)} output" if found else f"not a {what} output (it has no {MARKER})"
         raise OutputExistsError(
             f"{path} is {whose}; --overwrite would delete its {len(entries)} "
             f"{'entry' if len(entries) == 1 else 'entries'} ({shown}): "

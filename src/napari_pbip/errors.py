@@ -57,3 +57,28 @@ class OutputNotWritableError(PbipError, OSError):
 
 class TrainingDivergedError(PbipError, ArithmeticError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+DEBUG_ENV = "PBIP_DEBUG"  # set to 1 for `pbip` to print the traceback of an error too (like --debug)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, as the CLI prints it (and a cohort records a failed slide).
+
+    A napari-pbip error is its message (it names the bad value and the fix). A file-system
+    error names its path and what the system said. Anything else is unexpected, so its type is
+    shown and the line says how to get the traceback for a report.
+    """
+    if isinstance(exc, PbipError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+        text = (
+            f"{exc.filename}{target}: {exc.strerror or exc}; check the path, its permissions and free space"
+        )
+    else:
+        text = (
+            f"{type(exc).__name__}: {exc} (unexpected; rerun with `pbip --debug ...` or {DEBUG_ENV}=1 for the "
+            "traceback and report it)"
+        )
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())

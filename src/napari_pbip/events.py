@@ -88,3 +88,18 @@ def run(job: Job[T], on_event: Callable[[Progress], None] | None = None) -> T:
             return stop.value
         if on_event is not None:
             on_event(event)
+
+
+def relay(job: Job[T], consume: Callable[[Progress], bool]) -> Job[T]:
+    """Pass ``job``'s events on, except those ``consume(event)`` takes (returns True for), and
+    return its result; closing the relay closes ``job`` (so a stop reaches the job at that event)."""
+    try:
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                return stop.value
+            if not consume(event):
+                yield event
+    finally:
+        job.close()

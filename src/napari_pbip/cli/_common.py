@@ -60,7 +60,7 @@ def _with_bars(job: Job, after_event: Callable[[], None]) -> Any:
 
     def show(ev: Progress) -> None:
         bar = bars.get(ev.stage)
-        if bar is None:
+        if bar is None or bar.disable:  # a new stage, or one coming back (a cohort's next slide)
             for other in bars.values():
                 other.close()
             bar = bars[ev.stage] = tqdm(

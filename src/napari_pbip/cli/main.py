@@ -14,9 +14,7 @@ import os
 import sys
 import traceback
 
-from ..errors import PbipError
-
-DEBUG_ENV = "PBIP_DEBUG"  # set to 1 to print the traceback of an error too (like --debug)
+from ..errors import DEBUG_ENV, one_line
 
 # Subcommand modules under napari_pbip.cli, in the order `pbip --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -70,28 +68,6 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"pbip {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 1
-
-
-def one_line(exc: BaseException) -> str:
-    """The message of ``exc`` on one line, as the CLI prints it.
-
-    A napari-pbip error is its message (it names the bad value and the fix). A file-system
-    error names its path and what the system said. Anything else is unexpected, so its type is
-    shown and the line says how to get the traceback for a report.
-    """
-    if isinstance(exc, PbipError):
-        text = str(exc)
-    elif isinstance(exc, OSError) and exc.filename is not None:
-        target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
-        text = (
-            f"{exc.filename}{target}: {exc.strerror or exc}; check the path, its permissions and free space"
-        )
-    else:
-        text = (
-            f"{type(exc).__name__}: {exc} (unexpected; rerun with `pbip --debug ...` or {DEBUG_ENV}=1 for the "
-            "traceback and report it)"
-        )
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``pbip segment``: segment a whole slide into OME-Zarr labels, optionally GeoJSON and an area table."""
+"""``pbip segment``: segment a whole slide into OME-Zarr labels, optionally GeoJSON and an area table;
+or a cohort (several slides, a folder, a glob) into one folder with a table of all slides' areas."""
 
 from __future__ import annotations
 
@@ -17,18 +18,39 @@ def register(subparsers) -> None:
         description=(
             "Segment SLIDE with a trained model at a physical resolution. Chunks of --chunk pixels run as dask tasks "
             "(threads here, or a dask.distributed cluster with --scheduler); chunks without tissue are skipped. "
-            "An interrupted run resumes when rerun with the same arguments."
+            "An interrupted run resumes when rerun with the same arguments. Several slides, a folder of slides "
+            "or a quoted glob pattern make a cohort: --out is then a folder that gets NAME.zarr, NAME.csv and "
+            "NAME.geojson per slide, cohort.csv (slide, class, area_mm2, percent_of_tissue) and cohort.json "
+            "(each slide's status); a slide that fails does not stop the others, and a rerun skips finished "
+            "slides (see docs/exports.md)."
         ),
     )
     p.add_argument(
-        "slide", type=Path, help="slide file (SVS, NDPI, MRXS, SCN, (OME-)TIFF, OME-Zarr, PNG/JPEG)"
+        "slide",
+        nargs="+",
+        metavar="SLIDE",
+        help="slide file (SVS, NDPI, MRXS, SCN, (OME-)TIFF, OME-Zarr, PNG/JPEG); several, a folder of slides "
+        "or a quoted glob pattern ('slides/*.svs') for a cohort",
     )
     p.add_argument(
         "--model", required=True, type=Path, help="trained model folder (pbip train-seg or pbip train --out)"
     )
-    p.add_argument("--out", required=True, type=Path, help="output OME-Zarr folder (e.g. slide.zarr)")
-    p.add_argument("--geojson", type=Path, help="also write QuPath GeoJSON polygons per class here")
-    p.add_argument("--areas", type=Path, help="also write a per-class area table (CSV) here")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output OME-Zarr folder (e.g. slide.zarr); for a cohort, the folder of all slides' outputs",
+    )
+    p.add_argument(
+        "--geojson",
+        type=Path,
+        help="also write QuPath GeoJSON polygons per class here (one slide; a cohort writes NAME.geojson per slide)",
+    )
+    p.add_argument(
+        "--areas",
+        type=Path,
+        help="also write a per-class area table (CSV) here (one slide; a cohort writes NAME.csv per slide)",
+    )
     p.add_argument("--mpp", type=float, help="inference resolution in um/px (default: the model's)")
     p.add_argument("--slide-mpp", type=float, help="the slide's own um/px, for files that do not record it")
     p.add_argument(
@@ -74,17 +96,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``pbip segment``."""
-    from .._atomic import check_writable
-    from ..export import export_areas, export_geojson
-    from ..slides.segment import SegmentSettings, segment_slide
+def _settings(args: argparse.Namespace):
+    from ..slides.segment import SegmentSettings
 
-    reads = {"slide": args.slide, "model": args.model, "segmentation (--out)": args.out}
-    for extra, other in ((args.geojson, args.areas), (args.areas, args.geojson)):
-        if extra is not None:  # fail before hours of work, not after
-            check_writable(extra, args.overwrite, {**reads, "other export": other})
-    settings = SegmentSettings(
+    return SegmentSettings(
         mpp=args.mpp,
         tile=args.tile,
         overlap=args.overlap,
@@ -97,6 +112,29 @@ def run(args: argparse.Namespace) -> int:
         skip_background=not args.no_tissue_skip,
         compile=args.compile,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``pbip segment``: one slide, or a cohort (:func:`run_cohort`)."""
+    from ..slides.cohort import is_cohort
+
+    if is_cohort(args.slide):
+        return run_cohort(args)
+    return run_one(args, Path(args.slide[0]))
+
+
+def run_one(args: argparse.Namespace, slide: Path) -> int:
+    """Segment one slide into ``--out`` (a ``.zarr``), with the exports asked for."""
+    from .._atomic import check_writable
+    from ..export import export_areas, export_geojson
+    from ..slides.segment import segment_slide
+
+    args.slide = slide
+    reads = {"slide": args.slide, "model": args.model, "segmentation (--out)": args.out}
+    for extra, other in ((args.geojson, args.areas), (args.areas, args.geojson)):
+        if extra is not None:  # fail before hours of work, not after
+            check_writable(extra, args.overwrite, {**reads, "other export": other})
+    settings = _settings(args)
     exports = args.geojson is not None or args.areas is not None
     job = segment_slide(
         args.slide,
@@ -134,3 +172,59 @@ def run(args: argparse.Namespace) -> int:
             f"{result.tiles} tiles in {result.chunks} chunks, {result.seconds['wall']:.1f} s"
         )
     return 0
+
+
+def run_cohort(args: argparse.Namespace) -> int:
+    """Segment several slides into the folder ``--out``; exit 1 when any slide failed."""
+    from ..errors import SettingsError
+    from ..slides.cohort import segment_cohort
+
+    for option, value in (("--geojson", args.geojson), ("--areas", args.areas)):
+        if value is not None:
+            raise SettingsError(
+                f"{option} {value} names one file, but a cohort writes each slide's GeoJSON and area table "
+                f"into --out {args.out} (NAME.geojson, NAME.csv) and all areas into cohort.csv: drop {option}"
+            )
+    job = segment_cohort(
+        args.slide, args.model, args.out, _settings(args), overwrite=args.overwrite, slide_mpp=args.slide_mpp
+    )
+    quiet = args.quiet or args.json
+    result = drain(_with_slide_lines(job, quiet), quiet=quiet)
+    failed = result.failed
+    for status in failed:
+        print(f"pbip segment: {status.slide}: error: {status.error}", file=sys.stderr)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        done = [s for s in result.slides if s.status == "done"]
+        skipped = sum(s.finished_before for s in done)
+        print(
+            f"segmented {len(done)} of {len(result.slides)} slides into {result.out_dir} "
+            f"({skipped} finished before); areas of all in {result.out_dir / 'cohort.csv'}"
+        )
+    if failed:
+        names = ", ".join(Path(s.slide).name for s in failed)
+        print(
+            f"pbip segment: {len(failed)} of {len(result.slides)} slides failed ({names}); fix them and rerun "
+            "the same command: finished slides are skipped, the failed ones retried",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _with_slide_lines(job, quiet: bool):
+    """``job`` with a line on stderr as each slide starts and ends, instead of a bar (the slide's own
+    stages have theirs)."""
+    from ..events import relay
+
+    def line(event) -> bool:
+        if event.stage != "slide":
+            return False
+        if not quiet:
+            from tqdm import tqdm
+
+            tqdm.write(event.message, file=sys.stderr)  # above the open bar, not glued to it
+        return True
+
+    return relay(job, line)
