@@ -192,7 +192,7 @@ def bench_training(viewer, app, prep: dict, work: Path, seconds: float, preview_
         wait(app, lambda: False, 0.05)
         if warm is None and w.last_preview is not None and not w.preview.busy:
             names = [_preview.PATCHES, _preview.FG, _preview.BG]
-            names += [_preview.cam_layer_name(c) for c in w.last_preview["classes"]]
+            names += [_preview.cam_layer_name(c) for c in w.last_preview.maps["classes"]]
             if all(n in viewer.layers for n in names):
                 warm = time.perf_counter()  # every preview layer exists
     w.stop()

@@ -129,3 +129,19 @@ def test_evaluate_json_prints_and_json_out_writes(tmp_path, capsys):
     )
     printed = json.loads(capsys.readouterr().out)
     assert printed["miou"] == pytest.approx(1.0) and json.loads(out.read_text())["miou"] == pytest.approx(1.0)
+
+
+def test_train_levels_get_the_settings_weights_for_that_many_levels():
+    from napari_pbip.cli.train import settings_from_args
+    from napari_pbip.stage1 import TrainSettings
+
+    def settings(*levels: str) -> TrainSettings:
+        return settings_from_args(
+            build_parser().parse_args(["train", "--dataset", "d", "--out", "o", "--levels", *levels])
+        )
+
+    four = settings("-4", "-3", "-2", "-1")
+    assert four.level_weights == (1.0,) * 4 and four.fusion_weights == (0.25,) * 4
+    three = settings("-3", "-2", "-1")  # three levels: the reference's fusion weights, as the defaults
+    assert three.fusion_weights == TrainSettings().fusion_weights == (0.3, 0.3, 0.4)
+    assert three.level_weights == TrainSettings().level_weights

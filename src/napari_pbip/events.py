@@ -1,7 +1,10 @@
 """Progress events: long jobs are generators that yield these and return their result.
 
 The CLI drains a job with :func:`run`, the napari widgets wrap the same generator in
-``thread_worker`` and tests call :func:`run` directly.
+``thread_worker`` and tests call :func:`run` directly. What a reader acts on travels as a typed
+``payload`` (tested with ``isinstance``), never in the message text: a training job's first event
+carries :class:`RunStarted`, its previews :class:`Preview`; a slide's chunks carry
+:class:`~napari_pbip.slides.segment.ChunkDone`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,38 @@ class Progress:
         if not self.total:
             return None
         return min(1.0, self.step / self.total)
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """Payload of a training job's first event.
+
+    Attributes:
+        device: the torch device it trains on (``"cpu"``, ``"cuda:0"``), resolved from ``"auto"``.
+        start_step: steps already done (0 for a new run, the checkpoint's step when resumed).
+        total_steps: steps of the whole run.
+    """
+
+    device: str
+    start_step: int
+    total_steps: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Payload of a training step that shows what the model sees (every ``preview_every`` steps).
+
+    Attributes:
+        step: the training step shown.
+        maps: the stage's arrays and class table (stage 1: images, CAMs, FG/BG maps, masks; see
+            :func:`napari_pbip.stage1.preview.preview_payload`).
+        layers: view layers made from ``maps`` before the GUI thread gets them,
+            ``(fgbg_class, layers)``, or None.
+    """
+
+    step: int
+    maps: dict[str, Any]
+    layers: tuple[Any, Any] | None = None
 
 
 Job = Generator[Progress, None, T]

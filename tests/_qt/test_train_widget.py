@@ -40,19 +40,20 @@ def _state_step(run) -> int:
 
 def test_training_shows_loss_parts_cams_and_fgbg_and_finishes(widget, tmp_path, qtbot, wait_job):
     from napari_pbip._widgets._preview import BG, FG, PATCHES, cam_layer_name, mosaic
+    from napari_pbip.events import Preview
 
     user = widget.viewer.add_image(np.zeros((8, 8)), name="user's layer")  # selected: being worked on
     previews = []
-    widget.start().yielded.connect(lambda ev: ev.payload is not None and previews.append(ev.payload))
+    widget.start().yielded.connect(lambda ev: isinstance(ev.payload, Preview) and previews.append(ev.payload))
     wait_job(widget)
     qtbot.waitUntil(lambda: not widget.preview.busy)
     assert not widget.status.is_error, widget.status.text()
     assert "finished at step 10/10" in widget.status.text()
     assert all(len(widget.plot.series[k]) == 10 for k in ("loss", "cls", "fg", "bg"))
     layers = widget.viewer.layers
-    last = previews[-1]
-    assert len(previews) == 5 and last["step"] == 10
-    assert last["layers"][0] is None  # layers made in the worker thread, for "strongest class" FG/BG
+    assert len(previews) == 5 and previews[-1].step == 10
+    assert previews[-1].layers[0] is None  # layers made in the worker thread, for "strongest class" FG/BG
+    last = previews[-1].maps
     assert layers[PATCHES].data.shape == mosaic(last["images"]).shape
     for n, name in enumerate(CLASSES):
         cam = layers[cam_layer_name(name)].data
@@ -133,11 +134,10 @@ def test_a_failing_job_is_reported_not_swallowed(widget, tmp_path, wait_job):
 
 def test_preview_layers_are_made_in_the_job_and_closing_still_closes_the_job():
     from napari_pbip._widgets._preview import FG, preview_layers, with_layers
-    from napari_pbip.events import Progress
+    from napari_pbip.events import Preview, Progress
 
     rng = np.random.default_rng(0)
-    payload = {
-        "kind": "preview",
+    maps = {
         "step": 2,
         "classes": ["tumor", "stroma"],
         "palette": [(255, 0, 0), (0, 255, 0)],
@@ -152,8 +152,8 @@ def test_preview_layers_are_made_in_the_job_and_closing_still_closes_the_job():
     def job():
         try:
             yield Progress("train", 1, 4, "step 1")
-            yield Progress("train", 2, 4, "preview", payload=payload)
-            yield Progress("train", 3, 4, "broken preview", payload={"kind": "preview", "images": None})
+            yield Progress("train", 2, 4, "preview", payload=Preview(2, maps))
+            yield Progress("train", 3, 4, "broken preview", payload=Preview(3, {"images": None}))
             yield Progress("train", 4, 4, "step 4")
         except GeneratorExit:
             closed.append("checkpointed")
@@ -164,11 +164,11 @@ def test_preview_layers_are_made_in_the_job_and_closing_still_closes_the_job():
     wrapped = with_layers(inner, lambda: 1)  # the user picked "stroma" for FG/BG
     assert next(wrapped).payload is None
     ev = next(wrapped)
-    chosen, layers = ev.payload["layers"]
-    want = {name: data for name, data, _ in preview_layers(payload, 1)}
+    chosen, layers = ev.payload.layers
+    want = {name: data for name, data, _ in preview_layers(maps, 1)}
     assert chosen == 1 and [n for n, _, _ in layers] == list(want)
     np.testing.assert_array_equal({n: d for n, d, _ in layers}[FG], want[FG])
     broken = next(wrapped)  # a preview the layers cannot be made of does not stop training
-    assert broken.step == 3 and "layers" not in broken.payload
+    assert broken.step == 3 and broken.payload.layers is None
     wrapped.close()  # Stop: the library job gets GeneratorExit (and checkpoints) here
     assert closed == ["checkpointed"]

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from napari_pbip.engine.checkpoint import load_tensors  # noqa: E402
 from napari_pbip.errors import BankError, CheckpointError, OutputExistsError  # noqa: E402
-from napari_pbip.events import run  # noqa: E402
+from napari_pbip.events import Preview, RunStarted, run  # noqa: E402
 from napari_pbip.stage1 import TrainingDivergedError, TrainSettings, train  # noqa: E402
 from napari_pbip.stage1 import loop as loop_mod  # noqa: E402
 
@@ -67,7 +67,10 @@ def tiny(**kw) -> TrainSettings:
 def test_a_run_shorter_than_the_preview_interval_still_ends_with_a_preview(dataset, tmp_path):
     events = []
     run(train(tiny(preview_every=4), dataset, fake_bank(), tmp_path / "run"), events.append)
-    assert [e.step for e in events if e.payload is not None] == [4, 6]  # 6 steps: every 4th, and the last
+    assert [e.step for e in events if isinstance(e.payload, Preview)] == [
+        4,
+        6,
+    ]  # 6 steps: every 4th, and the last
 
 
 def test_events_carry_loss_parts_and_previews_and_run_folder_is_complete(dataset, tmp_path):
@@ -76,13 +79,14 @@ def test_events_carry_loss_parts_and_previews_and_run_folder_is_complete(dataset
     result = run(train(tiny(), dataset, fake_bank(), out), events.append)
     steps = [e for e in events if e.metrics]
     assert len(steps) == result.step == result.total_steps == 6  # 12 images / batch 4 * 2 epochs
+    assert events[0].payload == RunStarted(device="cpu", start_step=0, total_steps=6)
     assert {"loss", "cls", "fg", "bg", "lr", "images_per_s", "epoch"} <= set(steps[0].metrics)
     assert steps[0].metrics["fg"] > 0 and steps[0].metrics["bg"] > 0
     assert steps[-1].metrics["lr"] < steps[0].metrics["lr"]  # poly decay
     assert "val_miou" in steps[2].metrics and "val_miou" in steps[5].metrics  # one validation per epoch
-    previews = [e.payload for e in events if e.payload is not None]
+    previews = [e.payload for e in events if isinstance(e.payload, Preview)]
     assert len(previews) == 3
-    p = previews[0]
+    p = previews[0].maps
     assert p["images"].shape == (2, 64, 64, 3) and p["cams"].shape == (2, 4, 64, 64)
     assert p["fg"].shape == p["bg"].shape == p["cams"].shape and p["masks"].shape == (2, 64, 64)
     assert 0 <= float(p["cams"].min()) and float(p["cams"].max()) <= 1

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..events import Job
+from ..events import Job, Preview
 from ._quiet_add import add_in_steps
 
 T = TypeVar("T")
@@ -94,7 +94,7 @@ def preview_layers(
 
 
 def with_layers(job: Job[T], fgbg_class: Callable[[], int | None]) -> Job[T]:
-    """Pass a training job's events on, each preview with its layers made: ``payload["layers"]``.
+    """Pass a training job's events on, each :class:`~napari_pbip.events.Preview` with its ``layers`` made.
 
     Runs in the worker thread, so the mosaics and colour maps of a preview (30-55 ms in the GUI
     thread while training ran on the development machine) are made there. ``fgbg_class()`` is the
@@ -108,14 +108,14 @@ def with_layers(job: Job[T], fgbg_class: Callable[[], int | None]) -> Job[T]:
             except StopIteration as stop:
                 return stop.value
             payload = event.payload
-            if isinstance(payload, dict) and payload.get("kind") == "preview":
+            if isinstance(payload, Preview):
                 chosen = fgbg_class()
                 try:
-                    layers = preview_layers(payload, chosen)
+                    layers = preview_layers(payload.maps, chosen)
                 except Exception:  # a view must not stop training: the GUI makes them (and reports)
                     layers = None
                 if layers is not None:
-                    event = replace(event, payload={**payload, "layers": (chosen, layers)})
+                    event = replace(event, payload=replace(payload, layers=(chosen, layers)))
             yield event
     finally:
         job.close()
@@ -143,14 +143,16 @@ class PreviewLayers:
         self.timer.setInterval(0)
         self.timer.timeout.connect(self._apply_next)
 
-    def show(self, payload: dict[str, Any], fgbg_class: int | None = None) -> None:
-        """Queue the layers of ``payload`` (replacing any still waiting) and start applying them.
+    def show(self, preview: Preview, fgbg_class: int | None = None) -> None:
+        """Queue the layers of ``preview`` (replacing any still waiting) and start applying them.
 
         Layers made beforehand for the same FG/BG class (:func:`with_layers`) are used as they are.
         """
-        made = payload.get("layers")
+        made = preview.layers
         layers = (
-            made[1] if made is not None and made[0] == fgbg_class else preview_layers(payload, fgbg_class)
+            made[1]
+            if made is not None and made[0] == fgbg_class
+            else preview_layers(preview.maps, fgbg_class)
         )
         finishing = [change for change in self.pending if callable(change)]
         self.pending = finishing + layers

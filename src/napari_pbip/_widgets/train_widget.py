@@ -9,7 +9,7 @@ last completed step (``Resume`` continues it exactly).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..engine.checkpoint import read_state
 from ..errors import CheckpointError, DatasetError, SettingsError
+from ..events import Preview, RunStarted
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers, with_layers
 from ._warmup import warm_up
@@ -71,7 +72,7 @@ class TrainWidget(QWidget):
         self.run_dir = None
         self.device = ""
         self.step = 0
-        self.last_preview: dict[str, Any] | None = None
+        self.last_preview: Preview | None = None
         self.checkpoint_step: int | None = None
         self._stamp = None
         self._event = None
@@ -315,15 +316,15 @@ class TrainWidget(QWidget):
     def _on_event(self, ev) -> None:
         """Keep the event's state; previews are queued at once, the rest is drawn by :meth:`_refresh_view`."""
         self.step, self._event = ev.step, ev
-        if "device " in ev.message:
-            self.device = ev.message.rsplit("device ", 1)[1].split()[0].rstrip(",")
+        if isinstance(ev.payload, RunStarted):
+            self.device = ev.payload.device
         if ev.metrics:
             self.plot.add(ev.step, ev.metrics, repaint=False)
         if ev.message:
             self._message = ev.message
-        if isinstance(ev.payload, dict) and ev.payload.get("kind") == "preview":
+        if isinstance(ev.payload, Preview):
             self.last_preview = ev.payload
-            self._set_classes(list(ev.payload["classes"]))
+            self._set_classes(list(ev.payload.maps["classes"]))
             self._refresh_preview()
         self.view.poke()
 
@@ -383,7 +384,7 @@ class TrainWidget(QWidget):
         text = f"{result.stopped} at step {result.step}/{result.total_steps}"
         if best and best.get("miou") is not None:
             text += f"; best val mIoU {best['miou']:.3f} at step {best['step']}"
-        self.status.info(text + f". Model: {result.run}")
+        self.status.info(text + f". Model: {result.out}")
 
     def _on_finished(self) -> None:
         aborted = self.worker is not None and self.worker.abort_requested

@@ -88,6 +88,47 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=json_default))
 
 
+def report_training(job: Job, args, command: str, folder_key: str, inputs_hint: str) -> int:
+    """Drain a training job (either stage) and print where its folder is and how it ended.
+
+    Args:
+        job: the job of ``stage1.train`` or ``stage2.train_segmenter``.
+        args: the parsed flags (``out``, ``quiet``, ``json``).
+        command: ``"train"`` or ``"train-seg"``, for the messages.
+        folder_key: the key of the folder in the ``--json`` output.
+        inputs_hint: the input flags to repeat in the ``--resume`` hint.
+
+    Returns:
+        The exit code: 0, or 130 after Ctrl-C (the last completed step is checkpointed).
+    """
+    try:
+        result = drain(job, quiet=args.quiet)
+    except KeyboardInterrupt:
+        job.close()  # checkpoints the last completed step
+        print(
+            f"pbip {command}: stopped; the last step is kept in {args.out}/last; continue with --resume",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        print_json(
+            {
+                folder_key: result.out,
+                "step": result.step,
+                "total_steps": result.total_steps,
+                "stopped": result.stopped,
+                "best": result.best,
+            }
+        )
+        return 0
+    print(f"{result.out}: {result.stopped} at step {result.step}/{result.total_steps}")
+    if result.best:
+        print(f"best val mIoU {100 * (result.best['miou'] or 0):.2f} at step {result.best['step']}")
+    if result.stopped != "finished":
+        print(f"continue with: pbip {command} --resume --out {result.out} {inputs_hint}")
+    return 0
+
+
 def add_device(parser) -> None:
     """Add ``--device`` (auto: CUDA when present, else CPU)."""
     parser.add_argument(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 # CLI flag -> TrainSettings field, for the flags that map one to one (None: not given).
 _FIELDS = {
@@ -99,13 +98,13 @@ def register(subparsers) -> None:
 def settings_from_args(args: argparse.Namespace):
     """TrainSettings from the flags (on top of the saved ones with ``--resume``)."""
     from ..stage1 import TrainSettings, resume_settings
+    from ..stage1.settings import level_weight_defaults
 
     given = {field: getattr(args, flag) for flag, field in _FIELDS.items() if getattr(args, flag) is not None}
     if args.levels:
         given["levels"] = tuple(args.levels)
-        n = len(args.levels)
-        given.setdefault("level_weights", (1.0,) * n)
-        given.setdefault("fusion_weights", (0.3, 0.3, 0.4) if n == 3 else (1.0 / n,) * n)
+        for name, weights in level_weight_defaults(len(args.levels)).items():
+            given.setdefault(name, weights)
     if args.output_stride is not None:
         given["output_stride"] = None if args.output_stride == "none" else int(args.output_stride)
     if args.threshold_mode and args.delta is None:
@@ -120,7 +119,7 @@ def settings_from_args(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     """Train and print where the run is and how it ended."""
     from ..stage1 import train
-    from ._common import drain, print_json
+    from ._common import report_training
 
     settings = settings_from_args(args)
     if args.threads:
@@ -128,29 +127,4 @@ def run_train(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     job = train(settings, args.dataset, args.bank, args.out, resume=args.resume, overwrite=args.overwrite)
-    try:
-        result = drain(job, quiet=args.quiet)
-    except KeyboardInterrupt:
-        job.close()  # checkpoints the last completed step
-        print(
-            f"pbip train: stopped; the last step is kept in {args.out}/last; continue with --resume",
-            file=sys.stderr,
-        )
-        return 130
-    if args.json:
-        print_json(
-            {
-                "run": result.run,
-                "step": result.step,
-                "total_steps": result.total_steps,
-                "stopped": result.stopped,
-                "best": result.best,
-            }
-        )
-        return 0
-    print(f"{result.run}: {result.stopped} at step {result.step}/{result.total_steps}")
-    if result.best:
-        print(f"best val mIoU {100 * (result.best['miou'] or 0):.2f} at step {result.best['step']}")
-    if result.stopped != "finished":
-        print("continue with: pbip train --resume --out", result.run, "--dataset ... [--bank ...]")
-    return 0
+    return report_training(job, args, "train", "run", "--dataset ... [--bank ...]")

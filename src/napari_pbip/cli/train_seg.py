@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 # CLI flag -> SegSettings field, for the flags that map one to one (None: not given).
 _FIELDS = {
@@ -103,35 +102,10 @@ def settings_from_args(args: argparse.Namespace):
 def run_train_seg(args: argparse.Namespace) -> int:
     """Train and print where the segmenter is and how the run ended."""
     from ..stage2.seg_train import train_segmenter
-    from ._common import drain, print_json
+    from ._common import report_training
 
     settings = settings_from_args(args)
     job = train_segmenter(
         settings, args.dataset, args.masks, args.out, resume=args.resume, overwrite=args.overwrite
     )
-    try:
-        result = drain(job, quiet=args.quiet)
-    except KeyboardInterrupt:
-        job.close()  # checkpoints the last completed step
-        print(
-            f"pbip train-seg: stopped; the last step is kept in {args.out}/last; continue with --resume",
-            file=sys.stderr,
-        )
-        return 130
-    if args.json:
-        print_json(
-            {
-                "out": result.out,
-                "step": result.step,
-                "total_steps": result.total_steps,
-                "stopped": result.stopped,
-                "best": result.best,
-            }
-        )
-        return 0
-    print(f"{result.out}: {result.stopped} at step {result.step}/{result.total_steps}")
-    if result.best:
-        print(f"best val mIoU {100 * (result.best['miou'] or 0):.2f} at step {result.best['step']}")
-    if result.stopped != "finished":
-        print(f"continue with: pbip train-seg --resume --out {result.out} --dataset ... --masks ...")
-    return 0
+    return report_training(job, args, "train-seg", "out", "--dataset ... --masks ...")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..engine.model_meta import read_model_json
-from ..events import Job, Progress
+from ..events import Job, Preview, Progress
 from .pipeline import DemoSettings
 
 
@@ -60,8 +60,8 @@ def train_stage1(out: Path, data: Path, bank: Any, s: DemoSettings, variant: str
         except StopIteration as stop:
             result = stop.value
             break
-        if isinstance(event.payload, dict) and event.payload.get("kind") == "preview":
-            last_preview = event.payload
+        if isinstance(event.payload, Preview):
+            last_preview = event.payload.maps
         yield event
     if last_preview is not None:
         save_preview(out / f"run-{variant}" / "preview.npz", last_preview)
@@ -83,11 +83,11 @@ def save_preview(path: Path, preview: dict[str, Any]) -> None:
 
 def train_summary(result: Any) -> dict[str, Any]:
     """Steps, stop reason, best val metrics and the last logged losses of a stage-1 run."""
-    log = [json.loads(line) for line in (Path(result.run) / "log.jsonl").read_text().splitlines() if line]
+    log = [json.loads(line) for line in (Path(result.out) / "log.jsonl").read_text().splitlines() if line]
     steps = [r for r in log if "loss" in r]
     last = steps[-1] if steps else {}
     return {
-        "run": str(result.run),
+        "run": str(result.out),
         "steps": result.step,
         "stopped": result.stopped,
         "best_val": result.best,
@@ -105,7 +105,7 @@ def predict_val(out: Path, run: Any, data: Path, s: DemoSettings, variant: str) 
     from ..stage1.predict import CamSettings, predict_folder
 
     val, pred = data / "val" / "img", out / f"val-pred-{variant}"
-    return (yield from predict_folder(run.run, val, pred, CamSettings(tta=False), device=s.device))
+    return (yield from predict_folder(run.out, val, pred, CamSettings(tta=False), device=s.device))
 
 
 def evaluate_val(data: Path, pred: Path) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def pseudo_val(out: Path, run: Any, data: Path, s: DemoSettings, variant: str) -
 
     return (
         yield from make_pseudo_masks(
-            run.run, data, out / f"val-pseudo-{variant}", split="val", device=s.device, labels_from_masks=True
+            run.out, data, out / f"val-pseudo-{variant}", split="val", device=s.device, labels_from_masks=True
         )
     )
 

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +20,16 @@ import numpy as np
 
 from .. import _atomic
 from ..data.layouts import dataset_mpp
-from ..engine import augment, checkpoint
-from ..engine.model_meta import MODEL_FILE, read_model_json
+from ..engine import augment
 from ..engine.resume import resolve_settings, saved_settings
-from ..engine.runlog import append_log, truncate_log
+from ..engine.trainer import VAL_FIELDS, TrainingStage, TrainResult, masked_val_samples, run_training
 from ..errors import BankError, CheckpointError, DatasetError, SettingsError, TrainingDivergedError
-from ..events import Job, Progress
+from ..events import Job
 from .preview import preview_payload, shown_mpp
 from .run_folder import FORMAT_VERSION, MODEL_KIND
 from .settings import RESUMABLE_FIELDS, TrainSettings
 
 OUTPUT_KIND = "train"  # the command named in the run folder's output marker
-
-
-@dataclass
-class TrainResult:
-    """What a finished (or stopped) training job leaves.
-
-    Attributes:
-        run: the run folder.
-        step: optimizer steps done.
-        total_steps: steps planned (``epochs * steps_per_epoch``).
-        stopped: ``"finished"`` or ``"time limit"`` (resume to continue).
-        best: val metrics of the best checkpoint (None without val masks).
-        history: the val metrics of each validation.
-    """
-
-    run: Path
-    step: int
-    total_steps: int
-    stopped: str
-    best: dict[str, Any] | None
-    history: list[dict[str, Any]]
 
 
 def train(
@@ -98,7 +73,7 @@ def train(
     settings = _resolve_settings(settings, out, resume)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     trainer = _Trainer(settings, ds, _open_bank(bank, settings, ds), out)
-    result = yield from trainer.run(resume)
+    result = yield from run_training(trainer, resume)
     if (out / "model.json").is_file():
         from .calibrate import calibrate_presence
 
@@ -140,8 +115,12 @@ def _open_bank(bank, settings: TrainSettings, ds):
     return bank
 
 
-class _Trainer:
-    """State of one training run; :meth:`run` is the job."""
+class _Trainer(TrainingStage):
+    """Stage 1 on the training engine: ClassNet (+ ImgMatchNet with a bank) on image labels."""
+
+    event = "train"
+    output_kind = OUTPUT_KIND
+    model_kind = MODEL_KIND
 
     def __init__(self, s: TrainSettings, ds, bank, out: Path):
         import torch
@@ -149,14 +128,15 @@ class _Trainer:
         from .._device import resolve_device
         from .classnet import build_classnet
 
+        super().__init__()
         self.settings, self.ds, self.bank, self.out = s, ds, bank, out
         self.spec = ds.spec
         self.classes = tuple(self.spec.classes)
         self.device = resolve_device(s.device)
         self.samples, self.labels = _train_samples(ds)
-        self.val = _val_samples(ds)
+        self.val = masked_val_samples(ds)
         self.steps_per_epoch = augment.steps_per_epoch(len(self.samples), s.batch_size)
-        self.total = s.epochs * self.steps_per_epoch
+        self.preview_every = s.preview_every
         protos = valid = None
         self.encoder = None
         self.match_size = s.match_size
@@ -171,9 +151,6 @@ class _Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.param_groups(s.lr, s.head_lr_mult, s.weight_decay))
         self.images_per_pass = s.batch_size
-        self.notes: list[str] = []
-        self.step, self.saved_step, self.best, self.history = 0, -1, None, []
-        self.dirty = False
         self.preview_idx = np.unique(
             np.linspace(0, len(self.samples) - 1, min(s.n_preview, len(self.samples))).astype(int)
         )
@@ -182,62 +159,27 @@ class _Trainer:
         )
         self.meta = self._meta()
 
-    # -- the job ---------------------------------------------------------------------------------
+    # -- what the engine asks ------------------------------------------------------------------
 
-    def run(self, resume: bool) -> Job[TrainResult]:
-        """Train until the last step or the time limit; checkpoint on every exit."""
-        if resume:
-            self._restore()
-        else:
-            _atomic.clear_output(self.out, OUTPUT_KIND, {"data set": self.ds, "bank": self.bank})
-            self.out.mkdir(parents=True)
-            self.settings.save(self.out / "settings.json")
-        _atomic.mark_output(self.out, OUTPUT_KIND)  # runs from before the marker get it when resumed
-        start, stopped = time.monotonic(), "finished"
-        self.dirty = False  # True from a step's forward pass until its optimizer update is done
-        yield Progress("train", self.step, self.total, self._start_message(resume))
-        try:
-            while self.step < self.total:
-                epoch, index = divmod(self.step, self.steps_per_epoch)
-                t0 = time.perf_counter()
-                parts, n_images = self._train_step(epoch, index)
-                self.step += 1
-                self.dirty = False
-                metrics = {
-                    **parts,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "epoch": self.step / self.steps_per_epoch,
-                }
-                metrics["images_per_s"] = n_images / max(time.perf_counter() - t0, 1e-9)
-                self._log({"step": self.step, **metrics})
-                if index == self.steps_per_epoch - 1:
-                    metrics.update(self._end_epoch())
-                every = self.settings.preview_every
-                due = bool(every) and (self.step % every == 0 or self.step == self.total)
-                payload = self.preview() if due else None  # the last step too: short runs show their end
-                message = f"epoch {epoch + 1}/{self.settings.epochs}" + "".join(f"; {n}" for n in self.notes)
-                self.notes.clear()
-                yield Progress("train", self.step, self.total, message, metrics, payload)
-                if (
-                    self.settings.max_minutes
-                    and time.monotonic() - start > 60 * self.settings.max_minutes
-                    and self.step < self.total
-                ):
-                    stopped = "time limit"
-                    break
-        except BaseException:  # Stop, Ctrl-C, an unreadable image...: keep the last completed step
-            if not self.dirty and self.step > self.saved_step:
-                self._save()
-            raise
-        if self.step > self.saved_step:
-            self._save()
-        return TrainResult(self.out, self.step, self.total, stopped, self.best, self.history)
+    def inputs(self) -> dict[str, Any]:
+        return {"data set": self.ds, "bank": self.bank}
 
-    def _start_message(self, resume: bool) -> str:
-        head = f"resumed at step {self.step}: " if resume else "started: "
-        what = f"{self.settings.mode} on {len(self.samples)} images, {self.steps_per_epoch} steps/epoch, {self.total} steps"
-        val = f", val on {len(self.val)} masked images" if self.val else ", no val masks (best = last)"
-        return head + what + val + f", device {self.device}"
+    def describe(self) -> str:
+        return f"{self.settings.mode} on {len(self.samples)} images"
+
+    def train_step(self, step: int) -> tuple[dict[str, float], int]:
+        return self._train_step(*divmod(step, self.steps_per_epoch))
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"micro_batch": self.images_per_pass}
+
+    def load_state(self, state: dict[str, Any], saved_meta: dict[str, Any]) -> None:
+        if saved_meta.get("bank_hash") != self.meta.get("bank_hash"):
+            raise CheckpointError(
+                f"cannot resume {self.out}: it was trained with bank hash {saved_meta.get('bank_hash')} but the "
+                f"given bank has {self.meta.get('bank_hash')}; pass the same bank or start a new run"
+            )
+        self.images_per_pass = int(state.get("micro_batch", self.settings.batch_size))
 
     # -- one step ----------------------------------------------------------------------------------
 
@@ -252,12 +194,8 @@ class _Trainer:
         y = torch.as_tensor(self.labels[idx], device=self.device)
         torch.manual_seed(
             self.settings.seed * 1_000_003 + self.step
-        )  # any stochastic layer depends on the step only
-        lr_scale = (1 - self.step / self.total) ** self.settings.poly_power
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * lr_scale
-        self.model.train()
-        self.dirty = True  # from the forward pass on (it updates BatchNorm statistics) until the step is done
+        )  # any stochastic layer: keyed by the step
+        self.begin_update()  # the forward pass updates BatchNorm statistics
         parts = self._forward_backward(x, y)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -342,7 +280,7 @@ class _Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    # -- previews, validation, checkpoints -----------------------------------------------------
+    # -- previews and validation -----------------------------------------------------------------
 
     def preview(self) -> dict[str, Any]:
         """The preview payload of the fixed preview images (see :func:`.preview.preview_payload`)."""
@@ -357,24 +295,10 @@ class _Trainer:
         finally:
             self.model.train()
 
-    def _end_epoch(self) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        result = None
-        if self.val:
-            result = self.validate()
-            entry = {"step": self.step, "epoch": self.step // self.steps_per_epoch, "val": result}
-            self.history.append(entry)
-            self._log(entry)
-            if result["miou"] is not None:
-                metrics["val_miou"] = result["miou"]
-            if self.best is None or (result["miou"] or 0) > (self.best.get("miou") or 0):
-                self.best = {**result, "step": self.step}
-                checkpoint.save_checkpoint(self.out / "best", self.model, self._state(), kind=MODEL_KIND)
-        self._save()
-        return metrics
-
-    def validate(self) -> dict[str, Any]:
+    def validate(self) -> dict[str, Any] | None:
         """Predict the val images (classifier decides presence, no oracle) and score them (no bIoU)."""
+        if not self.val:
+            return None
         from ..data.images import read_mask, read_rgb
         from ..metrics import MetricAccumulator
         from .predict import Stage1Predictor
@@ -387,47 +311,7 @@ class _Trainer:
             acc.update(read_mask(sample.mask, self.spec), pred)
         self.model.train()
         res = acc.result()
-        return {k: res[k] for k in ("miou", "fwiou", "mean_dice", "pixel_accuracy", "n_images")}
-
-    def _state(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "epoch": self.step / self.steps_per_epoch,
-            "classes": list(self.classes),
-            "best": self.best,
-            "micro_batch": self.images_per_pass,
-        }
-
-    def _save(self) -> None:
-        """Checkpoint ``last`` and refresh the inference weights (best with val, else last)."""
-        checkpoint.save_checkpoint(
-            self.out / "last", self.model, self._state(), self.optimizer, kind=MODEL_KIND
-        )
-        self.saved_step = self.step
-        source = self.out / ("best" if self.best is not None and (self.out / "best").is_dir() else "last")
-        with _atomic.atomic_path(self.out / "model.safetensors") as tmp:
-            shutil.copyfile(source / "model.safetensors", tmp)
-        meta = {**self.meta, "step": self.step, "weights": source.name, "best": self.best}
-        _atomic.write_json(self.out / "model.json", meta)
-
-    def _restore(self) -> None:
-        state = checkpoint.load_checkpoint(self.out / "last", self.model, self.optimizer, self.classes)
-        saved = read_model_json(self.out) if (self.out / MODEL_FILE).is_file() else {}
-        if saved.get("bank_hash") != self.meta.get("bank_hash"):
-            raise CheckpointError(
-                f"cannot resume {self.out}: it was trained with bank hash {saved.get('bank_hash')} but the given bank "
-                f"has {self.meta.get('bank_hash')}; pass the same bank or start a new run"
-            )
-        self.step = self.saved_step = int(state["step"])
-        self.best = state.get("best")
-        self.images_per_pass = int(state.get("micro_batch", self.settings.batch_size))
-        self._truncate_log()
-
-    def _log(self, entry: dict[str, Any]) -> None:
-        append_log(self.out, entry)
-
-    def _truncate_log(self) -> None:
-        truncate_log(self.out, self.step)
+        return {k: res[k] for k in VAL_FIELDS}
 
     def _meta(self) -> dict[str, Any]:
         backbone = self.model.backbone
@@ -472,12 +356,6 @@ def _train_samples(ds) -> tuple[list, np.ndarray]:
             "stage 1 learns from image labels in the file names"
         )
     return samples, np.asarray([s.labels for s in samples], dtype=np.float32)
-
-
-def _val_samples(ds) -> list:
-    if "val" not in ds.splits():
-        return []
-    return [s for s in ds.samples("val") if s.mask is not None]
 
 
 def _load_image(path: Path, size: int) -> np.ndarray:

@@ -28,8 +28,8 @@ def preview_payload(
         mpp: um/px of the images as shown (:func:`shown_mpp`), or None.
 
     Returns:
-        ``{"kind": "preview", "step", "classes", "palette", "background_index", "images"
-        uint8 (P, S, S, 3), "labels" (P, N), "cams" float16 (P, N, S, S) (fused, scaled to
+        The maps of a :class:`~napari_pbip.events.Preview`: ``{"step", "classes", "palette",
+        "background_index", "images" uint8 (P, S, S, 3), "labels" (P, N), "cams" float16 (P, N, S, S) (fused, scaled to
         [0, 1] per class), "fg" / "bg" float16 (P, N, S, S) (eq. 5 weights ``b * M`` and
         ``(1 - b) * (1 - M)``), "probs" (P, N) classifier probabilities, "masks" uint8 (P, S, S)
         label-gated pseudo-masks, "mpp" um/px of the images as shown, or None when unknown}``.
@@ -64,7 +64,6 @@ def preview_payload(
     )
     norm, b = mb.norm.cpu(), mb.mask.cpu()
     return {
-        "kind": "preview",
         "step": step,
         "classes": tuple(spec.classes),
         "palette": spec.palette,

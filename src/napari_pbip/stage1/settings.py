@@ -27,6 +27,16 @@ FILLS = ("black", "white")
 DEFAULT_DELTA = {"class": 0.15, "global": 0.5}
 
 
+def level_weight_defaults(n_levels: int) -> dict[str, tuple[float, ...]]:
+    """The ``level_weights`` and ``fusion_weights`` a run with ``n_levels`` backbone levels gets
+    unless it gives them: 1 per level in L_CLS; for fusion the reference's 0.3, 0.3, 0.4 with three
+    levels, else equal shares."""
+    return {
+        "level_weights": (1.0,) * n_levels,
+        "fusion_weights": (0.3, 0.3, 0.4) if n_levels == 3 else (1.0 / n_levels,) * n_levels,
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSettings(Settings):
     """Everything that defines a stage-1 training run.

@@ -12,9 +12,6 @@ job, ``max_minutes``) and resumed ends with the same weights as one that ran str
 from __future__ import annotations
 
 import os
-import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +19,9 @@ import numpy as np
 
 from .. import _atomic
 from ..data.layouts import dataset_mpp
-from ..engine import checkpoint
-from ..engine.model_meta import MODEL_FILE, read_model_json
 from ..engine.resume import resolve_settings, saved_settings
-from ..engine.runlog import append_log, truncate_log
-from ..events import Job, Progress
+from ..engine.trainer import VAL_FIELDS, TrainingStage, TrainResult, masked_val_samples, run_training
+from ..events import Job
 from .seg_data import IGNORE, BatchLoader, pair_masks
 from .seg_settings import RESUMABLE_FIELDS, SegSettings
 from .segmenter_predictor import FORMAT_VERSION, MODEL_KIND, SegmenterPredictor, build_from_meta, read_meta
@@ -34,25 +29,7 @@ from .segmenter_predictor import FORMAT_VERSION, MODEL_KIND, SegmenterPredictor,
 OUTPUT_KIND = "train-seg"  # the command named in the segmenter folder's output marker
 
 
-@dataclass
-class SegResult:
-    """What a finished (or stopped) stage-2 job leaves.
-
-    Attributes:
-        out: the segmenter folder (``load_predictor(out)`` reads it).
-        step: optimizer steps done.
-        total_steps: steps planned (``epochs * steps_per_epoch``).
-        stopped: ``"finished"`` or ``"time limit"`` (resume to continue).
-        best: val metrics of the best checkpoint (None without val masks).
-        history: val metrics after each epoch.
-    """
-
-    out: Path
-    step: int
-    total_steps: int
-    stopped: str
-    best: dict[str, Any] | None
-    history: list[dict[str, Any]]
+SegResult = TrainResult  # the name stage-2 results had before both stages shared one type
 
 
 def train_segmenter(
@@ -63,7 +40,7 @@ def train_segmenter(
     *,
     resume: bool = False,
     overwrite: bool = False,
-) -> Job[SegResult]:
+) -> Job[TrainResult]:
     """Train a segmenter on the training images of ``dataset`` and the pseudo-masks in ``masks``.
 
     Args:
@@ -78,7 +55,7 @@ def train_segmenter(
             ``resume``).
 
     Returns:
-        A job yielding ``Progress("train-seg", ...)`` per step and returning a :class:`SegResult`.
+        A job yielding ``Progress("train-seg", ...)`` per step and returning a :class:`~napari_pbip.engine.trainer.TrainResult`.
 
     Raises:
         DatasetError: a training image has no mask, or a mask holds a value outside the palette.
@@ -96,7 +73,7 @@ def train_segmenter(
     settings = _resolve_settings(settings, out, resume)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     trainer = _Trainer(settings, ds, Path(masks), out, resume)
-    return (yield from trainer.run(resume))
+    return (yield from run_training(trainer, resume))
 
 
 def resume_seg_settings(out: str | os.PathLike, **changes: Any) -> SegSettings:
@@ -121,8 +98,12 @@ def segmentation_loss(logits, target):
     return total / (target != IGNORE).sum().clamp(min=1)
 
 
-class _Trainer:
-    """State of one stage-2 run; :meth:`run` is the job."""
+class _Trainer(TrainingStage):
+    """Stage 2 on the training engine: a segmenter on pseudo-masks."""
+
+    event = "train-seg"
+    output_kind = OUTPUT_KIND
+    model_kind = MODEL_KIND
 
     def __init__(self, s: SegSettings, ds, masks: Path, out: Path, resume: bool):
         import torch
@@ -130,17 +111,17 @@ class _Trainer:
         from .._device import resolve_device
         from ..models import create_segmenter
 
+        super().__init__()
         self.settings, self.ds, self.masks, self.out, self.spec = s, ds, masks, out, ds.spec
         self.classes = tuple(self.spec.classes)
         self.pairs = pair_masks(ds, masks)
-        self.val = _val_samples(ds)
+        self.val = masked_val_samples(ds)
         self.device = resolve_device(s.device)
         self.cuda = self.device.type == "cuda"
         self.loader = BatchLoader(
             self.pairs, self.spec, s.batch_size, s.crop_size, s.jitter, s.seed, s.num_workers, s.stain_jitter
         )
         self.steps_per_epoch = self.loader.steps_per_epoch
-        self.total = s.epochs * self.steps_per_epoch
         saved = out / "model.json"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
@@ -154,7 +135,6 @@ class _Trainer:
         if self.cuda and s.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self._param_groups(), weight_decay=s.weight_decay)
-        self.step, self.saved_step, self.best, self.history, self.dirty = 0, -1, None, [], False
         self.meta = self._meta()
 
     def _param_groups(self) -> list[dict[str, Any]]:
@@ -169,67 +149,30 @@ class _Trainer:
         ]
         return [g for g in groups if g["params"]]
 
-    # -- the job ---------------------------------------------------------------------------------
+    # -- what the engine asks ------------------------------------------------------------------
 
-    def run(self, resume: bool) -> Job[SegResult]:
-        """Train until the last step or the time limit; checkpoint on every exit."""
-        if resume:
-            self._restore()
-        else:
-            _atomic.clear_output(self.out, OUTPUT_KIND, {"data set": self.ds, "masks": self.masks})
-            self.out.mkdir(parents=True)
-            self.settings.save(self.out / "settings.json")
-        _atomic.mark_output(self.out, OUTPUT_KIND)  # folders from before the marker get it when resumed
-        start, stopped = time.monotonic(), "finished"
-        yield Progress("train-seg", self.step, self.total, self._start_message(resume))
-        try:
-            while self.step < self.total:
-                epoch, index = divmod(self.step, self.steps_per_epoch)
-                t0 = time.perf_counter()
-                loss, n_images = self._train_step()
-                metrics = {
-                    "loss": loss,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "epoch": self.step / self.steps_per_epoch,
-                }
-                metrics["images_per_s"] = n_images / max(time.perf_counter() - t0, 1e-9)
-                self._log({"step": self.step, **metrics})
-                if index == self.steps_per_epoch - 1:
-                    metrics.update(self._end_epoch())
-                yield Progress(
-                    "train-seg", self.step, self.total, f"epoch {epoch + 1}/{self.settings.epochs}", metrics
-                )
-                if (
-                    self.settings.max_minutes
-                    and time.monotonic() - start > 60 * self.settings.max_minutes
-                    and self.step < self.total
-                ):
-                    stopped = "time limit"
-                    break
-        except BaseException:  # Stop, Ctrl-C, an unreadable image...: keep the last completed step
-            if not self.dirty and self.step > self.saved_step:
-                self._save()
-            raise
-        finally:
-            self.loader.close()
-        if self.step > self.saved_step:
-            self._save()
-        return SegResult(self.out, self.step, self.total, stopped, self.best, self.history)
+    def inputs(self) -> dict[str, Any]:
+        return {"data set": self.ds, "masks": self.masks}
 
-    def _start_message(self, resume: bool) -> str:
-        head = f"resumed at step {self.step}: " if resume else "started: "
-        val = f", val on {len(self.val)} masked images" if self.val else ", no val masks (best = last)"
-        return (
-            f"{head}{self.settings.segmenter} on {len(self.pairs)} images, {self.steps_per_epoch} steps/epoch, {self.total} steps"
-            f"{val}, device {self.device}"
-        )
+    def describe(self) -> str:
+        return f"{self.settings.segmenter} on {len(self.pairs)} images"
 
-    def _train_step(self) -> tuple[float, int]:
+    def extra_state(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state(self, state: dict[str, Any], saved_meta: dict[str, Any]) -> None:
+        self.meta["weights_id"] = saved_meta.get("weights_id", self.meta["weights_id"])
+        self.history = list(state.get("history", []))
+
+    def close(self) -> None:
+        self.loader.close()
+
+    def train_step(self, step: int) -> tuple[dict[str, float], int]:
         import torch
 
         from ..errors import TrainingDivergedError
 
-        images, masks = self.loader.get(self.step, self.total)
+        images, masks = self.loader.get(step, self.total)
         x = (
             torch.from_numpy(images)
             .to(self.device, non_blocking=True)
@@ -240,11 +183,7 @@ class _Trainer:
         y = torch.from_numpy(masks).to(self.device, non_blocking=True)
         if self.cuda and self.settings.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        factor = (1 - self.step / self.total) ** self.settings.poly_power
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
-        self.model.train()
-        self.dirty = True  # from the forward pass on (it updates BatchNorm statistics) until the step is done
+        self.begin_update()  # the forward pass updates BatchNorm statistics
         with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
             torch.manual_seed(self.settings.seed * 1_000_003 + self.step)  # dropout, keyed by the step
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.settings.amp):
@@ -258,27 +197,12 @@ class _Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.step += 1
-        self.dirty = False
-        return value, len(images)
+        return {"loss": value}, len(images)
 
-    def _end_epoch(self) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        if self.val:
-            result = self.validate()
-            entry = {"step": self.step, "epoch": self.step // self.steps_per_epoch, "val": result}
-            self.history.append(entry)
-            self._log(entry)
-            if result["miou"] is not None:
-                metrics["val_miou"] = result["miou"]
-            if self.best is None or (result["miou"] or 0) > (self.best.get("miou") or 0):
-                self.best = {**result, "step": self.step}
-                checkpoint.save_checkpoint(self.out / "best", self.model, self._state(), kind=MODEL_KIND)
-        self._save()
-        return metrics
-
-    def validate(self) -> dict[str, Any]:
+    def validate(self) -> dict[str, Any] | None:
         """Predict the val images and score them (mIoU, FwIoU, Dice, pixel accuracy; no bIoU)."""
+        if not self.val:
+            return None
         from ..data.images import read_mask, read_rgb
         from ..metrics import MetricAccumulator
 
@@ -297,44 +221,9 @@ class _Trainer:
                 group = []
         self.model.train()
         res = acc.result()
-        return {k: res[k] for k in ("miou", "fwiou", "mean_dice", "pixel_accuracy", "n_images")}
+        return {k: res[k] for k in VAL_FIELDS}
 
     # -- files ------------------------------------------------------------------------------------
-
-    def _state(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "epoch": self.step / self.steps_per_epoch,
-            "classes": list(self.classes),
-            "best": self.best,
-            "history": self.history,
-        }
-
-    def _save(self) -> None:
-        """Checkpoint ``last`` and refresh the inference weights (best with val, else last)."""
-        checkpoint.save_checkpoint(
-            self.out / "last", self.model, self._state(), self.optimizer, kind=MODEL_KIND
-        )
-        self.saved_step = self.step
-        source = self.out / ("best" if self.best is not None and (self.out / "best").is_dir() else "last")
-        with _atomic.atomic_path(self.out / "model.safetensors") as tmp:
-            shutil.copyfile(source / "model.safetensors", tmp)
-        meta = {**self.meta, "step": self.step, "weights": source.name, "best": self.best}
-        _atomic.write_json(self.out / "model.json", meta)
-
-    def _restore(self) -> None:
-        state = checkpoint.load_checkpoint(self.out / "last", self.model, self.optimizer, self.classes)
-        saved = read_model_json(self.out) if (self.out / MODEL_FILE).is_file() else {}
-        self.meta["weights_id"] = saved.get("weights_id", self.meta["weights_id"])
-        self.step = self.saved_step = int(state["step"])
-        self.best, self.history = state.get("best"), list(state.get("history", []))
-        self._truncate_log()
-
-    def _log(self, entry: dict[str, Any]) -> None:
-        append_log(self.out, entry)
-
-    def _truncate_log(self) -> None:
-        truncate_log(self.out, self.step)
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -352,12 +241,6 @@ class _Trainer:
             "masks": str(self.masks),
             "settings": self.settings.to_dict(),
         }
-
-
-def _val_samples(ds) -> list:
-    if "val" not in ds.splits():
-        return []
-    return [s for s in ds.samples("val") if s.mask is not None]
 
 
 def _shape(sample) -> tuple[int, ...]:
