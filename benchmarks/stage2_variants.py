@@ -74,10 +74,10 @@ def tile_miou(masks: Path, weak: Path, dev: Path) -> float:
     confusion = np.zeros((n, n), np.int64)
     for tile in sorted((weak / "train").glob("*.png")):
         source, y, x = TILE.match(tile.name).groups()
-        truth = read_mask(dev / "val" / "mask" / f"{source}.png", spec)[
-            int(y) : int(y) + 224, int(x) : int(x) + 224
-        ]
-        pred = read_mask(masks / tile.name, spec)[: truth.shape[0], : truth.shape[1]]
+        pred = read_mask(masks / tile.name, spec)  # the tile's own size, whatever --tile made it
+        truth = read_mask(dev / "val" / "mask" / f"{source}.png", spec)
+        truth = truth[int(y) : int(y) + pred.shape[0], int(x) : int(x) + pred.shape[1]]
+        pred = pred[: truth.shape[0], : truth.shape[1]]  # an edge tile padded past its image
         keep = truth != spec.background_index
         confusion += np.bincount(n * truth[keep].astype(int) + pred[keep], minlength=n * n).reshape(n, n)
     tissue = list(spec.tissue_indices)
