@@ -15,6 +15,8 @@ from napari_pbip.errors import DatasetError
 from napari_pbip.stage2.seg_data import (
     IGNORE,
     BatchLoader,
+    class_pixel_shares,
+    class_weights,
     crop_or_pad,
     make_batch,
     pair_masks,
@@ -149,3 +151,20 @@ def test_stain_jitter_leaves_masks_alone(dataset):
     images, labels = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0)
     stained, slabels = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0, stain=0.1)
     assert np.array_equal(slabels, labels) and not np.array_equal(stained, images)
+
+
+def test_class_shares_count_labelled_pixels_and_weights_favour_rare_classes(tmp_path):
+    data, masks = write_set(tmp_path, n=0)
+    mask = np.full((10, 10), 0, np.uint8)
+    mask[0, :4] = 1  # 4 px of class b
+    mask[9] = IGNORE  # 10 px unlabelled
+    Image.fromarray(np.asarray(PALETTE, np.uint8)[np.where(mask == IGNORE, 3, mask)]).save(
+        data / "train" / "x-[1 1 0].png"
+    )
+    Image.fromarray(mask, mode="L").save(masks / "x-[1 1 0].png")  # 255 = unlabelled, as pbip pseudo marks it
+    shares = class_pixel_shares(pair_masks(open_dataset(data), masks), open_dataset(data).spec)
+    assert np.allclose(shares, [86 / 90, 4 / 90, 0, 0])
+    assert np.allclose(class_weights(shares, 0.0), [1, 1, 0, 0])  # absent classes weigh nothing
+    weights = class_weights(shares, 0.5)
+    assert weights[1] / weights[0] == pytest.approx(np.sqrt(86 / 4))
+    assert (weights * shares).sum() == pytest.approx(1.0)  # a labelled pixel weighs 1 on average

@@ -102,6 +102,27 @@ def test_loss_ignores_unlabelled_pixels():
     assert segmentation_loss(logits, torch.full_like(target, 255)).item() == 0.0  # no NaN
 
 
+def test_class_weights_make_a_rare_class_count_like_a_common_one():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 3, 8, 8, generator=g)
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, 0, :2] = 1  # 2 of 64 pixels are class 1
+    target[0, 7] = 255
+    ones = torch.ones(3)
+    assert torch.allclose(segmentation_loss(logits, target, ones), segmentation_loss(logits, target))
+    weight = torch.tensor([1.0, 8.0, 1.0])
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    labelled = target != 255
+    w = weight[target.clamp(max=2)] * labelled
+    assert torch.allclose(segmentation_loss(logits, target, weight), (per_pixel * w).sum() / w.sum())
+    logits.requires_grad_(True)
+    segmentation_loss(logits, target, weight).backward()
+    rare = logits.grad[0, :, 0, 0].abs().sum()
+    common = logits.grad[0, :, 3, 3].abs().sum()
+    plain = torch.autograd.grad(segmentation_loss(logits, target), logits)[0]
+    assert rare / common > 4 * plain[0, :, 0, 0].abs().sum() / plain[0, :, 3, 3].abs().sum()
+
+
 def test_training_learns_the_classes_and_the_background(trained):
     result, data = trained
     assert result.stopped == "finished" and result.step == result.total_steps == 24
@@ -235,6 +256,8 @@ def test_settings_reject_bad_values_by_name():
         SegSettings(segmenter_config={"backbone": "x"})
     with pytest.raises(SettingsError, match=r"stain_jitter=0\.8 .*\[0, 0\.5\]"):
         SegSettings(stain_jitter=0.8)
+    with pytest.raises(SettingsError, match=r"class_balance=2 .*\[0, 1\]"):
+        SegSettings(class_balance=2)
     assert SegSettings.from_dict(SegSettings(segmenter_config={"width": 32}).to_dict()).segmenter_config == {
         "width": 32
     }

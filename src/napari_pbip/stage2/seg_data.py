@@ -107,6 +107,25 @@ def load_pair(pair: Pair, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
+def class_pixel_shares(pairs: list[Pair], spec: DatasetSpec) -> np.ndarray:
+    """Each mask index's share of the labelled (not :data:`IGNORE`) pixels of ``pairs``' masks."""
+    counts = np.zeros(len(spec.palette), np.int64)
+    for pair in pairs:
+        mask = read_pseudo_mask(pair.mask, spec)
+        counts += np.bincount(mask[mask != IGNORE].ravel(), minlength=len(counts))[: len(counts)]
+    return counts / max(int(counts.sum()), 1)
+
+
+def class_weights(shares: np.ndarray, power: float) -> np.ndarray:
+    """Loss weights ``share ** -power`` for the classes present (0 for absent ones), scaled so
+    that the mean weight of a labelled pixel is 1."""
+    shares = np.asarray(shares, np.float64)
+    present = shares > 0
+    weights = np.zeros_like(shares)
+    weights[present] = shares[present] ** -power
+    return weights / max(float((weights * shares).sum()), 1e-12)
+
+
 def crop_or_pad(
     image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,11 @@ class SegSettings(Settings):
         stain_jitter: strength of the stain jitter: each of haematoxylin, eosin and DAB optical
             density scaled by 1 ± this and shifted by ± this (HED perturbation,
             :func:`~napari_pbip.stage2.seg_data.stain_jitter`); 0 turns it off.
+        class_balance: exponent ``p`` of the cross-entropy's class weights: each class weighs its
+            share of the training masks' labelled pixels to the power ``-p`` (0: every pixel counts
+            the same; 0.5: inverse square root; 1: inverse frequency), scaled so that a labelled
+            pixel weighs 1 on average. Rare tissue (e.g. normal lung, 1-5% of the pseudo-mask
+            pixels) otherwise hardly moves the loss.
         seed: seeds the head, batch order and augmentation (a resumed run repeats them exactly).
         device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``, ...
         amp: bfloat16 autocast on CUDA (ignored on the CPU).
@@ -62,6 +67,7 @@ class SegSettings(Settings):
     crop_size: int = 224
     jitter: float = 0.1
     stain_jitter: float = 0.0
+    class_balance: float = 0.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -125,6 +131,13 @@ class SegSettings(Settings):
             self.stain_jitter,
             "a value in [0, 0.5]",
             "e.g. 0.05",
+        )
+        check(
+            0 <= self.class_balance <= 1,
+            "class_balance",
+            self.class_balance,
+            "an exponent in [0, 1]",
+            "e.g. 0.5 (inverse square root of each class's pixel share)",
         )
         check(_is_int(self.seed), "seed", self.seed, "an integer")
         check(

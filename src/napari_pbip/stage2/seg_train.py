@@ -22,7 +22,7 @@ from ..data.layouts import dataset_mpp
 from ..engine.resume import resolve_settings, saved_settings
 from ..engine.trainer import VAL_FIELDS, TrainingStage, TrainResult, masked_val_samples, run_training
 from ..events import Job
-from .seg_data import IGNORE, BatchLoader, pair_masks
+from .seg_data import IGNORE, BatchLoader, class_pixel_shares, class_weights, pair_masks
 from .seg_settings import RESUMABLE_FIELDS, SegSettings
 from .segmenter_predictor import FORMAT_VERSION, MODEL_KIND, SegmenterPredictor, build_from_meta, read_meta
 
@@ -90,12 +90,20 @@ def _resolve_settings(settings: SegSettings | None, out: Path, resume: bool) -> 
     return resolve_settings(SegSettings, settings, out, RESUMABLE_FIELDS, saved)
 
 
-def segmentation_loss(logits, target):
-    """Mean cross-entropy over the pixels that are not :data:`IGNORE` (0 when all are ignored)."""
+def segmentation_loss(logits, target, weight=None):
+    """Mean cross-entropy over the pixels that are not :data:`IGNORE` (0 when all are ignored).
+
+    With ``weight`` (one per class) each pixel's term is weighted by its class and the mean is
+    over the weights, as ``torch.nn.functional.cross_entropy`` does.
+    """
     import torch.nn.functional as F
 
-    total = F.cross_entropy(logits.float(), target.long(), ignore_index=IGNORE, reduction="sum")
-    return total / (target != IGNORE).sum().clamp(min=1)
+    target = target.long()
+    total = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE, reduction="sum")
+    labelled = target != IGNORE
+    if weight is None:
+        return total / labelled.sum().clamp(min=1)
+    return total / weight[target[labelled]].sum().clamp(min=1e-12)
 
 
 class _Trainer(TrainingStage):
@@ -122,6 +130,10 @@ class _Trainer(TrainingStage):
             self.pairs, self.spec, s.batch_size, s.crop_size, s.jitter, s.seed, s.num_workers, s.stain_jitter
         )
         self.steps_per_epoch = self.loader.steps_per_epoch
+        self.class_weight = None
+        if s.class_balance > 0:
+            weights = class_weights(class_pixel_shares(self.pairs, self.spec), s.class_balance)
+            self.class_weight = torch.tensor(weights, dtype=torch.float32, device=self.device)
         saved = out / "model.json"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
@@ -187,7 +199,7 @@ class _Trainer(TrainingStage):
         with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
             torch.manual_seed(self.settings.seed * 1_000_003 + self.step)  # dropout, keyed by the step
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.settings.amp):
-                loss = segmentation_loss(self.model(x), y)
+                loss = segmentation_loss(self.model(x), y, self.class_weight)
         value = float(loss.detach())
         if not np.isfinite(value):
             raise TrainingDivergedError(
