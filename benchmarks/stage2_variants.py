@@ -5,6 +5,8 @@ For each fold, seed and method whose ``compare_real.py`` run is complete in ``--
 * ``--masks pseudo`` (default): train a segmenter on that run's own pseudo-masks with
   ``SegSettings`` defaults plus ``--seg-set`` (stage-2 changes screened without training stage 1
   again);
+* ``--masks pseudo-tta``: the same with pseudo-masks made with test-time augmentation
+  (``CamSettings(tta=True)``), made once per run;
 * ``--masks truth``: train it on the ground-truth masks of the same weak tiles (cut from the
   images' masks): the score a segmenter trained on these tiles reaches with perfect labels, the
   ceiling of anything stage 1 can do for stage 2 here;
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "--weak", default="weak-min_fraction=0.1", help="the folds' weak tile folder (compare_real's)"
     )
     p.add_argument("--tag", default="variant", help="name of this variant's outputs")
-    p.add_argument("--masks", choices=("pseudo", "truth"), default="pseudo")
+    p.add_argument("--masks", choices=("pseudo", "pseudo-tta", "truth"), default="pseudo")
     p.add_argument("--seg-set", nargs="*", default=[], metavar="NAME=VALUE", help="SegSettings changes")
     p.add_argument("--pseudo-quality", action="store_true", help="score the pseudo-masks on their own tiles")
     p.add_argument("--only-folds", type=int, nargs="+")
@@ -136,12 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"fold {fold} {name}: no finished compare_real.py run, skipped", flush=True)
                     continue
                 label = f"fold {fold} {method} s{seed}"
+                tta = fold_dir / f"{name}-pseudo-tta"
+                if (args.pseudo_quality or args.masks == "pseudo-tta") and not tta.is_dir():
+                    run(make_pseudo_masks(stage1, weak, tta, settings=CamSettings(tta=True), device="cpu"))
                 if args.pseudo_quality:
-                    tta = fold_dir / f"{name}-pseudo-tta"
-                    if not tta.is_dir():
-                        run(
-                            make_pseudo_masks(stage1, weak, tta, settings=CamSettings(tta=True), device="cpu")
-                        )
                     plain, averaged = tile_miou(pseudo, weak, args.dev), tile_miou(tta, weak, args.dev)
                     print(
                         f"{label}: pseudo-masks on their own tiles {plain:.1f}, with TTA {averaged:.1f}",
@@ -151,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
                         {"fold": fold, "seed": seed, "method": method, "plain": plain, "tta": averaged}
                     )
                     continue
-                masks = (
-                    truth_masks(weak, args.dev, fold_dir / "truth-masks") if args.masks == "truth" else pseudo
-                )
+                masks = {
+                    "pseudo": pseudo,
+                    "pseudo-tta": tta,
+                    "truth": truth_masks(weak, args.dev, fold_dir / "truth-masks")
+                    if args.masks == "truth"
+                    else None,
+                }[args.masks]
                 variant = f"{args.tag}-{args.masks}-{method}-s{seed}"
                 seg, pred = fold_dir / f"{variant}-seg", fold_dir / f"{variant}-pred2{mode}"
                 if not (seg / "model.json").is_file():
