@@ -26,13 +26,13 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..engine.model_meta import read_model_json
 from ..errors import CheckpointError, SlideError
 from . import _labels
+from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._quiet_add import add_in_steps, finish_now, run_in_turns
 from ._segment_live import Finished, LiveChunk, count, live_segmentation
@@ -77,7 +77,7 @@ class SegmentWidget(QWidget):
         self._message: str | None = None
         self._chunks: list[LiveChunk] = []
         self.view = Throttled(self._refresh_view, self)
-        lay = QVBoxLayout(self)
+        lay = scrolling_body(self)  # content scrolls in its dock (_dock.py)
         lay.addWidget(self._form())
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
