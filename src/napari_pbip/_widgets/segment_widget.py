@@ -36,6 +36,7 @@ from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._quiet_add import add_in_steps, finish_now, run_in_turns
 from ._segment_live import Finished, LiveChunk, count, live_segmentation
+from ._segment_queue import QueuePanel
 from ._warmup import warm_up
 from ._worker import JobWorker, as_job, start_job
 
@@ -109,6 +110,8 @@ class SegmentWidget(QWidget):
             row.addWidget(b)
             self.export_buttons.append(b)
         lay.addLayout(row)
+        self.queue = QueuePanel(self, self._set_running)
+        lay.addWidget(self.queue)
         self.viewer.layers.events.inserted.connect(self._fill_layers)
         self.viewer.layers.events.removed.connect(self._fill_layers)
         self._fill_layers()
@@ -173,6 +176,7 @@ class SegmentWidget(QWidget):
         self.slide_layer.clear()
         self.slide_layer.addItems(names)
         self.slide_layer.blockSignals(False)
+        self.queue.fill_layers(self.viewer.layers)
         if current in names:
             self.slide_layer.setCurrentText(current)
         elif names:
@@ -266,6 +270,7 @@ class SegmentWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self.queue.run_button.setEnabled(not running)
         for b in self.export_buttons:
             b.setEnabled(not running and self.layer is not None)
 
