@@ -119,3 +119,19 @@ def test_cancel_stops_the_queue_keeps_finished_chunks_and_run_queue_goes_on(queu
     w.queue.run()
     wait_job(w)
     assert [v[0] for v in _lines(w).values()] == ["done", "failed", "done"]
+
+
+def test_a_folder_that_is_not_a_queue_output_is_refused_in_one_line_and_left_alone(
+    queue_widget, tmp_path, wait_job
+):
+    w = queue_widget
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me\n")
+    w.queue.out.set_path(other)
+    w.queue.run()
+    wait_job(w)
+    assert w.status.is_error and str(other) in w.status.text() and "\n" not in w.status.text()
+    assert "new or empty folder" in w.status.text()
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    assert {v[0] for v in _lines(w).values()} == {"queued"}  # nothing ran
