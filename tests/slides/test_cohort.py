@@ -87,6 +87,22 @@ def test_a_broken_slide_is_reported_without_stopping_the_others_and_retried_on_r
     assert "3 of 3 slides" in capsys.readouterr().out
 
 
+def test_slide_events_carry_each_slides_status_for_a_progress_line_per_slide(tmp_path, model):
+    from napari_pbip.slides.cohort import SlideStatus
+
+    a = _slide(tmp_path / "in" / "a.tif", 1)
+    broken = tmp_path / "in" / "c.svs"
+    broken.write_bytes(b"not a slide")
+    settings = SegmentSettings(chunk=256, batch=4, device="cpu")
+    seen = [
+        (ev.payload.name, ev.payload.status, ev.payload.error)
+        for ev in segment_cohort([a, broken], model, tmp_path / "out", settings)
+        if ev.stage == "slide" and isinstance(ev.payload, SlideStatus)
+    ]
+    assert [s[:2] for s in seen] == [("a", "running"), ("a", "done"), ("c", "running"), ("c", "failed")]
+    assert seen[1][2] is None and str(broken) in seen[3][2]  # the failure's one line, naming the slide
+
+
 @pytest.mark.parametrize("form", ["folder", "glob"])
 def test_a_folder_or_a_quoted_glob_is_a_cohort_of_its_slides(tmp_path, model, form):
     folder = tmp_path / "slides"

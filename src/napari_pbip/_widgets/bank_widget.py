@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from ..errors import BankError, SettingsError
 from ._bank_grid import MemberGrid, missing_thumbnails
 from ._bank_panels import HistoryPanel, SimilarityPanel
+from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._worker import JobWorker, as_job, start_job
 
@@ -81,7 +82,7 @@ class BankWidget(QWidget):
         self.worker: JobWorker | None = None
         self._event = None
         self.view = Throttled(self._show_event, self)
-        lay = QVBoxLayout(self)
+        lay = scrolling_body(self)  # content scrolls in its dock (_dock.py)
         lay.addWidget(self._build_box())
         self.progress = progress_bar(self)
         self.status = StatusLine(self)

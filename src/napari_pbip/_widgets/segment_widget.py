@@ -26,16 +26,17 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..engine.model_meta import read_model_json
 from ..errors import CheckpointError, SlideError
 from . import _labels
+from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._quiet_add import add_in_steps, finish_now, run_in_turns
 from ._segment_live import Finished, LiveChunk, count, live_segmentation
+from ._segment_queue import QueuePanel
 from ._warmup import warm_up
 from ._worker import JobWorker, as_job, start_job
 
@@ -77,7 +78,7 @@ class SegmentWidget(QWidget):
         self._message: str | None = None
         self._chunks: list[LiveChunk] = []
         self.view = Throttled(self._refresh_view, self)
-        lay = QVBoxLayout(self)
+        lay = scrolling_body(self)  # content scrolls in its dock (_dock.py)
         lay.addWidget(self._form())
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
@@ -109,6 +110,8 @@ class SegmentWidget(QWidget):
             row.addWidget(b)
             self.export_buttons.append(b)
         lay.addLayout(row)
+        self.queue = QueuePanel(self, self._set_running)
+        lay.addWidget(self.queue)
         self.viewer.layers.events.inserted.connect(self._fill_layers)
         self.viewer.layers.events.removed.connect(self._fill_layers)
         self._fill_layers()
@@ -173,6 +176,7 @@ class SegmentWidget(QWidget):
         self.slide_layer.clear()
         self.slide_layer.addItems(names)
         self.slide_layer.blockSignals(False)
+        self.queue.fill_layers(self.viewer.layers)
         if current in names:
             self.slide_layer.setCurrentText(current)
         elif names:
@@ -266,6 +270,7 @@ class SegmentWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self.queue.run_button.setEnabled(not running)
         for b in self.export_buttons:
             b.setEnabled(not running and self.layer is not None)
 

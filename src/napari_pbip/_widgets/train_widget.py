@@ -21,13 +21,13 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..engine.checkpoint import read_state
 from ..errors import CheckpointError, DatasetError, SettingsError
 from ..events import Preview, RunStarted
+from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers, with_layers
 from ._warmup import warm_up
@@ -80,7 +80,7 @@ class TrainWidget(QWidget):
         self.preview = PreviewLayers(napari_viewer)
         self._fgbg_choice: int | None = None  # FG/BG class picked, None: each pixel's strongest
         self.view = Throttled(self._refresh_view, self)
-        lay = QVBoxLayout(self)
+        lay = scrolling_body(self)  # content scrolls in its dock (_dock.py)
         lay.addWidget(self._form())
         lay.addLayout(self._buttons())
         self.progress = progress_bar(self)

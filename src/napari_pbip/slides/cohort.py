@@ -20,7 +20,7 @@ import csv
 import glob
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,9 @@ _GLOB_CHARS = frozenset("*?[")
 
 @dataclass
 class SlideStatus:
-    """One slide of a cohort: its outputs' ``name`` in the folder, ``status`` ("done", "failed" or
-    "pending") and, when failed, the one-line ``error``."""
+    """One slide of a cohort: its outputs' ``name`` in the folder, ``status`` ("pending", "running",
+    "done" or "failed"; only finished ones are recorded) and, when failed, the one-line ``error``.
+    A copy is the payload of each ``"slide"`` event of :func:`segment_cohort`."""
 
     slide: str
     name: str
@@ -232,7 +233,8 @@ def segment_cohort(
 
     Yields:
         ``Progress("slide", i, n, "slide i+1/n: NAME ...")`` before each slide and when it ends,
-        and each slide's own events (:func:`segment_slide`).
+        with a copy of its :class:`SlideStatus` (``running``, then ``done`` or ``failed``) as the
+        payload, and each slide's own events (:func:`segment_slide`) between the two.
 
     Returns:
         :class:`CohortResult`; a slide that failed is in it with its error and did not stop the
@@ -256,7 +258,8 @@ def segment_cohort(
     result = CohortResult(out_dir, [SlideStatus(str(p), names[p]) for p in paths])
     n = len(paths)
     for i, (p, status) in enumerate(zip(paths, result.slides, strict=True)):
-        yield Progress("slide", i, n, f"slide {i + 1}/{n}: {p.name}")
+        status.status = "running"
+        yield Progress("slide", i, n, f"slide {i + 1}/{n}: {p.name}", payload=replace(status))
         was_done = before.get(status.name, {}).get("status") == "done"
         try:
             job = _one_slide(p, model, out_dir, status.name, s, slide_mpp, was_done)
@@ -268,7 +271,7 @@ def segment_cohort(
             result.results[status.name] = seg
         _write_summary(result, paths[: i + 1], before)
         word = "skipped (finished before)" if status.finished_before else status.status
-        yield Progress("slide", i + 1, n, f"slide {i + 1}/{n}: {p.name} {word}")
+        yield Progress("slide", i + 1, n, f"slide {i + 1}/{n}: {p.name} {word}", payload=replace(status))
     return result
 
 
