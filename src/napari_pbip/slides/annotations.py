@@ -1,0 +1,164 @@
+"""Class regions on a slide: QuPath GeoJSON annotations (or shapes drawn in napari) as level-0 polygons.
+
+A :class:`ClassRegion` is a class name and a shapely (Multi)Polygon in the slide's level-0
+pixel coordinates, holes included. QuPath writes its annotations that way (``objectType``
+``"annotation"``, ``classification.name``); the napari widget converts Shapes and painted Labels
+layers into the same features, so the tiling code takes plain data and never a napari object.
+
+A region classified :data:`VAL_CLASS` (``"val"``, any case) is not a tissue class: it marks an
+area as **fully annotated**. Every class region inside it is taken as the complete truth there,
+and the area is cut into validation images with masks instead of training tiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DatasetError
+
+VAL_CLASS = "val"  # the classification that marks a fully annotated area (validation images + masks)
+AREA_TYPES = ("Polygon", "MultiPolygon")
+
+
+@dataclass(frozen=True)
+class ClassRegion:
+    """One annotated area of a slide.
+
+    Attributes:
+        name: the tissue class, or :data:`VAL_CLASS` for a fully annotated area.
+        geometry: shapely Polygon or MultiPolygon (holes allowed) in level-0 pixels (x, y).
+        source: where it came from, for messages (``"A.geojson, annotation 3"``).
+    """
+
+    name: str
+    geometry: Any
+    source: str
+
+    @property
+    def is_val(self) -> bool:
+        """Whether this region marks a fully annotated (validation) area rather than a class."""
+        return self.name.lower() == VAL_CLASS
+
+
+def read_geojson(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The features of a GeoJSON file: a FeatureCollection, a list of features or one Feature.
+
+    Raises:
+        DatasetError: the file is missing, not JSON, or holds no features.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(
+            f"annotation file {path} does not exist; export the annotations as GeoJSON"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DatasetError(
+            f"{path} is not readable GeoJSON ({exc}); export the annotations from QuPath as GeoJSON"
+        ) from None
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        data = data.get("features")
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(f, dict) for f in data):
+        raise DatasetError(
+            f"{path} is not a GeoJSON FeatureCollection or list of features; export the annotations from QuPath "
+            "(File > Export objects as GeoJSON)"
+        )
+    return data
+
+
+def _class_name(properties: dict[str, Any]) -> str | None:
+    cls = properties.get("classification")
+    if isinstance(cls, dict):
+        name = cls.get("name")
+        if name is None and isinstance(cls.get("names"), list):  # QuPath's derived classes: "A: B"
+            name = ": ".join(str(n) for n in cls["names"])
+        return str(name) if name is not None else None
+    return str(cls) if isinstance(cls, str) else None
+
+
+def _polygon(geometry: dict[str, Any], where: str):
+    from shapely.geometry import shape
+    from shapely.validation import make_valid
+
+    try:
+        geom = shape(geometry)
+    except Exception as exc:  # shapely raises several types for malformed coordinates
+        raise DatasetError(
+            f"{where}: its geometry cannot be read ({exc}); fix or delete the annotation"
+        ) from None
+    if not geom.is_valid:  # free-hand outlines cross themselves
+        geom = make_valid(geom)
+        parts = [g for g in getattr(geom, "geoms", [geom]) if g.geom_type in AREA_TYPES]
+        from shapely.ops import unary_union
+
+        geom = unary_union(parts) if parts else geom
+    return geom
+
+
+def regions_from_features(
+    features: Sequence[dict[str, Any]], classes: Sequence[str], source: str = "annotations"
+) -> tuple[list[ClassRegion], int]:
+    """Class regions from GeoJSON features.
+
+    Only ``objectType`` ``"annotation"`` features count (QuPath detections and cells are skipped), and
+    of those only areas (Polygon, MultiPolygon); points and lines are skipped too.
+
+    Args:
+        features: GeoJSON Feature dicts (coordinates in level-0 pixels).
+        classes: the data set's tissue classes; every classification must be one of them or ``val``.
+        source: names the file in messages.
+
+    Returns:
+        The regions, and how many features were skipped (not annotations, or not areas).
+
+    Raises:
+        DatasetError: an annotation has no classification, an unknown one (the message lists the
+            known classes), or an unreadable geometry.
+    """
+    known = {c.lower(): c for c in classes}
+    regions, skipped = [], 0
+    for i, feature in enumerate(features, start=1):
+        props = feature.get("properties") or {}
+        where = f"{source}, annotation {i}"
+        if props.get("objectType", "annotation") != "annotation":
+            skipped += 1
+            continue
+        geometry = feature.get("geometry") or {}
+        if geometry.get("type") not in AREA_TYPES:
+            skipped += 1
+            continue
+        name = _class_name(props)
+        if name is None:
+            raise DatasetError(
+                f"{where} has no classification; give it one of the classes {list(classes)} (or {VAL_CLASS!r} "
+                "for a fully annotated area), or delete it"
+            )
+        if name.lower() != VAL_CLASS and name.lower() not in known:
+            raise DatasetError(
+                f"{where} is classified {name!r}, which is not a class of this data set; known classes: "
+                f"{list(classes)} (and {VAL_CLASS!r} for a fully annotated area): rename the class or pass "
+                "--classes / a dataset.json that has it"
+            )
+        cls = VAL_CLASS if name.lower() == VAL_CLASS else known[name.lower()]
+        geom = _polygon(geometry, where)
+        if geom.is_empty or geom.area <= 0:
+            skipped += 1
+            continue
+        regions.append(ClassRegion(cls, geom, where))
+    return regions, skipped
+
+
+def polygon_region(name: str, xy: Sequence[Sequence[float]], source: str) -> ClassRegion:
+    """A region from one outline of (x, y) level-0 vertices (a shape drawn in napari)."""
+
+    return ClassRegion(
+        name, _polygon({"type": "Polygon", "coordinates": [list(map(list, xy))]}, source), source
+    )
