@@ -222,7 +222,9 @@ def run(args: argparse.Namespace) -> None:
         shots = {
             "training-data": lambda viewer, app: shoot_training_data(viewer, app, work, args.out, args.width),
             "bank": lambda viewer, app: shoot_bank(viewer, app, prep, work, args.out, args.width),
-            "train": lambda viewer, app: shoot_train(viewer, app, prep, work, args.out, args.width, args.steps),
+            "train": lambda viewer, app: shoot_train(
+                viewer, app, prep, work, args.out, args.width, args.steps
+            ),
             "segment": lambda viewer, app: shoot_segment(viewer, app, work, args.out, args.width),
         }
         for name, shoot in shots.items():
@@ -242,8 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny test models (fast; for checking the script)")
     p.add_argument("--steps", type=int, default=60, help="training steps before the training screenshot")
     p.add_argument("--width", type=int, default=1200, help="width of the saved PNGs in pixels")
-    p.add_argument("--only", nargs="+", metavar="NAME", help="take only these shots (training-data, bank, train, "
-                   "segment; train needs bank, segment needs train)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="take only these shots (training-data, bank, train, "
+        "segment; train needs bank, segment needs train)",
+    )
     p.add_argument("--use-display", action="store_true", help="use $DISPLAY instead of a private Xvfb")
     args = p.parse_args(argv)
     if not (os.environ.get("PBIP_SHOTS_XVFB") or (args.use_display and os.environ.get("DISPLAY"))):

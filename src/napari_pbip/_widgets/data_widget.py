@@ -301,7 +301,9 @@ class TrainingDataWidget(QWidget):
             face_color_cycle=[[*c, 0.25] for c in colours],
             edge_color="class",
             edge_color_cycle=[[*c, 1.0] for c in colours],
-            edge_width=max(2.0, max(slide.data[0].shape[:2] if slide.multiscale else slide.data.shape[:2]) / 300),
+            edge_width=max(
+                2.0, max(slide.data[0].shape[:2] if slide.multiscale else slide.data.shape[:2]) / 300
+            ),
         )
         self.set_regions(slide.name, layer.name)
         self.table.selectRow(row)
