@@ -134,3 +134,19 @@ def test_bad_class_is_one_red_line_and_nothing_is_written(widget, viewer_and_sli
     wait_job(widget)
     assert widget.status.is_error and "no class region" in widget.status.text()
     assert not (tmp_path / "ds").exists()
+
+
+def test_cancel_leaves_no_half_written_data_set(widget, viewer_and_slide, tmp_path, wait_job):
+    viewer, slide = viewer_and_slide
+    widget.classes.setText("tumor")
+    widget.classes.editingFinished.emit()
+    widget.new_regions_layer().add_rectangles(np.array([[0, 0], [1024, 1024]], float))
+    widget.tile.setValue(16)  # many small tiles: the job is still running when Cancel is pressed
+    widget.out.set_path(tmp_path / "ds")
+    assert widget.build() is not None
+    widget.cancel()
+    wait_job(widget)
+    assert "cancelled" in widget.status.text() and not widget.status.is_error
+    assert not (tmp_path / "ds").exists()
+    assert not list(tmp_path.glob(".ds.*")), "the temporary folder was left behind"
+    assert widget.build_button.isEnabled()

@@ -21,11 +21,9 @@ from napari_pbip.data.layouts import dataset_mpp, open_dataset
 from napari_pbip.errors import DatasetError, OutputExistsError
 from napari_pbip.events import run
 from napari_pbip.slides import open_slide
-from napari_pbip.slides.annotations import read_geojson, regions_from_features
+from napari_pbip.slides.annotations import SlideRegions, load_regions, read_geojson, regions_from_features
 from napari_pbip.slides.training_data import (
     FromSlidesSettings,
-    SlideRegions,
-    load_regions,
     read_provenance,
     spec_for_classes,
     training_data_from_slides,

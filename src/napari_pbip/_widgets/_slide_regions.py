@@ -137,11 +137,10 @@ def regions_input(
 
 
 def slide_regions(given: RegionsInput, classes: Sequence[str]):
-    """The :class:`~napari_pbip.slides.training_data.SlideRegions` of one slide (run in the worker)."""
+    """The :class:`~napari_pbip.slides.annotations.SlideRegions` of one slide (run in the worker)."""
     from ..export.geojson import labels_to_features
     from ..slides import open_slide
-    from ..slides.annotations import regions_from_features
-    from ..slides.training_data import SlideRegions
+    from ..slides.annotations import SlideRegions, regions_from_features
 
     features = given.features
     if given.labels is not None:

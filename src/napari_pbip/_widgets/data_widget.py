@@ -60,6 +60,7 @@ class TrainingDataWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker: JobWorker | None = None
+        self._ending: tuple[str, bool] | None = None
         self.summary: dict[str, Any] | None = None
         self._event = None
         self.view = Throttled(self._show_event, self)
@@ -364,7 +365,12 @@ class TrainingDataWidget(QWidget):
             field = "out" if out is None else ("classes" if "classes" in str(exc) else None)
             report_error(exc, self.status, self.marks, field)
             return None
+        from .._atomic import output_kind
+        from ..slides.training_data import OUTPUT_KIND
+
         overwrite = self.overwrite.isChecked()
+        updating = not overwrite and out.is_dir() and output_kind(out) == OUTPUT_KIND  # else written whole
+        self._ending = None
         self.summary = None
         self.use_button.setEnabled(False)
         self.result.setText("")
@@ -374,9 +380,11 @@ class TrainingDataWidget(QWidget):
             lambda: build_job(inputs, out, spec, settings, overwrite),
             on_event=self._on_event,
             on_done=self._on_done,
-            on_error=lambda exc: report_error(exc, self.status, self.marks),
-            on_aborted=lambda: self.status.info(
-                "build cancelled; build again to finish (tiles written are kept)"
+            on_error=self._on_error,
+            on_aborted=lambda: self._end(
+                "build cancelled: tiles written so far are kept; build again to finish"
+                if updating
+                else f"build cancelled: nothing was written to {out.name}"
             ),
             on_finished=self._on_finished,
         )
@@ -398,8 +406,17 @@ class TrainingDataWidget(QWidget):
             f"<b>{summary['tiles']} training tiles</b> ({per_class}); {summary['val_images']} validation images. "
             f"{summary['added']} written, {summary['removed']} removed, {summary['unchanged']} unchanged."
         )
-        self.status.info(f"done: {summary['out']}")
+        self._end(f"done: {summary['out']}")
         self.use_button.setEnabled(True)
+
+    def _on_error(self, exc: BaseException) -> None:
+        report_error(exc, self.status, self.marks)
+        self._end(self.status.text(), error=True)
+
+    def _end(self, text: str, error: bool = False) -> None:
+        """Say how the build ended (shown again after the last progress event is drawn)."""
+        self._ending = (text, error)
+        (self.status.error if error else self.status.info)(text)
 
     def _set_busy(self, busy: bool) -> None:
         self.build_button.setEnabled(not busy)
@@ -407,8 +424,8 @@ class TrainingDataWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.view.flush()
-        if not self.status.is_error and self.summary is not None:
-            self.status.info(f"done: {self.summary['out']}")
+        if self._ending is not None:
+            self._end(*self._ending)
         self.worker = None
         self._set_busy(False)
 

@@ -73,13 +73,8 @@ def run_from_slides(args: argparse.Namespace) -> int:
     """Run :func:`napari_pbip.slides.training_data.training_data_from_slides` and report the summary."""
     from ..data.layouts import read_spec
     from ..errors import SlideError
-    from ..slides.training_data import (
-        FromSlidesSettings,
-        load_regions,
-        pair_annotations,
-        spec_for_classes,
-        training_data_from_slides,
-    )
+    from ..slides.annotations import load_regions, pair_annotations
+    from ..slides.training_data import FromSlidesSettings, spec_for_classes, training_data_from_slides
     from ._common import drain, print_json
 
     settings = FromSlidesSettings(

@@ -17,9 +17,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DatasetError
+
+if TYPE_CHECKING:
+    from .readers import Slide
 
 VAL_CLASS = "val"  # the classification that marks a fully annotated area (validation images + masks)
 AREA_TYPES = ("Polygon", "MultiPolygon")
@@ -43,6 +46,30 @@ class ClassRegion:
     def is_val(self) -> bool:
         """Whether this region marks a fully annotated (validation) area rather than a class."""
         return self.name.lower() == VAL_CLASS
+
+
+@dataclass(frozen=True)
+class SlideRegions:
+    """One slide and its class regions (level-0 pixels), as the job takes them.
+
+    Attributes:
+        slide: the opened slide.
+        regions: class regions and ``val`` areas.
+        source: where the regions came from (a GeoJSON file, a napari layer), for messages.
+    """
+
+    slide: Slide
+    regions: tuple[ClassRegion, ...]
+    source: str = "annotations"
+
+    @property
+    def name(self) -> str:
+        """The slide's file name without its suffix (``.svs``, ``.ome.tif``), which starts its tiles' names."""
+        name = self.slide.path.name
+        for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+            if name.lower().endswith(suffix):
+                return name[: -len(suffix)]
+        return self.slide.path.stem
 
 
 def read_geojson(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -156,9 +183,62 @@ def regions_from_features(
     return regions, skipped
 
 
-def polygon_region(name: str, xy: Sequence[Sequence[float]], source: str) -> ClassRegion:
-    """A region from one outline of (x, y) level-0 vertices (a shape drawn in napari)."""
+def pair_annotations(
+    slides: Sequence[str | os.PathLike], annotations: Sequence[str | os.PathLike] | None = None
+) -> list[tuple[Path, Path]]:
+    """(slide, GeoJSON) pairs: given one by one, or the ``<stem>.geojson`` beside each slide.
 
-    return ClassRegion(
-        name, _polygon({"type": "Polygon", "coordinates": [list(map(list, xy))]}, source), source
-    )
+    ``slides`` may name folders; every file in one that is a slide format is taken, and its
+    GeoJSON must lie beside it (a slide without one is skipped when it came from a folder).
+
+    Raises:
+        DatasetError: the counts differ, a named slide has no GeoJSON beside it, or nothing is found.
+    """
+    from .cohort import SLIDE_SUFFIXES
+
+    files: list[tuple[Path, bool]] = []
+    for given in map(Path, slides):
+        if given.is_dir() and not given.name.lower().endswith(".zarr"):
+            found = sorted(
+                p
+                for p in given.iterdir()
+                if p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith(".")
+            )
+            files += [(p, True) for p in found if not p.name.lower().endswith(".labels.tif")]
+        else:
+            files.append((given, False))
+    if annotations:
+        if len(annotations) != len(files):
+            raise DatasetError(
+                f"{len(files)} slide(s) but {len(annotations)} annotation file(s); give one GeoJSON per slide, in "
+                "the same order, or none to use the <slide>.geojson beside each slide"
+            )
+        return [(s, Path(a)) for (s, _), a in zip(files, annotations, strict=True)]
+    pairs = []
+    for slide, from_folder in files:
+        geojson = slide.with_name(slide.name.split(".")[0] + ".geojson")
+        if geojson.is_file():
+            pairs.append((slide, geojson))
+        elif not from_folder:
+            raise DatasetError(
+                f"no annotations for {slide}: {geojson.name} is not beside it; pass --annotations FILE.geojson"
+            )
+    if not pairs:
+        raise DatasetError(
+            f"no slide in {[str(s) for s in slides]} has a same-named .geojson beside it; export the annotations "
+            "from QuPath next to the slides, or pass --annotations"
+        )
+    return pairs
+
+
+def load_regions(
+    slide: str | os.PathLike,
+    geojson: str | os.PathLike,
+    classes: Sequence[str],
+    slide_mpp: float | None = None,
+) -> SlideRegions:
+    """Open ``slide`` and read the class regions of its QuPath GeoJSON export."""
+    from .readers import open_slide
+
+    regions, _ = regions_from_features(read_geojson(geojson), classes, source=Path(geojson).name)
+    return SlideRegions(open_slide(slide, mpp=slide_mpp), tuple(regions), Path(geojson).name)

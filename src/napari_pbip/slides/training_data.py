@@ -41,8 +41,7 @@ from ..data.layouts import DatasetSpec, folder_spec, write_spec
 from ..errors import DatasetError, OutputExistsError
 from ..events import Job, Progress
 from ..settings import Settings, check
-from .annotations import ClassRegion
-from .readers import Slide
+from .annotations import ClassRegion, SlideRegions
 from .tissue import TissueMask, TissueSettings, detect_tissue
 
 OUTPUT_KIND = "data from-slides"
@@ -96,30 +95,6 @@ class FromSlidesSettings(Settings):
 
 
 @dataclass(frozen=True)
-class SlideRegions:
-    """One slide and its class regions (level-0 pixels), as the job takes them.
-
-    Attributes:
-        slide: the opened slide.
-        regions: class regions and ``val`` areas.
-        source: where the regions came from (a GeoJSON file, a napari layer), for messages.
-    """
-
-    slide: Slide
-    regions: tuple[ClassRegion, ...]
-    source: str = "annotations"
-
-    @property
-    def name(self) -> str:
-        """The slide's file name without its suffix (``.svs``, ``.ome.tif``), which starts its tiles' names."""
-        name = self.slide.path.name
-        for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
-            if name.lower().endswith(suffix):
-                return name[: -len(suffix)]
-        return self.slide.path.stem
-
-
-@dataclass(frozen=True)
 class _Tile:
     split: str
     file: str
@@ -149,68 +124,6 @@ def spec_for_classes(classes: Sequence[str]) -> DatasetSpec:
     """A generic-layout spec for a typed class list: distinct colours, white background last."""
     palette = folder_spec(tuple(classes)).palette
     return DatasetSpec("generic", tuple(classes), palette, len(classes), "space")
-
-
-def pair_annotations(
-    slides: Sequence[str | os.PathLike], annotations: Sequence[str | os.PathLike] | None = None
-) -> list[tuple[Path, Path]]:
-    """(slide, GeoJSON) pairs: given one by one, or the ``<stem>.geojson`` beside each slide.
-
-    ``slides`` may name folders; every file in one that is a slide format is taken, and its
-    GeoJSON must lie beside it (a slide without one is skipped when it came from a folder).
-
-    Raises:
-        DatasetError: the counts differ, a named slide has no GeoJSON beside it, or nothing is found.
-    """
-    from .cohort import SLIDE_SUFFIXES
-
-    files: list[tuple[Path, bool]] = []
-    for given in map(Path, slides):
-        if given.is_dir() and not given.name.lower().endswith(".zarr"):
-            found = sorted(
-                p
-                for p in given.iterdir()
-                if p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith(".")
-            )
-            files += [(p, True) for p in found if not p.name.lower().endswith(".labels.tif")]
-        else:
-            files.append((given, False))
-    if annotations:
-        if len(annotations) != len(files):
-            raise DatasetError(
-                f"{len(files)} slide(s) but {len(annotations)} annotation file(s); give one GeoJSON per slide, in "
-                "the same order, or none to use the <slide>.geojson beside each slide"
-            )
-        return [(s, Path(a)) for (s, _), a in zip(files, annotations, strict=True)]
-    pairs = []
-    for slide, from_folder in files:
-        geojson = slide.with_name(slide.name.split(".")[0] + ".geojson")
-        if geojson.is_file():
-            pairs.append((slide, geojson))
-        elif not from_folder:
-            raise DatasetError(
-                f"no annotations for {slide}: {geojson.name} is not beside it; pass --annotations FILE.geojson"
-            )
-    if not pairs:
-        raise DatasetError(
-            f"no slide in {[str(s) for s in slides]} has a same-named .geojson beside it; export the annotations "
-            "from QuPath next to the slides, or pass --annotations"
-        )
-    return pairs
-
-
-def load_regions(
-    slide: str | os.PathLike,
-    geojson: str | os.PathLike,
-    classes: Sequence[str],
-    slide_mpp: float | None = None,
-) -> SlideRegions:
-    """Open ``slide`` and read the class regions of its QuPath GeoJSON export."""
-    from .annotations import read_geojson, regions_from_features
-    from .readers import open_slide
-
-    regions, _ = regions_from_features(read_geojson(geojson), classes, source=Path(geojson).name)
-    return SlideRegions(open_slide(slide, mpp=slide_mpp), tuple(regions), Path(geojson).name)
 
 
 def check_regions(items: Sequence[SlideRegions], settings: FromSlidesSettings) -> None:
@@ -255,28 +168,48 @@ def check_regions(items: Sequence[SlideRegions], settings: FromSlidesSettings) -
                 )
 
 
-def _paint(regions: Sequence[ClassRegion], classes: dict[str, int], y0: float, x0: float, t: int, f: float):
-    """Class index per pixel of a ``t`` x ``t`` tile whose top-left is level-0 (y0, x0), ``f`` level-0 px
-    per tile px; -1 outside every region. Larger regions first, so nested smaller ones win."""
-    from PIL import Image, ImageDraw
-    from shapely.geometry import box
+class _Painter:
+    """Class index per pixel of a tile, from regions found with an R-tree; -1 outside every region.
 
-    out = np.full((t, t), -1, np.int16)
-    window = box(x0, y0, x0 + t * f, y0 + t * f)
-    for r in regions:
-        if not r.geometry.intersects(window):
-            continue
-        canvas = Image.new("L", (t, t), 0)
-        draw = ImageDraw.Draw(canvas)
-        for poly in getattr(r.geometry, "geoms", [r.geometry]):
-            if poly.geom_type != "Polygon":
+    Larger regions are painted first, so nested smaller ones win. A tile that lies wholly inside a
+    region is filled without drawing its outline.
+    """
+
+    def __init__(self, regions: Sequence[ClassRegion], index: dict[str, int], t: int, f: float):
+        import shapely
+
+        ordered = sorted(regions, key=lambda r: -r.geometry.area)
+        self.geoms = [r.geometry for r in ordered]
+        for g in self.geoms:
+            shapely.prepare(g)
+        self.values = [index[r.name] for r in ordered]
+        self.tree = shapely.STRtree(self.geoms)
+        self.t, self.f = t, f
+
+    def paint(self, y: int, x: int) -> np.ndarray:
+        """The ``t`` x ``t`` tile whose top-left is (y, x) in the grid at the tiles' um/px."""
+        import shapely
+        from PIL import Image, ImageDraw
+
+        t, f = self.t, self.f
+        window = _window(y, x, t, f)
+        y0, x0 = y * f, x * f
+        out = np.full((t, t), -1, np.int16)
+        for i in sorted(self.tree.query(window, predicate="intersects")):
+            geom = self.geoms[i]
+            if shapely.contains_properly(geom, window):
+                out[:] = self.values[i]
                 continue
-            ring = [((x - x0) / f, (y - y0) / f) for x, y in poly.exterior.coords]
-            draw.polygon(ring, fill=1)
-            for hole in poly.interiors:
-                draw.polygon([((x - x0) / f, (y - y0) / f) for x, y in hole.coords], fill=0)
-        out[np.asarray(canvas, bool)] = classes[r.name]
-    return out
+            canvas = Image.new("L", (t, t), 0)
+            draw = ImageDraw.Draw(canvas)
+            for poly in getattr(geom, "geoms", [geom]):
+                if poly.geom_type != "Polygon":
+                    continue
+                draw.polygon([((px - x0) / f, (py - y0) / f) for px, py in poly.exterior.coords], fill=1)
+                for hole in poly.interiors:
+                    draw.polygon([((px - x0) / f, (py - y0) / f) for px, py in hole.coords], fill=0)
+            out[np.asarray(canvas, bool)] = self.values[i]
+        return out
 
 
 def _tissue_tile(tissue: TissueMask, y: int, x: int, t: int, mpp: float) -> np.ndarray:
@@ -301,53 +234,62 @@ def _grid(geom, f: float, step: int, t: int, size: tuple[int, int]) -> Iterator[
 
 def _plan_slide(
     item: SlideRegions, tissue: TissueMask, spec: DatasetSpec, settings: FromSlidesSettings, dropped: dict
-) -> list[_Tile]:
-    """Every tile of one slide with its label (train) or mask (val), decided without reading pixels."""
+) -> Job[list[_Tile]]:
+    """Every tile of one slide with its label (train) or mask (val), decided without reading pixels;
+    yields progress every few batches of tiles looked at."""
     from shapely.ops import unary_union
 
     t, mpp, step = settings.tile, settings.mpp, settings.step
     f = mpp / item.slide.mpp[0]
     size = item.slide.size_at(mpp)
-    index = {c: k for k, c in enumerate(spec.classes)}
-    classes = sorted((r for r in item.regions if not r.is_val), key=lambda r: -r.geometry.area)
+    classes = _Painter(
+        [r for r in item.regions if not r.is_val], {c: k for k, c in enumerate(spec.classes)}, t, f
+    )
     vals = [r for r in item.regions if r.is_val]
-    val_area = unary_union([r.geometry for r in vals]) if vals else None
+    val_area = (
+        _Painter([ClassRegion("in", unary_union([r.geometry for r in vals]), "")], {"in": 0}, t, f)
+        if vals
+        else None
+    )
+    where: dict[tuple[int, int], str] = {}
+    for r in sorted(item.regions, key=lambda r: not r.is_val):  # val areas first: their tissue never trains
+        for yx in _grid(r.geometry, f, step, t, size):
+            where.setdefault(yx, "val" if r.is_val else "train")
     tiles: list[_Tile] = []
-    seen: set[tuple[int, int]] = set()
-    for r in vals:
-        for y, x in _grid(r.geometry, f, step, t, size):
-            if (y, x) in seen:
-                continue
-            seen.add((y, x))
-            inside = _paint([ClassRegion("in", val_area, "")], {"in": 0}, y * f, x * f, t, f) == 0
-            painted = _paint(classes, index, y * f, x * f, t, f)
-            keep = inside & (painted >= 0) & _tissue_tile(tissue, y, x, t, mpp)
-            if not keep.any():
-                continue
-            mask = np.full((t, t), spec.background_index, np.uint8)
-            lut = np.asarray(spec.tissue_indices, np.uint8)
-            mask[keep] = lut[painted[keep]]
-            label = tuple(int((mask == i).any()) for i in spec.tissue_indices)
-            tiles.append(_Tile("val", f"{item.name}-y{round(y * f)}-x{round(x * f)}.png", y, x, label, mask))
-    for r in classes:
-        for y, x in _grid(r.geometry, f, step, t, size):
-            if (y, x) in seen:
-                continue
-            seen.add((y, x))
-            if val_area is not None and val_area.intersects(_window(y, x, t, f)):
-                continue  # validation tissue never trains
-            painted = _paint(classes, index, y * f, x * f, t, f)
-            tissue_px = _tissue_tile(tissue, y, x, t, mpp)
-            if ((painted < 0) | ~tissue_px).mean() > settings.max_background:
-                dropped["background"] += 1
-                continue
-            counts = np.bincount(painted[tissue_px & (painted >= 0)], minlength=spec.n_classes) / (t * t)
-            label = tuple(int(c >= settings.min_fraction) for c in counts)
-            if not any(label):
-                dropped["unlabelled"] += 1
-                continue
-            stem = f"{item.name}-y{round(y * f)}-x{round(x * f)}"
-            tiles.append(_Tile("train", labelled_name(stem, label, "space"), y, x, label, None))
+    lut = np.asarray(spec.tissue_indices, np.uint8)
+    every = settings.batch * 8
+    for n, ((y, x), split) in enumerate(where.items(), start=1):
+        if n % every == 0:
+            yield Progress("plan", n, len(where), f"{item.slide.path.name}: {n}/{len(where)} tiles looked at")
+        if (
+            split == "train"
+            and val_area is not None
+            and val_area.tree.query(_window(y, x, t, f), "intersects").size
+        ):
+            continue  # a tile touching a val area would leak validation tissue into training
+        painted = classes.paint(y, x)
+        tissue_px = _tissue_tile(tissue, y, x, t, mpp)
+        stem = f"{item.name}-y{round(y * f)}-x{round(x * f)}"
+        if split == "val":
+            keep = (val_area.paint(y, x) == 0) & (painted >= 0) & tissue_px
+            if keep.any():
+                mask = np.full((t, t), spec.background_index, np.uint8)
+                mask[keep] = lut[painted[keep]]
+                label = tuple(int((mask == i).any()) for i in spec.tissue_indices)
+                tiles.append(_Tile("val", f"{stem}.png", y, x, label, mask))
+            continue
+        if ((painted < 0) | ~tissue_px).mean() > settings.max_background:
+            dropped["background"] += 1
+            continue
+        counts = np.bincount(painted[tissue_px & (painted >= 0)], minlength=spec.n_classes) / (t * t)
+        label = tuple(int(c >= settings.min_fraction) for c in counts)
+        if not any(label):
+            dropped["unlabelled"] += 1
+            continue
+        tiles.append(_Tile("train", labelled_name(stem, label, "space"), y, x, label, None))
+    yield Progress(
+        "plan", len(where), len(where), f"{item.slide.path.name}: {len(tiles)} of {len(where)} tiles kept"
+    )
     return tiles
 
 
@@ -416,8 +358,8 @@ def training_data_from_slides(
         overwrite: rebuild a previous output from scratch instead of updating it.
 
     Yields:
-        :class:`Progress` per slide while planning (stage ``"plan"``) and per batch of tiles
-        written (stage ``"tiles"``).
+        :class:`Progress` per slide before its tissue detection (stage ``"tissue"``), every few
+        batches of tiles looked at (``"plan"``) and per batch of tiles written (``"tiles"``).
 
     Returns:
         A summary: ``tiles`` (train), ``val_images``, ``class_counts``, ``added``, ``removed``,
@@ -438,10 +380,9 @@ def training_data_from_slides(
     dropped = {"background": 0, "unlabelled": 0}
     planned: list[tuple[SlideRegions, _Tile]] = []
     for n, item in enumerate(items, start=1):
-        yield Progress("plan", n - 1, len(items), f"finding tissue on {item.slide.path.name}")
+        yield Progress("tissue", n - 1, len(items), f"finding tissue on {item.slide.path.name}")
         tissue = detect_tissue(item.slide, TissueSettings(mpp=settings.tissue_mpp))
-        planned += [(item, t) for t in _plan_slide(item, tissue, spec, settings, dropped)]
-        yield Progress("plan", n, len(items), f"{item.slide.path.name}: {len(planned)} tiles so far")
+        planned += [(item, t) for t in (yield from _plan_slide(item, tissue, spec, settings, dropped))]
     rows = {t.file: t.row(item, settings, spec) for item, t in planned}
     if not any(t.split == "train" for _, t in planned):
         raise DatasetError(
