@@ -81,6 +81,12 @@ def test_shapes_drawn_on_a_slide_become_a_data_set_for_the_bank(
         assert y0 <= int(row["y"]) and int(row["y"]) + int(row["size"]) <= y1 + 1, (row, boxes)
         assert x0 <= int(row["x"]) and int(row["x"]) + int(row["size"]) <= x1 + 1, (row, boxes)
     assert {r["labels"] for r in rows} >= {"tumor", "stroma"}
+    from napari_pbip._widgets.bank_widget import BankWidget
+
+    bank_widget = BankWidget(viewer)
+    viewer.window.add_dock_widget(bank_widget)
+    assert widget.use_dataset() == [bank_widget]
+    assert bank_widget.dataset.path() == tmp_path / "ds"
     bank = run(build_bank(BankSettings(encoder="tiny-encoder", k=1, per_cluster=1, batch_size=8),
                           tmp_path / "ds", tmp_path / "bank", device="cpu"))  # fmt: skip
     assert bank.classes == ("tumor", "stroma")
