@@ -46,8 +46,8 @@ def _feature(name, geometry, object_type="annotation"):
 
 def _features(with_second_part=True, stroma=(448, 0, 672, 128)):
     """A tumour MultiPolygon (a 512 px square with a 256 px hole, and a 256 px square), a stroma
-    rectangle overlapping the tumour ring, a val area with stroma inside it, and two features that
-    are no areas (a point, a detection) to be skipped."""
+    rectangle overlapping the tumour ring, a val area with stroma inside it, and three features that
+    are no annotated areas (a point, a detection, a QuPath 0.2 cell) to be skipped."""
     parts = [[_square(0, 0, 512, 512), _square(128, 128, 384, 384)]]
     if with_second_part:
         parts.append([_square(640, 640, 896, 896)])
@@ -58,6 +58,12 @@ def _features(with_second_part=True, stroma=(448, 0, 672, 128)):
         _feature("stroma", {"type": "Polygon", "coordinates": [_square(0, 768, 160, 1024)]}),
         _feature("tumor", {"type": "Point", "coordinates": [10, 10]}),
         _feature("tumor", {"type": "Polygon", "coordinates": [_square(0, 0, 600, 600)]}, "detection"),
+        {
+            "type": "Feature",
+            "id": "PathCellObject",
+            "geometry": {"type": "Polygon", "coordinates": [_square(0, 0, 600, 600)]},
+            "properties": {"classification": {"name": "tumor"}},
+        },  # QuPath 0.2: the kind in "id"  # fmt: skip
     ]
 
 
@@ -203,7 +209,7 @@ def test_geojson_list_of_features_and_holes(slide, tmp_path):
     path = tmp_path / "list.geojson"
     path.write_text(json.dumps(_features()))  # a bare list, as some exporters write
     regions, skipped = regions_from_features(read_geojson(path), CLASSES, "list.geojson")
-    assert skipped == 2 and [r.name for r in regions] == ["tumor", "stroma", "val", "stroma"]
+    assert skipped == 3 and [r.name for r in regions] == ["tumor", "stroma", "val", "stroma"]
     tumour = regions[0].geometry
     assert tumour.geom_type == "MultiPolygon" and tumour.area == 512 * 512 - 256 * 256 + 256 * 256
     assert not tumour.contains(__import__("shapely").geometry.Point(200, 200))  # in the hole

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 
 VAL_CLASS = "val"  # the classification that marks a fully annotated area (validation images + masks)
 AREA_TYPES = ("Polygon", "MultiPolygon")
+# QuPath 0.2 named the object type in the feature's "id" instead of properties.objectType
+_OLD_QUPATH_KINDS = {
+    "PathAnnotationObject": "annotation",
+    "PathDetectionObject": "detection",
+    "PathCellObject": "cell",
+}
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,8 @@ def regions_from_features(
     for i, feature in enumerate(features, start=1):
         props = feature.get("properties") or {}
         where = f"{source}, annotation {i}"
-        if props.get("objectType", "annotation") != "annotation":
+        kind = props.get("objectType") or _OLD_QUPATH_KINDS.get(str(feature.get("id")), "annotation")
+        if kind != "annotation":
             skipped += 1
             continue
         geometry = feature.get("geometry") or {}
