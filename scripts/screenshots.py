@@ -1,15 +1,16 @@
-"""Retake the screenshots of the three dock widgets in use (docs/screenshots/*.png).
+"""Retake the screenshots of the dock widgets in use (docs/screenshots/*.png).
 
 Usage::
 
     python scripts/screenshots.py                # real models (EfficientNet-Lite0), a few minutes on a CPU
     python scripts/screenshots.py --quick        # tiny test models: checks the flow, pictures less telling
     python scripts/screenshots.py --out /tmp/shots
+    python scripts/screenshots.py --only training-data   # one picture (names: see SHOTS)
 
 The script starts its own Xvfb (a fixed screen, so pictures do not depend on the desktop), opens
 napari, docks each widget through the plugin manifest (Plugins menu entries) and drives it with its
 own buttons on data the package makes offline: the synthetic slide and patch set (sample data),
-a bank built in the "Image bank" widget, a stage-1 run trained in "Train PBIP", and that run
+class regions drawn on the slide and built into a data set in "Training data", a bank built in the "Image bank" widget, a stage-1 run trained in "Train PBIP", and that run
 segmenting the slide in "Segment slide". Each PNG shows the whole window, scaled to ``--width``.
 """
 
@@ -81,6 +82,44 @@ def prepare(work: Path, quick: bool) -> dict:
         "backbone": "tiny-backbone" if quick else "efficientnet_lite0",
         "size": 96 if quick else 224,
     }
+
+
+def _majority_box(truth, value: int, side: int) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1) of the ``side`` px window of ``truth`` (on a grid of side/2) most covered by ``value``."""
+    best, where = -1.0, (0, 0)
+    for y in range(0, truth.shape[0] - side + 1, side // 2):
+        for x in range(0, truth.shape[1] - side + 1, side // 2):
+            share = float((truth[y : y + side, x : x + side] == value).mean())
+            if share > best:
+                best, where = share, (y, x)
+    return where[0], where[1], where[0] + side, where[1] + side
+
+
+def shoot_training_data(viewer, app, work: Path, out: Path, width: int) -> None:
+    """Draw a region per class on the synthetic slide (where its ground truth shows that class) and a
+    fully annotated val area, then build the data set in the "Training data" widget."""
+    import numpy as np
+
+    viewer.open_sample(PLUGIN, "synthetic_slide")
+    truth = next(layer for layer in viewer.layers if layer.name.endswith("ground truth"))
+    labels = np.asarray(truth.data[0] if truth.multiscale else truth.data)
+    w = dock(viewer, "Training data")
+    w.classes.setText("tumor, stroma, lymphocyte, necrosis")
+    w.classes.editingFinished.emit()
+    regions = w.new_regions_layer()
+    for value, name in enumerate(("tumor", "stroma", "lymphocyte", "necrosis"), start=1):
+        y0, x0, y1, x1 = _majority_box(labels, value, 512)
+        w.draw_class.setCurrentText(name)
+        regions.add_rectangles(np.array([[y0, x0], [y1, x1]], float))
+    w.tile.setValue(112)
+    w.out.set_path(work / "from-slides")
+    w.build()
+    wait(app, lambda: w.worker is None, 600, "the training data build")
+    if w.status.is_error:
+        raise RuntimeError(w.status.text())
+    viewer.layers.selection.active = viewer.layers[0]
+    viewer.reset_view()
+    save(viewer, app, out / "training-data.png", width)
 
 
 def shoot_bank(viewer, app, prep: dict, work: Path, out: Path, width: int) -> None:
@@ -180,12 +219,17 @@ def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="pbip-shots-"))
     try:
         prep = prepare(work, args.quick)
-        shots = (
-            lambda viewer, app: shoot_bank(viewer, app, prep, work, args.out, args.width),
-            lambda viewer, app: shoot_train(viewer, app, prep, work, args.out, args.width, args.steps),
-            lambda viewer, app: shoot_segment(viewer, app, work, args.out, args.width),
-        )
-        for shoot in shots:
+        shots = {
+            "training-data": lambda viewer, app: shoot_training_data(viewer, app, work, args.out, args.width),
+            "bank": lambda viewer, app: shoot_bank(viewer, app, prep, work, args.out, args.width),
+            "train": lambda viewer, app: shoot_train(
+                viewer, app, prep, work, args.out, args.width, args.steps
+            ),
+            "segment": lambda viewer, app: shoot_segment(viewer, app, work, args.out, args.width),
+        }
+        for name, shoot in shots.items():
+            if args.only and name not in args.only:
+                continue
             viewer, app = new_viewer()
             shoot(viewer, app)
             viewer.close()
@@ -200,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny test models (fast; for checking the script)")
     p.add_argument("--steps", type=int, default=60, help="training steps before the training screenshot")
     p.add_argument("--width", type=int, default=1200, help="width of the saved PNGs in pixels")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="take only these shots (training-data, bank, train, "
+        "segment; train needs bank, segment needs train)",
+    )
     p.add_argument("--use-display", action="store_true", help="use $DISPLAY instead of a private Xvfb")
     args = p.parse_args(argv)
     if not (os.environ.get("PBIP_SHOTS_XVFB") or (args.use_display and os.environ.get("DISPLAY"))):

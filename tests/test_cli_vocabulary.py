@@ -29,7 +29,7 @@ COMMANDS = dict(_subparsers(build_parser()))
 JOBS = tuple(
     f"pbip {c}"
     for c in (
-        "demo", "data weak", "bank build", "bank eval", "evaluate", "train", "pseudo", "train-seg", "predict", "segment",
+        "demo", "data weak", "data from-slides", "bank build", "bank eval", "evaluate", "train", "pseudo", "train-seg", "predict", "segment",
     )
 )  # fmt: skip
 

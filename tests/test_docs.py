@@ -134,7 +134,14 @@ EXPECTED_OUTPUTS: dict[str, tuple[str, ...]] = {
         "slide.geojson",
         "slide.csv",
     ),
-    "docs/data.md": ("bank-classes", "weak/dataset.json", "synth/dataset.json", "synthetic-slide.tif"),
+    "docs/data.md": (
+        "bank-classes",
+        "weak/dataset.json",
+        "synth/dataset.json",
+        "synthetic-slide.tif",
+        "from-slides/dataset.json",
+        "from-slides/tiles.csv",
+    ),
     "docs/exports.md": (
         "slide.zarr/zarr.json",
         "slide.geojson",

@@ -1,4 +1,4 @@
-"""``pbip data``: inspect data sets, tile annotated images into weak labels, make synthetic data."""
+"""``pbip data``: inspect data sets, tile annotated images or slides into weak labels, make synthetic data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 def register(subparsers) -> None:
     """Add the ``data`` command group and its subcommands (``synth*`` come from :mod:`.data_synth`)."""
-    from . import data_synth
+    from . import data_from_slides, data_synth
 
     parser = subparsers.add_parser(
         "data",
@@ -19,6 +19,7 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     _add_info(sub)
     _add_weak(sub)
+    data_from_slides.register(sub)
     data_synth.register(sub)
 
 

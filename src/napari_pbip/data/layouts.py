@@ -364,10 +364,16 @@ def dataset_mpp(root: str | os.PathLike) -> float | None:
     return None
 
 
-def write_spec(root: str | os.PathLike, spec: DatasetSpec, name: str = "") -> Path:
-    """Write ``root/dataset.json`` for ``spec`` atomically and return its path."""
+def write_spec(root: str | os.PathLike, spec: DatasetSpec, name: str = "", mpp: float | None = None) -> Path:
+    """Write ``root/dataset.json`` for ``spec`` atomically and return its path.
+
+    ``mpp``: the um/px of the patches, recorded as ``"mpp"`` (see :func:`dataset_mpp`) when given.
+    """
     path = Path(root) / "dataset.json"
-    _atomic.write_json(path, spec.to_json(name or Path(root).name))
+    data = spec.to_json(name or Path(root).name)
+    if mpp is not None:
+        data["mpp"] = float(mpp)
+    _atomic.write_json(path, data)
     return path
 
 
