@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import DatasetError, PbipError, SettingsError
+from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._worker import JobWorker, start_job
 
@@ -64,7 +65,7 @@ class TrainingDataWidget(QWidget):
         self.summary: dict[str, Any] | None = None
         self._event = None
         self.view = Throttled(self._show_event, self)
-        lay = QVBoxLayout(self)
+        lay = scrolling_body(self)  # content scrolls in its dock (_dock.py)
         lay.addWidget(self._slides_box())
         lay.addWidget(self._settings_box())
         self.progress = progress_bar(self)
