@@ -38,14 +38,17 @@ def memory_text(device: str) -> str:
 
 
 def metrics_text(step: int, total: int | None, metrics: dict[str, float], last: dict[str, float]) -> str:
-    """``step s/t, epoch e, n images/s[, val mIoU m] | loss parts`` for a training step's metrics."""
+    """``step s/t, epoch e, n images/s[, val mIoU m] | loss parts`` for a training step's metrics.
+
+    ``last`` holds the latest value of each plotted series (the loss parts, and val mIoU where plotted).
+    """
     text = (
         f"step {step}/{total}, epoch {metrics.get('epoch', 0):.2f}, "
         f"{metrics.get('images_per_s', 0):.1f} images/s"
     )
     if "val_miou" in metrics:
         text += f", val mIoU {metrics['val_miou']:.3f}"
-    parts = ", ".join(f"{k} {v:.4f}" for k, v in last.items())
+    parts = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "val_miou")  # shown above
     return f"{text}  |  {parts}" if parts else text
 
 
