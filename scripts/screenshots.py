@@ -10,8 +10,10 @@ Usage::
 The script starts its own Xvfb (a fixed screen, so pictures do not depend on the desktop), opens
 napari, docks each widget through the plugin manifest (Plugins menu entries) and drives it with its
 own buttons on data the package makes offline: the synthetic slide and patch set (sample data),
-class regions drawn on the slide and built into a data set in "Training data", a bank built in the "Image bank" widget, a stage-1 run trained in "Train PBIP", and that run
-segmenting the slide in "Segment slide". Each PNG shows the whole window, scaled to ``--width``.
+class regions drawn on the slide and built into a data set in "Training data", a bank built in the
+"Image bank" widget, a stage-1 run trained in "Train PBIP", a segmenter trained on that run's
+pseudo-masks in "Train segmenter", and that run segmenting the slide in "Segment slide". Each PNG
+shows the whole window, scaled to ``--width``.
 """
 
 from __future__ import annotations
@@ -165,6 +167,29 @@ def shoot_train(viewer, app, prep: dict, work: Path, out: Path, width: int, step
     viewer.window.remove_dock_widget(w)
 
 
+def shoot_seg_train(viewer, app, prep: dict, work: Path, out: Path, width: int) -> None:
+    """Pseudo-masks of the stage-1 run over their images, then a segmenter trained on them to the end;
+    Segment slide, docked beside it, gets the new segmenter."""
+    segment = dock(viewer, "Segment slide")
+    w = dock(viewer, "Train segmenter")
+    w.run.set_path(work / "run")
+    w.masks.set_path(work / "run-pseudo")
+    w.backbone.setCurrentText(prep["backbone"])
+    w.crop_size.setValue(prep["size"])
+    w.epochs.setValue(3)
+    w.device_box.setCurrentText("cpu")
+    w.out_edit.set_path(work / "seg")
+    w.start()
+    wait(app, lambda: w.worker is None, 3600, "the segmenter training")
+    if w.status.is_error:
+        raise RuntimeError(w.status.text())
+    if segment.model.path() != work / "seg":
+        raise RuntimeError(f"Segment slide was not offered the new segmenter: {segment.model.path()}")
+    viewer.reset_view()
+    save(viewer, app, out / "seg-train.png", width)
+    viewer.window.remove_dock_widget(w)
+
+
 def focus_on_patches(viewer, app) -> None:
     """Frame the preview patches with their CAMs and the FG images beside them."""
     from napari_pbip._widgets._preview import GAP, PATCHES
@@ -225,6 +250,7 @@ def run(args: argparse.Namespace) -> None:
             "train": lambda viewer, app: shoot_train(
                 viewer, app, prep, work, args.out, args.width, args.steps
             ),
+            "seg-train": lambda viewer, app: shoot_seg_train(viewer, app, prep, work, args.out, args.width),
             "segment": lambda viewer, app: shoot_segment(viewer, app, work, args.out, args.width),
         }
         for name, shoot in shots.items():
@@ -248,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         metavar="NAME",
-        help="take only these shots (training-data, bank, train, "
-        "segment; train needs bank, segment needs train)",
+        help="take only these shots (training-data, bank, train, seg-train, "
+        "segment; train needs bank, seg-train and segment need train)",
     )
     p.add_argument("--use-display", action="store_true", help="use $DISPLAY instead of a private Xvfb")
     args = p.parse_args(argv)

@@ -26,7 +26,7 @@ def test_every_python_name_imports(command):
 def test_widgets_have_their_documented_names_and_every_command_is_used():
     contributions = manifest()["contributions"]
     names = {w["display_name"] for w in contributions["widgets"]}
-    assert names == {"Training data", "Image bank", "Train PBIP", "Segment slide"}
+    assert names == {"Training data", "Image bank", "Train PBIP", "Train segmenter", "Segment slide"}
     used = {
         c["command"] for kind in ("readers", "writers", "widgets", "sample_data") for c in contributions[kind]
     }

@@ -44,6 +44,35 @@ def test_pseudo_masks_are_named_like_the_images_and_gated_by_their_labels(tiny_r
         run(make_pseudo_masks(tiny_run, tiny_dataset, out, device="cpu"))
 
 
+def test_pseudo_masks_are_reused_only_when_made_from_this_run_with_these_settings(
+    tiny_run, tiny_dataset, tmp_path
+):
+    import os
+
+    from napari_pbip.stage1 import pseudo_masks_current
+
+    out = tmp_path / "masks"
+    assert not pseudo_masks_current(out, tiny_run)  # nothing there yet
+    run(
+        make_pseudo_masks(tiny_run, tiny_dataset, out, settings=CamSettings(background="power"), device="cpu")
+    )
+    assert pseudo_masks_current(out, tiny_run, CamSettings(background="power"))
+    assert pseudo_masks_current(out, tiny_run, CamSettings(background="power", tta=False))
+    assert not pseudo_masks_current(out, tiny_run, CamSettings())  # another background rule
+    assert not pseudo_masks_current(out, tiny_run, CamSettings(background="power", bg_power=2.0))
+    later = (out / "cam_settings.json").stat().st_mtime + 10
+    os.utime(tiny_run / "model.json", (later, later))  # the run was trained again after the masks
+    try:
+        assert not pseudo_masks_current(out, tiny_run, CamSettings(background="power"))
+    finally:
+        earlier = (out / "cam_settings.json").stat().st_mtime - 10
+        os.utime(tiny_run / "model.json", (earlier, earlier))
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    (other / ".pbip-output.json").unlink()  # the same files, but not a finished pseudo output
+    assert not pseudo_masks_current(other, tiny_run, CamSettings(background="power"))
+
+
 def test_predictions_on_unlabelled_images_score_with_pbip_evaluate(tiny_run, tiny_dataset, tmp_path):
     from napari_pbip.evaluate import evaluate_folder
 

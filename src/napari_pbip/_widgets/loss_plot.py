@@ -21,16 +21,32 @@ MARGIN = (44, 8, 8, 20)  # left, top, right, bottom
 
 
 class LossPlot(QWidget):
-    """Loss parts against the optimizer step; call :meth:`add` per step and :meth:`clear` per run."""
+    """Loss parts against the optimizer step; call :meth:`add` per step and :meth:`clear` per run.
 
-    def __init__(self, parent: QWidget | None = None):
+    Args:
+        parent: the parent widget.
+        series: metric name -> colour of each curve, in legend order (default :data:`SERIES`).
+        empty_text: shown before the first point.
+        dots: series also drawn as a dot per point (sparse ones, such as val mIoU once per epoch).
+    """
+
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        series: dict[str, str] | None = None,
+        empty_text: str = "loss parts appear here once training runs",
+        dots: tuple[str, ...] = (),
+    ):
         super().__init__(parent)
         self.setMinimumHeight(150)
-        self.series: dict[str, list[tuple[int, float]]] = {name: [] for name in SERIES}
+        self.colours = dict(series or SERIES)
+        self.empty_text = empty_text
+        self.dots = dots
+        self.series: dict[str, list[tuple[int, float]]] = {name: [] for name in self.colours}
 
     def add(self, step: int, metrics: dict[str, float], repaint: bool = True) -> None:
         """Append the loss parts found in ``metrics`` at ``step``; schedule a repaint unless told not to."""
-        for name in SERIES:
+        for name in self.colours:
             if name in metrics:
                 self.series[name].append((int(step), float(metrics[name])))
         if repaint:
@@ -38,7 +54,7 @@ class LossPlot(QWidget):
 
     def clear(self) -> None:
         """Forget all points."""
-        self.series = {name: [] for name in SERIES}
+        self.series = {name: [] for name in self.colours}
         self.update()
 
     def last(self) -> dict[str, float]:
@@ -60,7 +76,7 @@ class LossPlot(QWidget):
         painter.setPen(QPen(QColor("#888888")))
         painter.drawRect(left, top, w, h)
         if not any(self.series.values()):
-            painter.drawText(left + 8, top + 18, "loss parts appear here once training runs")
+            painter.drawText(left + 8, top + 18, self.empty_text)
             painter.end()
             return
         x0, x1, y0, y1 = self._ranges()
@@ -72,12 +88,18 @@ class LossPlot(QWidget):
         painter.drawText(2, top + h, f"{y0:.3g}")
         painter.drawText(left, self.height() - 4, f"step {x0}")
         painter.drawText(left + w - 70, self.height() - 4, f"step {x1}")
-        for i, (name, colour) in enumerate(SERIES.items()):
-            points = self.series[name]
-            if not points:
-                continue
+        metrics = painter.fontMetrics()
+        shown = [name for name in self.colours if self.series[name]]
+        legend = left + w - 4 - sum(metrics.horizontalAdvance(name) + 8 for name in shown)
+        for name in shown:
+            points, colour = self.series[name], self.colours[name]
             stride = max(1, len(points) // max(w, 1))
             painter.setPen(QPen(QColor(colour), 1.5))
             painter.drawPolyline(QPolygonF([to_px(x, y) for x, y in points[::stride] + points[-1:]]))
-            painter.drawText(left + w - 150 + 38 * i, top + 14, name)
+            if name in self.dots:
+                painter.setBrush(QColor(colour))
+                for x, y in points:
+                    painter.drawEllipse(to_px(x, y), 2.5, 2.5)
+            painter.drawText(legend, top + 14, name)
+            legend += metrics.horizontalAdvance(name) + 8
         painter.end()

@@ -198,6 +198,11 @@ class SegmentWidget(QWidget):
         if mpp:
             self.mpp.setValue(float(mpp))
 
+    def offer_model(self, path: str | Path) -> None:
+        """Make ``path`` the model (e.g. a segmenter just trained in Train segmenter), with its resolution."""
+        self.model.set_path(path)
+        self._model_chosen()
+
     @staticmethod
     def _default_out(slide: str) -> Path:
         p = Path(slide)

@@ -8,7 +8,6 @@ last completed step (``Resume`` continues it exactly).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from qtpy.QtWidgets import (
@@ -20,16 +19,16 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QWidget,
 )
 
-from ..engine.checkpoint import read_state
-from ..errors import CheckpointError, DatasetError, SettingsError
+from ..errors import DatasetError, SettingsError
 from ..events import Preview, RunStarted
 from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers, with_layers
+from ._training_status import CheckpointWatch, memory_text, metrics_text
+from ._training_status import spin as _spin
 from ._warmup import warm_up
 from ._worker import JobWorker, start_job
 from .loss_plot import LossPlot
@@ -38,27 +37,6 @@ if TYPE_CHECKING:
     import napari
 
 STRONGEST = "strongest labelled class"
-
-
-def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(lo, hi)
-    box.setSingleStep(step)
-    box.setValue(value)
-    return box
-
-
-def memory_text(device: str) -> str:
-    """Resident memory of this process, and CUDA memory when training runs on a GPU."""
-    import sys
-
-    import psutil
-
-    text = f"RSS {psutil.Process().memory_info().rss / 1e9:.2f} GB"
-    torch = sys.modules.get("torch")
-    if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
-        text += f", CUDA {torch.cuda.memory_allocated() / 1e9:.2f} GB (peak {torch.cuda.max_memory_allocated() / 1e9:.2f})"
-    return text
 
 
 class TrainWidget(QWidget):
@@ -74,7 +52,7 @@ class TrainWidget(QWidget):
         self.step = 0
         self.last_preview: Preview | None = None
         self.checkpoint_step: int | None = None
-        self._stamp = None
+        self.checkpoint = CheckpointWatch()
         self._event = None
         self._message: str | None = None
         self.preview = PreviewLayers(napari_viewer)
@@ -265,7 +243,8 @@ class TrainWidget(QWidget):
             self.overwrite.isChecked(),
         )
         bank = None if settings.baseline else self.bank.path()
-        self.run_dir, self.step, self.device, self._stamp, self.checkpoint_step = out, 0, "", None, None
+        self.run_dir, self.step, self.device, self.checkpoint_step = out, 0, "", None
+        self.checkpoint.reset(out)
         self._event = self._message = None
         self.plot.clear()
         if not resume:
@@ -336,11 +315,7 @@ class TrainWidget(QWidget):
         show_progress(self.progress, ev)
         m = ev.metrics
         if m:
-            text = f"step {ev.step}/{ev.total}, epoch {m.get('epoch', 0):.2f}, {m.get('images_per_s', 0):.1f} images/s"
-            if "val_miou" in m:
-                text += f", val mIoU {m['val_miou']:.3f}"
-            last = ", ".join(f"{k} {v:.4f}" for k, v in self.plot.last().items())
-            self.metrics_label.setText(f"{text}  |  {last}")
+            self.metrics_label.setText(metrics_text(ev.step, ev.total, m, self.plot.last()))
         if self._message and not self.status.is_error:
             self.status.info(self._message)
         self._message = None
@@ -364,19 +339,9 @@ class TrainWidget(QWidget):
 
     def _read_checkpoint(self) -> None:
         """Show the step of the last checkpoint on disk (``RUN/last``), re-read when the file changes."""
-        path = None if self.run_dir is None else self.run_dir / "last" / "state.json"
-        try:
-            stamp = os.stat(path).st_mtime_ns if path is not None else None
-        except OSError:
-            stamp = None
-        if stamp is not None and stamp != self._stamp:
-            self._stamp = stamp
-            try:
-                self.checkpoint_step = int(read_state(path.parent)["step"])
-            except (CheckpointError, ValueError, KeyError):  # mid-write or damaged: keep the last one shown
-                return
+        self.checkpoint_step = self.checkpoint.read()  # mid-write or damaged: the last one read
         if self.checkpoint_step is not None:
-            self.checkpoint_label.setText(f"last checkpoint: step {self.checkpoint_step} in {path.parent}")
+            self.checkpoint_label.setText(self.checkpoint.text())
 
     def _on_done(self, result) -> None:
         self.view.flush()

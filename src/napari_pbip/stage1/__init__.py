@@ -9,7 +9,13 @@ Importing this package is cheap; torch is imported by the functions that need it
 """
 
 from .loop import TrainingDivergedError, TrainResult, resume_settings, train
-from .predict import Stage1Predictor, load_stage1_predictor, make_pseudo_masks, predict_folder
+from .predict import (
+    Stage1Predictor,
+    load_stage1_predictor,
+    make_pseudo_masks,
+    predict_folder,
+    pseudo_masks_current,
+)
 from .pseudo import CamSettings
 from .settings import TrainSettings
 
@@ -22,6 +28,7 @@ __all__ = [
     "load_stage1_predictor",
     "make_pseudo_masks",
     "predict_folder",
+    "pseudo_masks_current",
     "resume_settings",
     "train",
 ]

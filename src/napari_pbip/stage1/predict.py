@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _atomic
-from ..errors import CheckpointError, DatasetError
+from ..errors import CheckpointError, DatasetError, PbipError
 from ..events import Job, Progress
 from .presence import DEFAULT_THRESHOLD, read_thresholds
 from .pseudo import (
@@ -236,6 +236,31 @@ def make_pseudo_masks(
     return (
         yield from _write_masks(predictor, paths, labels, Path(out), overwrite, batch_size, "pseudo", inputs)
     )
+
+
+def pseudo_masks_current(
+    out: str | os.PathLike, run: str | os.PathLike, settings: CamSettings | None = None
+) -> bool:
+    """Whether ``out`` holds finished pseudo-masks of ``run`` made with ``settings``, so they can be reused.
+
+    True when ``out`` is a finished :func:`make_pseudo_masks` folder, its saved settings equal
+    ``settings`` (``tta`` None counted as off, as :func:`make_pseudo_masks` resolves it) and it was
+    written after the run's model (a run trained again since makes them stale).
+    """
+    import dataclasses
+
+    out, run = Path(out), Path(run)
+    if _atomic.output_kind(out) != "pseudo":
+        return False
+    want = settings or CamSettings()
+    if want.tta is None:
+        want = dataclasses.replace(want, tta=False)
+    try:
+        saved = CamSettings.load(out / SETTINGS_FILE)
+        written, trained = (out / SETTINGS_FILE).stat().st_mtime, (run / "model.json").stat().st_mtime
+    except (OSError, ValueError, TypeError, PbipError):  # missing, unreadable or from another version
+        return False
+    return saved == want and written >= trained
 
 
 def _labelled_by_mask(sample, spec):

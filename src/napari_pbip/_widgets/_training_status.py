@@ -1,0 +1,86 @@
+"""What the two training widgets (Train PBIP, Train segmenter) show alike while a run goes on.
+
+The metrics line, the device and memory line, and the step of the last checkpoint on disk; and the
+spin boxes of their forms.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qtpy.QtWidgets import QSpinBox
+
+from ..engine.checkpoint import read_state
+from ..errors import CheckpointError
+
+
+def spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
+    """An integer spin box from ``lo`` to ``hi`` showing ``value``."""
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setValue(value)
+    return box
+
+
+def memory_text(device: str) -> str:
+    """Resident memory of this process, and CUDA memory when training runs on a GPU."""
+    import sys
+
+    import psutil
+
+    text = f"RSS {psutil.Process().memory_info().rss / 1e9:.2f} GB"
+    torch = sys.modules.get("torch")
+    if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
+        text += f", CUDA {torch.cuda.memory_allocated() / 1e9:.2f} GB (peak {torch.cuda.max_memory_allocated() / 1e9:.2f})"
+    return text
+
+
+def metrics_text(step: int, total: int | None, metrics: dict[str, float], last: dict[str, float]) -> str:
+    """``step s/t, epoch e, n images/s[, val mIoU m] | loss parts`` for a training step's metrics.
+
+    ``last`` holds the latest value of each plotted series (the loss parts, and val mIoU where plotted).
+    """
+    text = (
+        f"step {step}/{total}, epoch {metrics.get('epoch', 0):.2f}, "
+        f"{metrics.get('images_per_s', 0):.1f} images/s"
+    )
+    if "val_miou" in metrics:
+        text += f", val mIoU {metrics['val_miou']:.3f}"
+    parts = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "val_miou")  # shown above
+    return f"{text}  |  {parts}" if parts else text
+
+
+class CheckpointWatch:
+    """The step of a run folder's last checkpoint (``RUN/last/state.json``), re-read when the file changes."""
+
+    def __init__(self) -> None:
+        self.run_dir: Path | None = None
+        self.step: int | None = None
+        self._stamp: int | None = None
+
+    def reset(self, run_dir: Path | None) -> None:
+        """Watch ``run_dir`` from now on (nothing read yet)."""
+        self.run_dir, self.step, self._stamp = run_dir, None, None
+
+    def read(self) -> int | None:
+        """The checkpoint's step; the last one read while the file is missing, mid-write or damaged."""
+        path = None if self.run_dir is None else self.run_dir / "last" / "state.json"
+        try:
+            stamp = os.stat(path).st_mtime_ns if path is not None else None
+        except OSError:
+            stamp = None
+        if stamp is not None and stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self.step = int(read_state(path.parent)["step"])
+            except (CheckpointError, ValueError, KeyError):
+                pass
+        return self.step
+
+    def text(self) -> str:
+        """``last checkpoint: step N in RUN/last``, or empty before the first checkpoint."""
+        if self.step is None or self.run_dir is None:
+            return ""
+        return f"last checkpoint: step {self.step} in {self.run_dir / 'last'}"
