@@ -3,7 +3,8 @@
 The CLI drains a job with :func:`run`, the napari widgets wrap the same generator in
 ``thread_worker`` and tests call :func:`run` directly. What a reader acts on travels as a typed
 ``payload`` (tested with ``isinstance``), never in the message text: a training job's first event
-carries :class:`RunStarted`, its previews :class:`Preview`; a slide's chunks carry
+carries :class:`RunStarted`, its previews :class:`Preview`, its checkpoints :class:`CheckpointSaved`;
+a slide's chunks carry
 :class:`~napari_pbip.slides.segment.ChunkDone`.
 """
 
@@ -74,6 +75,23 @@ class Preview:
     step: int
     maps: dict[str, Any]
     layers: tuple[Any, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    """Payload of the event a training job yields after writing its checkpoint (at the end of each
+    epoch and of the run). A Stop or Ctrl-C checkpoints after the job's last event: read that one
+    from ``RUN/last``.
+
+    Attributes:
+        step: the step the checkpoint holds.
+        folder: the checkpoint folder (``RUN/last``), which ``--resume`` continues from.
+        best_step: the step of the best checkpoint by val mIoU (``RUN/best``); None without val masks.
+    """
+
+    step: int
+    folder: str
+    best_step: int | None = None
 
 
 Job = Generator[Progress, None, T]

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from napari_pbip.engine.checkpoint import load_tensors  # noqa: E402
 from napari_pbip.errors import BankError, CheckpointError, OutputExistsError  # noqa: E402
-from napari_pbip.events import Preview, RunStarted, run  # noqa: E402
+from napari_pbip.events import CheckpointSaved, Preview, RunStarted, run  # noqa: E402
 from napari_pbip.stage1 import TrainingDivergedError, TrainSettings, train  # noqa: E402
 from napari_pbip.stage1 import loop as loop_mod  # noqa: E402
 
@@ -100,6 +100,23 @@ def test_events_carry_loss_parts_and_previews_and_run_folder_is_complete(dataset
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log if "loss" in e] == list(range(1, 7)) and sum("val" in e for e in log) == 2
     assert TrainSettings.load(out / "settings.json") == tiny()
+
+
+def test_each_checkpoint_is_announced_with_its_step_and_folder(dataset, tmp_path):
+    out, seen = tmp_path / "run", []
+
+    def on_event(event):
+        if isinstance(event.payload, CheckpointSaved):  # the files are there when the event comes
+            state = json.loads((out / "last" / "state.json").read_text())
+            seen.append((event.payload, state["step"], (state.get("best") or {}).get("step")))
+
+    run(train(tiny(preview_every=0), dataset, fake_bank(), out), on_event)
+    assert [c.step for c, _, _ in seen] == [
+        3,
+        6,
+    ]  # each epoch's end (3 steps an epoch); the last is the run's end
+    assert all(c.folder == str(out / "last") and c.step == on_disk for c, on_disk, _ in seen)
+    assert all(c.best_step == best and best in (3, 6) for c, _, best in seen)  # val masks: a best step
 
 
 def _weights(path):

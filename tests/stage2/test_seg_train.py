@@ -13,7 +13,7 @@ from PIL import Image
 from napari_pbip.cli.main import main
 from napari_pbip.data.images import read_mask, read_rgb, write_mask
 from napari_pbip.errors import CheckpointError, OutputConflictError, OutputExistsError, SettingsError
-from napari_pbip.events import RunStarted, run
+from napari_pbip.events import CheckpointSaved, RunStarted, run
 from napari_pbip.predict.predictor import DensePredictor, load_predictor
 from napari_pbip.stage2.seg_settings import SegSettings
 from napari_pbip.stage2.seg_train import segmentation_loss, train_segmenter
@@ -211,6 +211,8 @@ def test_resume_after_closing_ends_where_an_uninterrupted_run_ends(colour_set, t
     resumed = run(train_segmenter(None, data, masks, tmp_path / "stopped", resume=True), events.append)
     assert resumed.step == straight.step == 8
     assert events[0].payload == RunStarted(device="cpu", start_step=3, total_steps=8)  # where it goes on
+    saved = [e.payload.step for e in events if isinstance(e.payload, CheckpointSaved)]
+    assert saved == [4, 8]  # the epoch ends after the resumed step (4 steps an epoch)
     a = load_segmenter(tmp_path / "straight", device="cpu")[0].state_dict()
     b = load_segmenter(tmp_path / "stopped", device="cpu")[0].state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .. import _atomic
-from ..events import Job, Preview, Progress, RunStarted
+from ..events import CheckpointSaved, Job, Preview, Progress, RunStarted
 from . import checkpoint
 from .model_meta import MODEL_FILE, read_model_json
 from .runlog import append_log, truncate_log
@@ -158,7 +158,8 @@ def run_training(stage: TrainingStage, resume: bool) -> Job[TrainResult]:
     Yields ``Progress(stage.event, ...)``: first the start, with a
     :class:`~napari_pbip.events.RunStarted` payload, then one per optimizer step with ``metrics``
     (the loss parts, ``lr``, ``epoch``, ``images_per_s``, and ``val_miou`` after a validation)
-    and, when due, a :class:`~napari_pbip.events.Preview` payload.
+    and, when due, a :class:`~napari_pbip.events.Preview` payload; after each checkpoint (epoch
+    ends, the run's end) an event with a :class:`~napari_pbip.events.CheckpointSaved` payload.
     """
     out, settings = stage.out, stage.settings
     if resume:
@@ -175,6 +176,7 @@ def run_training(stage: TrainingStage, resume: bool) -> Job[TrainResult]:
     try:
         while stage.step < stage.total:
             epoch, index = divmod(stage.step, stage.steps_per_epoch)
+            saved_before = stage.saved_step
             t0 = time.perf_counter()
             parts, n_images = stage.train_step(stage.step)
             stage.step += 1
@@ -195,6 +197,8 @@ def run_training(stage: TrainingStage, resume: bool) -> Job[TrainResult]:
             message = f"epoch {epoch + 1}/{settings.epochs}" + "".join(f"; {n}" for n in stage.notes)
             stage.notes.clear()
             yield Progress(stage.event, stage.step, stage.total, message, metrics, payload)
+            if stage.saved_step > saved_before:
+                yield _checkpoint_event(stage)
             if (
                 settings.max_minutes
                 and time.monotonic() - start > 60 * settings.max_minutes
@@ -210,7 +214,17 @@ def run_training(stage: TrainingStage, resume: bool) -> Job[TrainResult]:
         stage.close()
     if stage.step > stage.saved_step:
         _save(stage)
+        yield _checkpoint_event(stage)
     return TrainResult(out, stage.step, stage.total, stopped, stage.best, stage.history)
+
+
+def _checkpoint_event(stage: TrainingStage) -> Progress:
+    folder = stage.out / "last"
+    best = None if stage.best is None else stage.best.get("step")
+    saved = CheckpointSaved(stage.saved_step, str(folder), best)
+    return Progress(
+        stage.event, stage.step, stage.total, f"checkpoint: step {saved.step} in {folder}", payload=saved
+    )
 
 
 def _start_message(stage: TrainingStage, resume: bool) -> str:
