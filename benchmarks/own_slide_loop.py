@@ -20,7 +20,8 @@ Two synthetic slides with ground truth are written (``write_synthetic_slide``, s
    (``napari_pbip.metrics`` through the demo's ``evaluate_slide``).
 
 Every step's output is kept in ``--work`` and reused when complete (a step counts as complete once
-its time is in ``seed<S>/times.json``), so a stopped run continues where it was. Prints the
+its time is in ``seed<S>/times.json``; ``seed<S>-epochs<E>-seg<F>`` with ``--epochs`` /
+``--seg-epochs``), so a stopped run continues where it was. Prints the
 coverage achieved, the tiles per class, each step's wall time, a table of the scores (per seed and
 mean) and one JSON line.
 
@@ -250,7 +251,7 @@ def one_seed(args: argparse.Namespace, work: Path, slide_a, slide_b, seed: int) 
     from napari_pbip.stage2.seg_settings import SegSettings
     from napari_pbip.stage2.seg_train import train_segmenter
 
-    folder = work / f"seed{seed}"
+    folder = _seed_folder(work, args, seed)
     steps = _Steps(folder)
     geojson = folder / "A.geojson"
     regions_json = folder / "regions.json"
@@ -319,6 +320,14 @@ def one_seed(args: argparse.Namespace, work: Path, slide_a, slide_b, seed: int) 
     }
 
 
+def _seed_folder(work: Path, args: argparse.Namespace, seed: int) -> Path:
+    """One folder per seed and training budget, so runs with other epochs never reuse these outputs."""
+    budget = "".join(
+        f"-{k}{v}" for k, v in (("epochs", args.epochs), ("seg", args.seg_epochs)) if v is not None
+    )
+    return work / f"seed{seed}{budget}"
+
+
 def _drain(job):
     from napari_pbip.events import run
 
@@ -378,7 +387,7 @@ def main() -> None:
     records = []
     for seed in args.seeds:
         records.append(one_seed(args, work, slide_a, slide_b, seed))
-        _write(work / f"seed{seed}" / "record.json", records[-1])
+        _write(_seed_folder(work, args, seed) / "record.json", records[-1])
     _table(records, slide_a.classes)
     print(
         json.dumps(
