@@ -99,6 +99,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "bench_segment.py --memory",
     ): "writes a 40k x 40k slide and segments it (about 20 min)",
     ("docs/benchmarks.md", "bench_gui_responsiveness.py"): "opens napari under its own Xvfb; takes minutes",
+    (
+        "docs/benchmarks.md",
+        "own_slide_loop.py",
+    ): "writes two 16k px slides and trains stage 1 and stage 2 twice (about an hour on 2 loaded cores)",
     ("docs/architecture.md", "pytest tests/test_docs.py"): "runs this test (recursion)",
 }
 
