@@ -38,10 +38,12 @@ def widget(make_napari_viewer, dataset, built_bank, small_slide, tmp_path):
 
 def _look_at(viewer, center_um: tuple[float, float]) -> tuple[float, float]:
     """Centre the camera on ``center_um`` zoomed to :data:`VIEW_UM`; the world top-left of the view."""
+    from napari_pbip._widgets._slide_cams import camera
+
     h, w = viewer.canvas.size
-    viewer.camera.zoom = max(h, w) / VIEW_UM
-    viewer.camera.center = center_um
-    zoom = viewer.camera.zoom
+    camera(viewer).zoom = max(h, w) / VIEW_UM
+    camera(viewer).center = center_um
+    zoom = camera(viewer).zoom
     return center_um[0] - h / 2 / zoom, center_um[1] - w / 2 / zoom
 
 

@@ -78,6 +78,12 @@ class Placement:
     cut: bool
 
 
+def camera(viewer: Any) -> Any:
+    """The viewer's camera (napari 0.9 moved it to ``viewer.scene.camera``)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 def slide_layer(viewer: Any) -> Any | None:
     """The slide to preview: the selected layer if it is a slide with um/px, else the top visible one."""
 
@@ -100,8 +106,8 @@ def view_of(viewer: Any) -> SlideView | None:
     if layer is None or viewer.dims.ndisplay != 2:
         return None
     h, w = viewer.canvas.size
-    zoom = viewer.camera.zoom
-    cy, cx = viewer.camera.center[-2:]
+    zoom = camera(viewer).zoom
+    cy, cx = camera(viewer).center[-2:]
     corners = []
     for y in (cy - h / 2 / zoom, cy + h / 2 / zoom):
         for x in (cx - w / 2 / zoom, cx + w / 2 / zoom):

@@ -30,7 +30,7 @@ from ..errors import CheckpointError, DatasetError, SettingsError
 from ..events import Preview, RunStarted
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers, with_layers
-from ._slide_cams import SlideView, ViewReader, describe, view_of
+from ._slide_cams import SlideView, ViewReader, camera, describe, view_of
 from ._warmup import warm_up
 from ._worker import JobWorker, start_job
 from .loss_plot import LossPlot
@@ -113,8 +113,8 @@ class TrainWidget(QWidget):
         self._fill_paths()
         self.viewer.layers.events.inserted.connect(self._fill_paths)
         self._view_events = (  # what changes the part of the slide in view
-            self.viewer.camera.events.center,
-            self.viewer.camera.events.zoom,
+            camera(self.viewer).events.center,
+            camera(self.viewer).events.zoom,
             self.viewer.canvas.events.size,
             self.viewer.dims.events.ndisplay,
             self.viewer.layers.events.inserted,
