@@ -218,13 +218,13 @@ def bench_training(
     w.start()
     warm = None
     pans, next_pan = 0, t0 + PAN_EVERY_S
+    home = tuple(_slide_cams.camera(viewer).center[-2:])
     while time.perf_counter() - t0 < seconds and w.worker is not None:
         wait(app, lambda: False, 0.05)
         if slide != "none" and time.perf_counter() > next_pan:
             pans, next_pan = pans + 1, time.perf_counter() + PAN_EVERY_S
-            cam = _slide_cams.camera(viewer)
-            cy, cx = cam.center[-2:]
-            cam.center = (cy + 40.0 * (1 if pans % 2 else 0.5), cx + 60.0)  # um
+            cy, cx = home  # another place near the first, staying on the slide however long it runs
+            _slide_cams.camera(viewer).center = (cy + 40.0 * (pans % 5), cx + 60.0 * (pans % 7))  # um
         if warm is None and w.last_preview is not None and not w.preview.busy:
             names = [_preview.PATCHES, _preview.FG, _preview.BG]
             names += [_preview.cam_layer_name(c) for c in w.last_preview.maps["classes"]]
