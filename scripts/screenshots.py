@@ -167,6 +167,41 @@ def shoot_train(viewer, app, prep: dict, work: Path, out: Path, width: int, step
     viewer.window.remove_dock_widget(w)
 
 
+def shoot_train_slide(viewer, app, prep: dict, work: Path, out: Path, width: int, steps: int) -> None:
+    """Resume the run with the synthetic slide zoomed in: live CAMs over the part in view, then Stop."""
+    from napari_pbip._widgets._slide_cams import camera, slide_cam_layer_name
+    from napari_pbip._widgets.train_widget import ON_SLIDE
+
+    viewer.open_sample(PLUGIN, "synthetic_slide")
+    slide = next(layer for layer in viewer.layers if layer.metadata.get("pbip_slide"))
+    h, w = slide.level_shapes[0][:2] if slide.multiscale else slide.data.shape[:2]
+    cam = camera(viewer)
+    cam.center = (slide.scale[0] * h * 0.45, slide.scale[1] * w * 0.55)  # um, on tissue
+    cam.zoom = viewer.canvas.size[1] / (prep["size"] * 0.5 * 3)  # the canvas spans 3 tiles at 0.5 um/px
+    w_ = dock(viewer, "Train PBIP")
+    w_.dataset.set_path(prep["patches"])
+    w_.bank.set_path(work / "bank")
+    w_.out.set_path(work / "run")
+    w_.resume.setChecked(True)
+    w_.epochs.setValue(40)
+    w_.preview_every.setValue(5)
+    w_.preview_on.setCurrentText(ON_SLIDE)
+    w_.device_box.setCurrentText("cpu")
+    w_.start()
+    wait(app, lambda: w_.last_preview is not None or w_.worker is None, 3600, "a slide preview")
+    start = w_.step
+    wait(app, lambda: w_.step >= start + steps or w_.worker is None, 3600, f"{steps} more steps")
+    w_.stop()
+    wait(app, lambda: w_.worker is None and not w_.preview.busy, 900, "training to stop")
+    if w_.status.is_error:
+        raise RuntimeError(w_.status.text())
+    classes = w_.last_preview.maps["classes"]
+    if not all(slide_cam_layer_name(c) in viewer.layers for c in classes):
+        raise RuntimeError(f"no slide CAM layers: {w_.slide_label.text()}")
+    save(viewer, app, out / "train-slide.png", width)
+    viewer.window.remove_dock_widget(w_)
+
+
 def shoot_seg_train(viewer, app, prep: dict, work: Path, out: Path, width: int) -> None:
     """Pseudo-masks of the stage-1 run over their images, then a segmenter trained on them to the end;
     Segment slide, docked beside it, gets the new segmenter."""
@@ -250,6 +285,9 @@ def run(args: argparse.Namespace) -> None:
             "train": lambda viewer, app: shoot_train(
                 viewer, app, prep, work, args.out, args.width, args.steps
             ),
+            "train-slide": lambda viewer, app: shoot_train_slide(
+                viewer, app, prep, work, args.out, args.width, 10
+            ),
             "seg-train": lambda viewer, app: shoot_seg_train(viewer, app, prep, work, args.out, args.width),
             "segment": lambda viewer, app: shoot_segment(viewer, app, work, args.out, args.width),
         }
@@ -274,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         metavar="NAME",
-        help="take only these shots (training-data, bank, train, seg-train, "
-        "segment; train needs bank, seg-train and segment need train)",
+        help="take only these shots (training-data, bank, train, train-slide, seg-train, "
+        "segment; train needs bank, the later ones need train)",
     )
     p.add_argument("--use-display", action="store_true", help="use $DISPLAY instead of a private Xvfb")
     args = p.parse_args(argv)

@@ -98,7 +98,9 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "docs/benchmarks.md",
         "bench_segment.py --memory",
     ): "writes a 40k x 40k slide and segments it (about 20 min)",
-    ("docs/benchmarks.md", "bench_gui_responsiveness.py"): "opens napari under its own Xvfb; takes minutes",
+    ("docs/benchmarks.md", "bench_gui_responsiveness.py --only responsiveness"): "opens napari under its own "
+    "Xvfb; takes minutes",
+    ("docs/benchmarks.md", "--slide-previews"): "opens napari under its own Xvfb; takes minutes",
     (
         "docs/benchmarks.md",
         "own_slide_loop.py",

@@ -93,13 +93,24 @@ def preview_layers(
     return out
 
 
+def all_layers(maps: dict[str, Any], fgbg_class: int | None = None) -> list[tuple[str, np.ndarray, dict]]:
+    """The preview's patch layers, then its slide layers when it has a ``"region"`` (see ``_slide_cams``)."""
+    from ._slide_cams import slide_layers
+
+    layers = preview_layers(maps, fgbg_class)
+    if maps.get("region") is not None:
+        layers += slide_layers(maps["region"], fgbg_class)
+    return layers
+
+
 def with_layers(job: Job[T], fgbg_class: Callable[[], int | None]) -> Job[T]:
     """Pass a training job's events on, each :class:`~napari_pbip.events.Preview` with its ``layers`` made.
 
-    Runs in the worker thread, so the mosaics and colour maps of a preview (30-55 ms in the GUI
-    thread while training ran on the development machine) are made there. ``fgbg_class()`` is the
-    class the user picked for the FG/BG layers when the preview is made (see :func:`preview_layers`);
-    the job is closed in the thread that closes this generator, as the library's jobs expect.
+    Runs in the worker thread, so the mosaics, colour maps and slide-preview images of a preview
+    (30-55 ms of numpy for the patches in the GUI thread while training ran on the development
+    machine) are made there. ``fgbg_class()`` is the class the user picked for the FG/BG layers
+    when the preview is made (see :func:`all_layers`); the job is closed in the thread that closes
+    this generator, as the library's jobs expect.
     """
     try:
         while True:
@@ -111,7 +122,7 @@ def with_layers(job: Job[T], fgbg_class: Callable[[], int | None]) -> Job[T]:
             if isinstance(payload, Preview):
                 chosen = fgbg_class()
                 try:
-                    layers = preview_layers(payload.maps, chosen)
+                    layers = all_layers(payload.maps, chosen)
                 except Exception:  # a view must not stop training: the GUI makes them (and reports)
                     layers = None
                 if layers is not None:
@@ -143,17 +154,21 @@ class PreviewLayers:
         self.timer.setInterval(0)
         self.timer.timeout.connect(self._apply_next)
 
-    def show(self, preview: Preview, fgbg_class: int | None = None) -> None:
+    def show(
+        self, preview: Preview, fgbg_class: int | None = None, patches: bool = True, slide: bool = True
+    ) -> None:
         """Queue the layers of ``preview`` (replacing any still waiting) and start applying them.
 
         Layers made beforehand for the same FG/BG class (:func:`with_layers`) are used as they are.
+        ``patches`` / ``slide``: show the training patches' layers / the slide-preview layers.
         """
+        from ._slide_cams import is_slide_layer
+
         made = preview.layers
         layers = (
-            made[1]
-            if made is not None and made[0] == fgbg_class
-            else preview_layers(preview.maps, fgbg_class)
+            made[1] if made is not None and made[0] == fgbg_class else all_layers(preview.maps, fgbg_class)
         )
+        layers = [change for change in layers if (slide if is_slide_layer(change[0]) else patches)]
         finishing = [change for change in self.pending if callable(change)]
         self.pending = finishing + layers
         self.timer.start()
@@ -173,12 +188,24 @@ class PreviewLayers:
             return
         name, data, kwargs = change
         layers = self.viewer.layers
-        layer = layers[name] if name in layers else None
-        if layer is not None and layer.data.shape == data.shape and layer.data.dtype == data.dtype:
-            layer.data[...] = data  # same array, new pixels: no new texture, no extent change
-            layer.refresh(extent=False)
+        if name in layers:
+            _replace_in_place(layers[name], data, kwargs)
             return
-        if layer is not None:
-            layers.remove(name)
+        kwargs = dict(kwargs)
+        shown = kwargs.pop("visible", True)
         _, steps = add_in_steps(self.viewer, "image", data, name=name, **kwargs)
-        self.pending[:0] = steps  # on the next turns, before other changes
+        self.pending[:0] = steps if shown else steps[:-1]  # on the next turns (the last one shows it)
+
+
+def _replace_in_place(layer: Any, data: np.ndarray, kwargs: dict) -> None:
+    """New pixels (and place) for an existing preview layer: the same layer object, whatever changed."""
+    moved = False
+    for key in ("scale", "translate"):
+        if key in kwargs and not np.allclose(getattr(layer, key), kwargs[key]):
+            setattr(layer, key, kwargs[key])
+            moved = True
+    if layer.data.shape == data.shape and layer.data.dtype == data.dtype:
+        layer.data[...] = data  # same array, new pixels: no new texture, no extent change
+        layer.refresh(extent=moved)
+    else:
+        layer.data = data  # another size (the view changed): the same layer, a new array

@@ -27,6 +27,7 @@ from ..events import Preview, RunStarted
 from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers, with_layers
+from ._slide_cams import SlideView, ViewReader, camera, describe, view_of
 from ._training_status import CheckpointWatch, memory_text, metrics_text
 from ._training_status import spin as _spin
 from ._warmup import warm_up
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     import napari
 
 STRONGEST = "strongest labelled class"
+# what the previews show ("Preview on")
+ON_SLIDE_AND_PATCHES, ON_SLIDE, ON_PATCHES = "slide in view and patches", "slide in view", "training patches"
 
 
 class TrainWidget(QWidget):
@@ -58,13 +61,23 @@ class TrainWidget(QWidget):
         self.preview = PreviewLayers(napari_viewer)
         self._fgbg_choice: int | None = None  # FG/BG class picked, None: each pixel's strongest
         self.view = Throttled(self._refresh_view, self)
+        self.slide_view: SlideView | None = None  # noted in the GUI thread, read by the job's ViewReader
         lay = scrolling_body(self)  # content scrolls in its dock (_dock.py)
         lay.addWidget(self._form())
         lay.addLayout(self._buttons())
         self.progress = progress_bar(self)
         self.status = StatusLine(self)
         self.metrics_label, self.device_label, self.checkpoint_label = QLabel(), QLabel(), QLabel()
-        for w in (self.progress, self.status, self.metrics_label, self.device_label, self.checkpoint_label):
+        self.slide_label = QLabel()
+        self.slide_label.setWordWrap(True)
+        for w in (
+            self.progress,
+            self.status,
+            self.metrics_label,
+            self.device_label,
+            self.checkpoint_label,
+            self.slide_label,
+        ):
             lay.addWidget(w)
         self.plot = LossPlot(self)
         lay.addWidget(self.plot, stretch=1)
@@ -77,12 +90,25 @@ class TrainWidget(QWidget):
         lay.addLayout(row)
         self._fill_paths()
         self.viewer.layers.events.inserted.connect(self._fill_paths)
+        self._view_events = (  # what changes the part of the slide in view
+            camera(self.viewer).events.center,
+            camera(self.viewer).events.zoom,
+            self.viewer.canvas.events.size,
+            self.viewer.dims.events.ndisplay,
+            self.viewer.layers.events.inserted,
+            self.viewer.layers.events.removed,
+            self.viewer.layers.selection.events.active,
+        )
+        for event in self._view_events:
+            event.connect(self._note_view)
+        self._note_view()
 
     # -- form ------------------------------------------------------------------------------------
 
     def _form(self) -> QGroupBox:
         from ..models.registry import list_backbones
         from ..stage1 import TrainSettings
+        from ..stage1.region_preview import MAX_TILES
 
         d = TrainSettings()
         box = QGroupBox("Run")
@@ -108,6 +134,14 @@ class TrainWidget(QWidget):
         )
         self.preview_every = _spin(0, 100_000, d.preview_every)
         self.preview_every.setToolTip("steps between CAM / FG-BG previews (0: none)")
+        self.preview_on = QComboBox()
+        self.preview_on.addItems([ON_SLIDE_AND_PATCHES, ON_SLIDE, ON_PATCHES])
+        self.preview_on.setToolTip(
+            f"slide in view: CAM and FG/BG layers over the part of the open slide in view, read at the "
+            f"training um/px; at most {MAX_TILES} tiles of the image size (the centre of a larger view). "
+            "Pan or zoom and the next preview follows. Training patches: the fixed preview patches."
+        )
+        self.preview_on.currentIndexChanged.connect(self._note_view)
         self.device_box = QComboBox()
         self.device_box.addItems(["auto", "cpu", "cuda"])
         self.device_box.setEditable(True)
@@ -126,6 +160,7 @@ class TrainWidget(QWidget):
             ("Image size", self.image_size),
             ("Match size", self.match_size),
             ("Preview every", self.preview_every),
+            ("Preview on", self.preview_on),
             ("Device", self.device_box),
             ("", self.resume),
             ("", self.overwrite),
@@ -253,7 +288,15 @@ class TrainWidget(QWidget):
         self._set_running(True)
         self.worker = start_job(
             lambda: with_layers(
-                train(settings, dataset, bank, out, resume=resume, overwrite=overwrite),
+                train(
+                    settings,
+                    dataset,
+                    bank,
+                    out,
+                    resume=resume,
+                    overwrite=overwrite,
+                    view=ViewReader(lambda: self.slide_view),
+                ),
                 lambda: self._fgbg_choice,
             ),
             on_event=self._on_event,
@@ -305,6 +348,9 @@ class TrainWidget(QWidget):
             self.last_preview = ev.payload
             self._set_classes(list(ev.payload.maps["classes"]))
             self._refresh_preview()
+            if self.preview_on.currentText() != ON_PATCHES:
+                maps = ev.payload.maps
+                self.slide_label.setText(describe(maps.get("region"), maps.get("region_note")))
         self.view.poke()
 
     def _refresh_view(self) -> None:
@@ -335,7 +381,23 @@ class TrainWidget(QWidget):
         index = self.fgbg_class.currentIndex()
         self._fgbg_choice = None if index <= 0 else index - 1  # read by the worker (with_layers)
         if self.last_preview is not None:
-            self.preview.show(self.last_preview, self._fgbg_choice)
+            choice = self.preview_on.currentText()
+            self.preview.show(
+                self.last_preview, self._fgbg_choice, patches=choice != ON_SLIDE, slide=choice != ON_PATCHES
+            )
+
+    def _note_view(self, *args) -> None:
+        """Note the part of the slide in view for the job's next preview (None: patches only, or no slide)."""
+        on = self.preview_on.currentText() != ON_PATCHES
+        self.slide_view = view_of(self.viewer) if on else None
+        if not on:
+            self.slide_label.setText("")
+        elif self.last_preview is None:  # afterwards the label describes the last preview
+            self.slide_label.setText(
+                describe(None, None)
+                if self.slide_view is None
+                else f"slide preview: over {self.slide_view.layer} in view"
+            )
 
     def _read_checkpoint(self) -> None:
         """Show the step of the last checkpoint on disk (``RUN/last``), re-read when the file changes."""
@@ -365,4 +427,6 @@ class TrainWidget(QWidget):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         """Stop training when the dock closes (the job checkpoints)."""
         self.stop()
+        for viewer_event in self._view_events:
+            viewer_event.disconnect(self._note_view)
         super().closeEvent(event)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ..engine.trainer import VAL_FIELDS, TrainingStage, TrainResult, masked_val_
 from ..errors import BankError, CheckpointError, DatasetError, SettingsError, TrainingDivergedError
 from ..events import Job
 from .preview import preview_payload, shown_mpp
+from .region_preview import RegionPixels, region_maps
 from .run_folder import FORMAT_VERSION, MODEL_KIND
 from .settings import RESUMABLE_FIELDS, TrainSettings
 
@@ -40,6 +42,7 @@ def train(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    view: Callable[[float, int], RegionPixels | None] | None = None,
 ) -> Job[TrainResult]:
     """Train ClassNet + ImgMatchNet (or the plain-CAM baseline) on a data set's ``train`` split.
 
@@ -52,6 +55,12 @@ def train(
         out: the run folder.
         resume: continue the run in ``out`` from ``out/last``.
         overwrite: replace an existing ``out`` that is a previous run (ignored with ``resume``).
+        view: at each preview, ``view(mpp, tile)`` gives the pixels of a region to preview too (the
+            part of a slide in view) at ``mpp`` um/px, the training images' resolution as the model
+            sees them, at most :data:`~.region_preview.MAX_TILES` tiles of ``tile`` px; or None
+            for none this time. It is called in the job's thread. Its maps
+            (:func:`~.region_preview.region_maps`) are the preview's ``"region"``; when it cannot
+            be made, ``"region_note"`` says why (a preview never stops training).
 
     Returns:
         A job yielding one ``Progress("train", ...)`` per step and returning a :class:`TrainResult`;
@@ -73,6 +82,7 @@ def train(
     settings = _resolve_settings(settings, out, resume)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     trainer = _Trainer(settings, ds, _open_bank(bank, settings, ds), out)
+    trainer.view = view
     result = yield from run_training(trainer, resume)
     if (out / "model.json").is_file():
         from .calibrate import calibrate_presence
@@ -121,6 +131,7 @@ class _Trainer(TrainingStage):
     event = "train"
     output_kind = OUTPUT_KIND
     model_kind = MODEL_KIND
+    view: Callable[[float, int], RegionPixels | None] | None = None  # a region to preview too (train's view)
 
     def __init__(self, s: TrainSettings, ds, bank, out: Path):
         import torch
@@ -283,17 +294,40 @@ class _Trainer(TrainingStage):
     # -- previews and validation -----------------------------------------------------------------
 
     def preview(self) -> dict[str, Any]:
-        """The preview payload of the fixed preview images (see :func:`.preview.preview_payload`)."""
+        """The preview payload of the fixed preview images (see :func:`.preview.preview_payload`),
+        with the maps of the view's region (:meth:`_region_preview`) when a view is given."""
         images = np.stack([self._image(i) for i in self.preview_idx])
         self.model.eval()
         try:
             x = self._to_tensor(images)
             labels = self.labels[self.preview_idx]
-            return preview_payload(
+            maps = preview_payload(
                 self.model, x, images, labels, self.settings, self.spec, self.step, self.preview_mpp
             )
+            if self.view is not None:
+                maps.update(self._region_preview())
+            return maps
         finally:
             self.model.train()
+
+    def _region_preview(self) -> dict[str, Any]:
+        """``{"region": maps}`` of the view's pixels, ``{"region_note": why}``, or ``{}`` (nothing in view)."""
+        mpp = self.preview_mpp
+        if mpp is None:
+            return {
+                "region_note": f"the data set {self.ds.root} records no um/px (or its images differ in size), so "
+                "the slide cannot be read at the training resolution; add mpp to its dataset.json"
+            }
+        try:
+            pixels = self.view(mpp, self.settings.image_size)
+            if pixels is None:
+                return {}
+            maps = region_maps(
+                self.model, pixels.image, self.settings, self.spec, self.device, self.step, mpp
+            )
+        except Exception as exc:  # a view (an unreadable slide region...) must not stop training
+            return {"region_note": f"no slide preview at step {self.step}: {exc}"}
+        return {"region": {**maps, "where": pixels.where}}
 
     def validate(self) -> dict[str, Any] | None:
         """Predict the val images (classifier decides presence, no oracle) and score them (no bIoU)."""
