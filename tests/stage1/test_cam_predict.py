@@ -57,7 +57,8 @@ def test_pseudo_masks_are_reused_only_when_made_from_this_run_with_these_setting
         make_pseudo_masks(tiny_run, tiny_dataset, out, settings=CamSettings(background="power"), device="cpu")
     )
     assert pseudo_masks_current(out, tiny_run, CamSettings(background="power"))
-    assert pseudo_masks_current(out, tiny_run, CamSettings(background="power", tta=False))
+    assert pseudo_masks_current(out, tiny_run, CamSettings(background="power", tta=True))  # the default
+    assert not pseudo_masks_current(out, tiny_run, CamSettings(background="power", tta=False))
     assert not pseudo_masks_current(out, tiny_run, CamSettings())  # another background rule
     assert not pseudo_masks_current(out, tiny_run, CamSettings(background="power", bg_power=2.0))
     later = (out / "cam_settings.json").stat().st_mtime + 10
@@ -141,7 +142,7 @@ def test_cli_train_pseudo_predict_evaluate(tiny_dataset, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-def test_unlabelled_predictions_average_over_symmetries_and_pseudo_masks_do_not_by_default(
+def test_unlabelled_predictions_and_pseudo_masks_average_over_symmetries_by_default(
     tiny_run, tiny_dataset, tmp_path
 ):
     from napari_pbip.data.images import list_images, read_rgb
@@ -164,4 +165,9 @@ def test_unlabelled_predictions_average_over_symmetries_and_pseudo_masks_do_not_
             read_mask(tmp_path / "plain" / path.name, spec), predictor.predict_masks(image)[0]
         )
     run(make_pseudo_masks(tiny_run, tiny_dataset, tmp_path / "pseudo", device="cpu"))
-    assert json.loads((tmp_path / "pseudo" / "cam_settings.json").read_text())["tta"] is False
+    assert json.loads((tmp_path / "pseudo" / "cam_settings.json").read_text())["tta"] is True
+    ds = open_dataset(tiny_dataset)
+    for sample in ds.samples("train")[:3]:  # pseudo-masks are the TTA label maps, gated by image labels
+        image = read_rgb(sample.image)[None]
+        expected = DihedralTTA(predictor).predict_masks(image, np.asarray([sample.labels], np.float32))[0]
+        assert np.array_equal(read_mask(tmp_path / "pseudo" / sample.image.name, spec), expected)

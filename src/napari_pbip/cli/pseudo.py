@@ -25,8 +25,8 @@ def add_cam_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
-        help="average each mask over the 8 turns and mirrors of the image (8 forward passes; default: on for "
-        "`pbip predict`, off for `pbip pseudo`)",
+        help="average each mask over the 8 turns and mirrors of the image (8 forward passes; default: on; "
+        "--no-tta for one pass)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA if present), cpu, cuda, ...")

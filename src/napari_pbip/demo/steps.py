@@ -117,20 +117,34 @@ def evaluate_val(data: Path, pred: Path) -> dict[str, Any]:
 
 
 def pseudo_masks(out: Path, data: Path, s: DemoSettings) -> Job[Path]:
-    """Pseudo-masks of the training patches from the PBIP run, gated by their image labels."""
-    from ..stage1.predict import make_pseudo_masks
+    """Pseudo-masks of the training patches from the PBIP run, gated by their image labels.
 
-    return (yield from make_pseudo_masks(out / "run-pbip", data, out / "pseudo-masks", device=s.device))
+    One pass per image, not ``pbip pseudo``'s default 8 (test-time augmentation), to keep the
+    demo within its 10-minute budget (see :func:`predict_val`); the demo's figures are one-pass.
+    """
+    from ..stage1.predict import CamSettings, make_pseudo_masks
+
+    return (
+        yield from make_pseudo_masks(
+            out / "run-pbip", data, out / "pseudo-masks", CamSettings(tta=False), device=s.device
+        )
+    )
 
 
 def pseudo_val(out: Path, run: Any, data: Path, s: DemoSettings, variant: str) -> Job[Path]:
     """Pseudo-masks of the val patches, made exactly as the training ones (gated by image labels,
     here the classes present in each val mask), so their quality can be scored: train has no masks."""
-    from ..stage1.predict import make_pseudo_masks
+    from ..stage1.predict import CamSettings, make_pseudo_masks
 
     return (
         yield from make_pseudo_masks(
-            run.out, data, out / f"val-pseudo-{variant}", split="val", device=s.device, labels_from_masks=True
+            run.out,
+            data,
+            out / f"val-pseudo-{variant}",
+            split="val",
+            settings=CamSettings(tta=False),
+            device=s.device,
+            labels_from_masks=True,
         )
     )
 

@@ -198,7 +198,8 @@ def make_pseudo_masks(
         dataset: a data set folder or an opened ``Dataset``.
         out: output folder of palette PNGs named like the images (written whole, atomically).
         split: the split to label (its images need image-level labels).
-        settings: background and fusion options (default :class:`CamSettings`; ``tta`` None: off).
+        settings: background and fusion options (default :class:`CamSettings`; ``tta`` None: on,
+            :data:`PSEUDO_TTA`).
         device: torch device.
         overwrite: replace an existing ``out`` that a previous ``pseudo`` wrote.
         batch_size: images per forward pass.
@@ -220,7 +221,7 @@ def make_pseudo_masks(
     inputs = {"run": run, "data set": dataset}
     _atomic.check_output(out, "pseudo", inputs, overwrite=overwrite)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
-    predictor = _with_tta(load_stage1_predictor(run, device, settings), default=False)
+    predictor = _with_tta(load_stage1_predictor(run, device, settings), default=PSEUDO_TTA)
     _check_run_classes(predictor, ds.spec, run)
     samples = ds.samples(split)
     if labels_from_masks:
@@ -238,13 +239,19 @@ def make_pseudo_masks(
     )
 
 
+# Pseudo-masks average each image's channel scores over the 8 symmetries of the square by default.
+# Measured by image cross-validation on real H&E (benchmarks/stage2_variants.py --masks pseudo-tta,
+# docs/benchmarks.md): the stage-2 segmenter trained on them scores higher on the held-out images.
+PSEUDO_TTA = True
+
+
 def pseudo_masks_current(
     out: str | os.PathLike, run: str | os.PathLike, settings: CamSettings | None = None
 ) -> bool:
     """Whether ``out`` holds finished pseudo-masks of ``run`` made with ``settings``, so they can be reused.
 
     True when ``out`` is a finished :func:`make_pseudo_masks` folder, its saved settings equal
-    ``settings`` (``tta`` None counted as off, as :func:`make_pseudo_masks` resolves it) and it was
+    ``settings`` (``tta`` None resolved as :func:`make_pseudo_masks` resolves it) and it was
     written after the run's model (a run trained again since makes them stale).
     """
     import dataclasses
@@ -254,7 +261,7 @@ def pseudo_masks_current(
         return False
     want = settings or CamSettings()
     if want.tta is None:
-        want = dataclasses.replace(want, tta=False)
+        want = dataclasses.replace(want, tta=PSEUDO_TTA)
     try:
         saved = CamSettings.load(out / SETTINGS_FILE)
         written, trained = (out / SETTINGS_FILE).stat().st_mtime, (run / "model.json").stat().st_mtime

@@ -37,9 +37,10 @@ class CamSettings(Settings):
             (``RUN/presence.json``, see :mod:`.calibrate`), or 0.5 for runs without them.
         fusion_weights: per-level weights; None uses the run's ``fusion_weights``.
         tta: average the channel scores over the 8 symmetries of the square (dihedral test-time
-            augmentation, :mod:`napari_pbip.engine.tta`; 8 forward passes per image). None: on
-            for unlabelled image folders (``pbip predict``), off for pseudo-masks, whose effect on
-            stage 2 is not measured yet. Slides do not read it.
+            augmentation, :mod:`napari_pbip.engine.tta`; 8 forward passes per image). None: on,
+            for unlabelled image folders (``pbip predict``) and for pseudo-masks (``pbip pseudo``;
+            the stage-2 segmenter trained on them generalises better, docs/benchmarks.md). Slides
+            do not read it.
     """
 
     background: str = "white"
