@@ -30,22 +30,28 @@ _started = False
 
 
 def warm_up() -> None:
-    """Start importing :data:`MODULES` in a daemon thread (once per process; returns at once)."""
+    """Build pint's unit registry here, then start importing :data:`MODULES` in a daemon thread
+    (once per process).
+
+    The registry is built in the calling (GUI) thread: pint's lazy registry is not thread-safe, and
+    built in the background it raced the GUI thread's first layer, which then failed with
+    ``UndefinedUnitError: 'pixel' is not defined`` (tests/_qt/test_train_widget.py, now and then).
+    """
     global _started
     with _lock:
         if _started:
             return
         _started = True
+    try:
+        import pint
+
+        pint.get_application_registry().Unit("pixel")  # the registry parses its definitions on first use
+    except Exception:  # an optimisation only: napari builds what it needs itself
+        pass
     threading.Thread(target=_import_all, name="pbip-warm-up", daemon=True).start()
 
 
 def _import_all() -> None:
-    try:
-        import pint
-
-        pint.get_application_registry().Unit("um")  # the registry parses its definitions on first use
-    except Exception:  # an optimisation only: napari builds what it needs itself
-        pass
     for name in MODULES:
         try:
             importlib.import_module(name)
