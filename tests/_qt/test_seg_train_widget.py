@@ -105,6 +105,7 @@ def test_stop_keeps_the_step_and_resume_continues_from_the_checkpoint(widgets, t
     wait_job(w)
     assert 0 < held < 40 and _state_step(seg) == held
     assert "kept" in w.status.text() and w.start_button.isEnabled()
+    assert f"step ({held})" in w.status.text() and f"step {held} in" in w.checkpoint_label.text()
 
     w.resume.setChecked(True)
     w.start()

@@ -95,6 +95,7 @@ def test_pause_holds_training_and_stop_keeps_the_last_step_for_resume(widget, tm
     assert 0 < held < 100 and widget.step == held
     assert _state_step(run) == held
     assert "kept" in widget.status.text() and widget.start_button.isEnabled()
+    assert f"step ({held})" in widget.status.text() and f"step {held} in" in widget.checkpoint_label.text()
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert max(e["step"] for e in log) == held
 

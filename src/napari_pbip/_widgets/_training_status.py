@@ -13,6 +13,7 @@ from qtpy.QtWidgets import QSpinBox
 
 from ..engine.checkpoint import read_state
 from ..errors import CheckpointError
+from ..events import CheckpointSaved
 
 
 def spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
@@ -53,7 +54,10 @@ def metrics_text(step: int, total: int | None, metrics: dict[str, float], last: 
 
 
 class CheckpointWatch:
-    """The step of a run folder's last checkpoint (``RUN/last/state.json``), re-read when the file changes."""
+    """The step of a run folder's last checkpoint: from the job's
+    :class:`~napari_pbip.events.CheckpointSaved` events while it runs, from ``RUN/last/state.json``
+    where no event tells (a resumed run's start, after a Stop, which checkpoints after the last event).
+    """
 
     def __init__(self) -> None:
         self.run_dir: Path | None = None
@@ -63,6 +67,10 @@ class CheckpointWatch:
     def reset(self, run_dir: Path | None) -> None:
         """Watch ``run_dir`` from now on (nothing read yet)."""
         self.run_dir, self.step, self._stamp = run_dir, None, None
+
+    def saw(self, saved: CheckpointSaved) -> None:
+        """Take the step of a :class:`~napari_pbip.events.CheckpointSaved` event."""
+        self.step = saved.step
 
     def read(self) -> int | None:
         """The checkpoint's step; the last one read while the file is missing, mid-write or damaged."""

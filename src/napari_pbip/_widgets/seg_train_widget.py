@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import SettingsError
-from ..events import Preview, Progress, RunStarted
+from ..events import CheckpointSaved, Preview, Progress, RunStarted
 from . import _seg_pipeline
 from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
@@ -61,6 +61,7 @@ class SegTrainWidget(QWidget):
         self.result: Any = None
         self.checkpoint = CheckpointWatch()
         self._event: Progress | None = None
+        self._metrics_event: Progress | None = None  # the last event with numbers
         self._message: str | None = None
         self._training = False
         self.view = Throttled(self._refresh_view, self)
@@ -303,7 +304,7 @@ class SegTrainWidget(QWidget):
         if plan is None:
             return None
         self.out, self.step, self.device, self.result = plan.out, 0, "", None
-        self._event = self._message = None
+        self._event = self._metrics_event = self._message = None
         self._training = False
         self.checkpoint.reset(plan.out)
         self.checkpoint_label.setText("")
@@ -353,13 +354,19 @@ class SegTrainWidget(QWidget):
     def _on_event(self, ev: Progress) -> None:
         """Keep the event's state; the preview is shown at once, the rest by :meth:`_refresh_view`."""
         self._event = ev
+        if ev.metrics:  # a later event without numbers (a checkpoint) keeps the line
+            self._metrics_event = ev
         if isinstance(ev.payload, Preview) and "masks" in ev.payload.maps:
             self.preview = ev.payload
             show_mask_preview(self.viewer, ev.payload)
         if isinstance(ev.payload, RunStarted):
             self.device, self._training = ev.payload.device, True
+            if ev.payload.start_step:  # resumed: the checkpoint it goes on from
+                self.checkpoint.read()
         if self._training:
             self.step = ev.step
+        if isinstance(ev.payload, CheckpointSaved):
+            self.checkpoint.saw(ev.payload)
         if ev.metrics:
             self.plot.add(ev.step, ev.metrics, repaint=False)
         if ev.message:
@@ -372,15 +379,17 @@ class SegTrainWidget(QWidget):
         if ev is None:
             return
         show_progress(self.progress, ev)
-        if ev.metrics:
-            self.metrics_label.setText(metrics_text(ev.step, ev.total, ev.metrics, self.plot.last()))
+        numbers = self._metrics_event
+        if numbers is not None:
+            self.metrics_label.setText(
+                metrics_text(numbers.step, numbers.total, numbers.metrics, self.plot.last())
+            )
         if self._message and not self.status.is_error:
             self.status.info(self._message)
         self._message = None
         self.plot.update()
         if self._training:
             self.device_label.setText(f"device {self.device or '?'}  |  {memory_text(self.device)}")
-            self.checkpoint.read()
             self.checkpoint_label.setText(self.checkpoint.text())
 
     def _on_done(self, result) -> None:
@@ -404,10 +413,13 @@ class SegTrainWidget(QWidget):
         self.worker = None
         self._set_running(False)
         self.view.flush()
+        if aborted and self._training:  # Stop checkpoints after the job's last event: read it from RUN/last
+            self.checkpoint.read()
+            self.checkpoint_label.setText(self.checkpoint.text())
         if aborted and not self.status.is_error:
             if self._training:
                 self.status.info(
-                    f"stopped; the last completed step ({self.checkpoint.read()}) is kept in {self.out}/last - "
+                    f"stopped; the last completed step ({self.checkpoint.step}) is kept in {self.out}/last - "
                     "tick 'resume' and Start to continue"
                 )
             else:

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import DatasetError, SettingsError
-from ..events import Preview, RunStarted
+from ..events import CheckpointSaved, Preview, RunStarted
 from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers, with_layers
@@ -56,7 +56,7 @@ class TrainWidget(QWidget):
         self.last_preview: Preview | None = None
         self.checkpoint_step: int | None = None
         self.checkpoint = CheckpointWatch()
-        self._event = None
+        self._event = self._metrics_event = None
         self._message: str | None = None
         self.preview = PreviewLayers(napari_viewer)
         self._fgbg_choice: int | None = None  # FG/BG class picked, None: each pixel's strongest
@@ -280,7 +280,7 @@ class TrainWidget(QWidget):
         bank = None if settings.baseline else self.bank.path()
         self.run_dir, self.step, self.device, self.checkpoint_step = out, 0, "", None
         self.checkpoint.reset(out)
-        self._event = self._message = None
+        self._event = self._metrics_event = self._message = None
         self.plot.clear()
         if not resume:
             self._set_classes([])
@@ -338,8 +338,15 @@ class TrainWidget(QWidget):
     def _on_event(self, ev) -> None:
         """Keep the event's state; previews are queued at once, the rest is drawn by :meth:`_refresh_view`."""
         self.step, self._event = ev.step, ev
+        if ev.metrics:  # a later event without numbers (a checkpoint) keeps the line
+            self._metrics_event = ev
         if isinstance(ev.payload, RunStarted):
             self.device = ev.payload.device
+            if ev.payload.start_step:  # resumed: the checkpoint it goes on from
+                self.checkpoint_step = self.checkpoint.read()
+        if isinstance(ev.payload, CheckpointSaved):
+            self.checkpoint.saw(ev.payload)
+            self.checkpoint_step = ev.payload.step
         if ev.metrics:
             self.plot.add(ev.step, ev.metrics, repaint=False)
         if ev.message:
@@ -359,15 +366,17 @@ class TrainWidget(QWidget):
         if ev is None:
             return
         show_progress(self.progress, ev)
-        m = ev.metrics
-        if m:
-            self.metrics_label.setText(metrics_text(ev.step, ev.total, m, self.plot.last()))
+        numbers = self._metrics_event
+        if numbers is not None:
+            self.metrics_label.setText(
+                metrics_text(numbers.step, numbers.total, numbers.metrics, self.plot.last())
+            )
         if self._message and not self.status.is_error:
             self.status.info(self._message)
         self._message = None
         self.plot.update()
         self.device_label.setText(f"device {self.device or '?'}  |  {memory_text(self.device)}")
-        self._read_checkpoint()
+        self.checkpoint_label.setText(self.checkpoint.text())
 
     def _set_classes(self, classes: list[str]) -> None:
         current = [self.fgbg_class.itemText(i) for i in range(1, self.fgbg_class.count())]
@@ -399,12 +408,6 @@ class TrainWidget(QWidget):
                 else f"slide preview: over {self.slide_view.layer} in view"
             )
 
-    def _read_checkpoint(self) -> None:
-        """Show the step of the last checkpoint on disk (``RUN/last``), re-read when the file changes."""
-        self.checkpoint_step = self.checkpoint.read()  # mid-write or damaged: the last one read
-        if self.checkpoint_step is not None:
-            self.checkpoint_label.setText(self.checkpoint.text())
-
     def _on_done(self, result) -> None:
         self.view.flush()
         best = result.best
@@ -418,6 +421,9 @@ class TrainWidget(QWidget):
         self.worker = None
         self._set_running(False)
         self.view.flush()
+        if aborted:  # Stop checkpoints after the job's last event: read it from RUN/last
+            self.checkpoint_step = self.checkpoint.read()
+            self.checkpoint_label.setText(self.checkpoint.text())
         if aborted and not self.status.is_error:
             self.status.info(
                 f"stopped; the last completed step ({self.checkpoint_step}) is kept in {self.run_dir}/last - "
