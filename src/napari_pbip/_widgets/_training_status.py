@@ -1,7 +1,7 @@
 """What the two training widgets (Train PBIP, Train segmenter) show alike while a run goes on.
 
-The metrics line, the device and memory line, and the step of the last checkpoint on disk; and the
-spin boxes of their forms.
+The metrics line, the device and memory line, and the step of the last checkpoint; the spin boxes
+of their forms; and Pause / Continue / Stop of the running job (:class:`PausableTraining`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,39 @@ from qtpy.QtWidgets import QSpinBox
 from ..engine.checkpoint import read_state
 from ..errors import CheckpointError
 from ..events import CheckpointSaved
+
+
+class PausableTraining:
+    """Pause, Continue and Stop of a training widget's job.
+
+    Mixed into a widget that holds ``worker`` (a :class:`~napari_pbip._widgets._worker.JobWorker`
+    or None), ``step``, ``pause_button``, ``status`` (a StatusLine) and ``_message``.
+    """
+
+    def watch_pause(self, worker) -> None:
+        """Show the worker's pauses on the Pause button and the status line."""
+        worker.paused.connect(lambda: self._paused(True))
+        worker.resumed.connect(lambda: self._paused(False))
+
+    def toggle_pause(self) -> None:
+        """Pause after the current step, or carry on."""
+        if self.worker is not None:
+            self.worker.toggle_pause()
+
+    def stop(self) -> None:
+        """Stop after the current step; the training job checkpoints it."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    @property
+    def paused(self) -> bool:
+        """True while the job is paused."""
+        return self.worker is not None and self.worker.is_paused
+
+    def _paused(self, paused: bool) -> None:
+        self.pause_button.setText("Continue" if paused else "Pause")
+        self._message = None
+        self.status.info(f"paused at step {self.step}" if paused else f"continuing from step {self.step}")
 
 
 def spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:

@@ -34,7 +34,7 @@ from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._mask_preview import show_mask_preview
 from ._seg_pipeline import Plan, PlanError, offer_model, pseudo_then_train
-from ._training_status import CheckpointWatch, memory_text, metrics_text, spin
+from ._training_status import CheckpointWatch, PausableTraining, memory_text, metrics_text, spin
 from ._warmup import warm_up
 from ._worker import JobWorker, start_job
 from .loss_plot import LossPlot
@@ -46,7 +46,7 @@ DEFAULT_BACKBONE = "segmenter's default"
 CURVES = {"loss": "#f0f0f0", "val_miou": "#5bd16b"}  # the plot's series and colours
 
 
-class SegTrainWidget(QWidget):
+class SegTrainWidget(PausableTraining, QWidget):
     """Pseudo-masks from a stage-1 run, then a segmenter trained on them, watched as it learns."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
@@ -320,29 +320,8 @@ class SegTrainWidget(QWidget):
             on_aborted=lambda: self.status.info(f"stopping at step {self.step}: checkpointing ..."),
             on_finished=self._on_finished,
         )
-        self.worker.paused.connect(lambda: self._paused(True))
-        self.worker.resumed.connect(lambda: self._paused(False))
+        self.watch_pause(self.worker)
         return self.worker
-
-    def toggle_pause(self) -> None:
-        """Pause after the current step, or carry on."""
-        if self.worker is not None:
-            self.worker.toggle_pause()
-
-    def stop(self) -> None:
-        """Stop after the current step; the segmenter run checkpoints it."""
-        if self.worker is not None:
-            self.worker.quit()
-
-    @property
-    def paused(self) -> bool:
-        """True while the job is paused."""
-        return self.worker is not None and self.worker.is_paused
-
-    def _paused(self, paused: bool) -> None:
-        self.pause_button.setText("Continue" if paused else "Pause")
-        self._message = None
-        self.status.info(f"paused at step {self.step}" if paused else f"continuing from step {self.step}")
 
     def _set_running(self, running: bool) -> None:
         self.masks_button.setEnabled(not running)

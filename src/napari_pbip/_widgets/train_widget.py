@@ -28,7 +28,7 @@ from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers, with_layers
 from ._slide_cams import SlideView, ViewReader, camera, describe, view_of
-from ._training_status import CheckpointWatch, memory_text, metrics_text
+from ._training_status import CheckpointWatch, PausableTraining, memory_text, metrics_text
 from ._training_status import spin as _spin
 from ._warmup import warm_up
 from ._worker import JobWorker, start_job
@@ -42,7 +42,7 @@ STRONGEST = "strongest labelled class"
 ON_SLIDE_AND_PATCHES, ON_SLIDE, ON_PATCHES = "slide in view and patches", "slide in view", "training patches"
 
 
-class TrainWidget(QWidget):
+class TrainWidget(PausableTraining, QWidget):
     """Train ClassNet + ImgMatchNet (or the plain-CAM baseline) and watch it learn."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
@@ -305,29 +305,8 @@ class TrainWidget(QWidget):
             on_aborted=lambda: self.status.info(f"stopping at step {self.step}: checkpointing ..."),
             on_finished=self._on_finished,
         )
-        self.worker.paused.connect(lambda: self._paused(True))
-        self.worker.resumed.connect(lambda: self._paused(False))
+        self.watch_pause(self.worker)
         return self.worker
-
-    def toggle_pause(self) -> None:
-        """Pause after the current step, or carry on."""
-        if self.worker is not None:
-            self.worker.toggle_pause()
-
-    def stop(self) -> None:
-        """Stop after the current step; the job checkpoints it."""
-        if self.worker is not None:
-            self.worker.quit()
-
-    @property
-    def paused(self) -> bool:
-        """True while training is paused."""
-        return self.worker is not None and self.worker.is_paused
-
-    def _paused(self, paused: bool) -> None:
-        self.pause_button.setText("Continue" if paused else "Pause")
-        self._message = None
-        self.status.info(f"paused at step {self.step}" if paused else f"continuing from step {self.step}")
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
