@@ -64,6 +64,8 @@ def test_demo_writes_every_output_and_scores_each_stage(demo_twice):
     assert json.loads((out / "summary.json").read_text())["seconds_total"] > 0
     # the models record the resolution of the synthetic patches, so the slide needs no --mpp
     assert json.loads((out / "seg" / "model.json").read_text())["mpp"] == 0.5
+    for masks in ("pseudo-masks", "val-pseudo-pbip"):  # one pass each: the demo's 10-minute budget
+        assert json.loads((out / masks / "cam_settings.json").read_text())["tta"] is False, masks
     table = summary_table(result.summary)
     assert "pseudo-masks (val, image labels given), PBIP" in table and "slide, stage 2" in table
     assert "stage 1 pbip" in training_table(result.summary)

@@ -126,7 +126,7 @@ def pseudo_masks(out: Path, data: Path, s: DemoSettings) -> Job[Path]:
 
     return (
         yield from make_pseudo_masks(
-            out / "run-pbip", data, out / "pseudo-masks", CamSettings(tta=False), device=s.device
+            out / "run-pbip", data, out / "pseudo-masks", settings=CamSettings(tta=False), device=s.device
         )
     )
 
