@@ -87,8 +87,12 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/benchmarks.md", "compare_real.py"): "trains 12 stage-1 and 12 stage-2 runs on real data (hours)",
     (
         "docs/benchmarks.md",
-        "stage2_variants.py",
+        "stage2_variants.py --pseudo-quality",
     ): "trains stage-2 segmenters on compare_real.py's real-data runs (hours)",
+    (
+        "docs/benchmarks.md",
+        "stage2_variants.py --masks pseudo-tta",
+    ): "trains 12 stage-2 segmenters on compare_real.py's real-data runs (hours)",
     ("docs/benchmarks.md", "fill_match.py"): "encodes the real WSSS4LUAD images in ../shared/data (minutes)",
     (
         "docs/benchmarks.md",
