@@ -73,7 +73,7 @@ def test_pseudo_masks_predictions_and_scores_agree_for_any_background_index(
     jobs = {
         "pseudo": lambda d, r, out: make_pseudo_masks(r, d, out, device="cpu"),
         "pseudo-val": lambda d, r, out: make_pseudo_masks(
-            r, d, out, "val", device="cpu", labels_from_masks=True
+            r, d, out, split="val", device="cpu", labels_from_masks=True
         ),
         "predict": lambda d, r, out: predict_folder(r, d / "val" / "img", out, device="cpu"),
     }

@@ -139,7 +139,9 @@ def pseudo_then_train(p: Plan) -> Job[Any]:
     from ..stage2 import train_segmenter
 
     if p.make_masks:
-        yield from make_pseudo_masks(p.run, p.dataset, p.masks, "train", p.cam, p.device, p.replace_masks)
+        yield from make_pseudo_masks(
+            p.run, p.dataset, p.masks, settings=p.cam, device=p.device, overwrite=p.replace_masks
+        )
     preview = mask_preview(p.dataset, p.masks)
     n = len(preview.maps["names"])
     yield Progress("pseudo", 1, 1, f"pseudo-masks in {p.masks} (preview of {n})", payload=preview)

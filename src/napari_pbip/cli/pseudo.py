@@ -79,11 +79,11 @@ def run_pseudo(args: argparse.Namespace) -> int:
         args.run,
         args.dataset,
         args.out,
-        args.split,
-        cam_settings(args),
-        args.device,
-        args.overwrite,
-        args.batch_size,
+        split=args.split,
+        settings=cam_settings(args),
+        device=args.device,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
     )
     out = drain(job, quiet=args.quiet)
     print(f"pseudo-masks written to {out}")

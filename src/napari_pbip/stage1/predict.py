@@ -184,6 +184,7 @@ def make_pseudo_masks(
     run: str | os.PathLike,
     dataset,
     out: str | os.PathLike,
+    *,
     split: str = "train",
     settings: CamSettings | None = None,
     device: str = "auto",
