@@ -46,6 +46,13 @@ def test_result_fills_in_as_chunks_finish_and_matches_the_store(
             unfilled.append(float(np.mean(widget.layer.data == UNFILLED)))
 
     widget.view.apply = spy
+    on_event = widget._on_event
+
+    def each_event(ev):  # redraw on every event, not on the timer, so the fill-in is seen under any load
+        on_event(ev)
+        widget.view.flush()
+
+    widget._on_event = each_event
     widget.run()
     wait_job(widget)
     assert not widget.status.is_error, widget.status.text()
