@@ -212,14 +212,14 @@ class QueuePanel(QGroupBox):
             slides = expand_slides(queued)  # the order segment_cohort takes them in, for the lines
         except SlideError as exc:
             return self._error(exc)
-        out, overwrite = self.folder(queued), w.overwrite.isChecked()
+        out, overwrite, slide_mpp = self.folder(queued), w.overwrite.isChecked(), w.given_slide_mpp()
         self._folder = out
         self.lines = QueueLines(slides)
         self._show_all()
         self.set_running(True)
         w.status.info(f"segmenting {len(slides)} slides one after another into {out} ...")
         w.worker = start_job(
-            lambda: segment_cohort(queued, model, out, settings, overwrite=overwrite),
+            lambda: segment_cohort(queued, model, out, settings, overwrite=overwrite, slide_mpp=slide_mpp),
             on_event=self._on_event,
             on_done=self._on_done,
             on_error=lambda exc: report_error(exc, w.status, w.marks),

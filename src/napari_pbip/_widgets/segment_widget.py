@@ -128,6 +128,12 @@ class SegmentWidget(QWidget):
         self.mpp.setDecimals(3)
         self.mpp.setValue(1.0)
         self.mpp.setSuffix(" um/px")
+        self.slide_mpp_box = QDoubleSpinBox()
+        self.slide_mpp_box.setRange(0.0, 50.0)
+        self.slide_mpp_box.setDecimals(4)
+        self.slide_mpp_box.setSpecialValueText("from the file")
+        self.slide_mpp_box.setSuffix(" um/px")
+        self.slide_mpp_box.setToolTip("the slides' own um/px, for files that do not record it")
         self.tile = _spin(0, 4096, 0)
         self.tile.setSpecialValueText("model's")
         self.batch = _spin(0, 1024, 0)
@@ -146,6 +152,7 @@ class SegmentWidget(QWidget):
             ("Slide layer", self.slide_layer),
             ("Model", self.model),
             ("Resolution", self.mpp),
+            ("Slide um/px", self.slide_mpp_box),
             ("Tile", self.tile),
             ("Batch", self.batch),
             ("Chunk", self.chunk),
@@ -160,6 +167,7 @@ class SegmentWidget(QWidget):
                 "slide": self.slide_layer,
                 "model": self.model,
                 "mpp": self.mpp,
+                "slide_mpp": self.slide_mpp_box,
                 "tile": self.tile,
                 "batch": self.batch,
                 "chunk": self.chunk,
@@ -208,6 +216,10 @@ class SegmentWidget(QWidget):
         p = Path(slide)
         return p.with_name(p.name.split(".")[0] + ".pbip.zarr")
 
+    def given_slide_mpp(self) -> float | None:
+        """The typed level-0 um/px for slide files that record none (None: "from the file")."""
+        return self.slide_mpp_box.value() or None
+
     # -- running -----------------------------------------------------------------------------------
 
     def settings(self):
@@ -246,7 +258,7 @@ class SegmentWidget(QWidget):
         if settings is None:
             return None
         meta = self.viewer.layers[name].metadata
-        slide, slide_mpp = meta["pbip_slide"], meta.get("pbip_mpp")
+        slide, slide_mpp = meta["pbip_slide"], meta.get("pbip_mpp") or self.given_slide_mpp()
         out = self.out.path() or self._default_out(slide)
         overwrite = self.overwrite.isChecked()
         self.layer, self.chunks_done, self.slide_mpp = None, 0, slide_mpp
