@@ -78,8 +78,15 @@ def as_label_values(cm: ClassMap, labels: np.ndarray) -> tuple[ClassMap, np.ndar
     ), values
 
 
-def layer_kwargs(cm: ClassMap, mpp: float | None, slide_mpp: float | None, name: str) -> dict[str, Any]:
-    """Keyword arguments of a label layer showing ``cm``'s classes at ``mpp`` um/px (pixels when None)."""
+def layer_kwargs(
+    cm: ClassMap, mpp: float | None, slide_mpp: float | None, name: str, in_slide_pixels: bool = False
+) -> dict[str, Any]:
+    """Keyword arguments of a label layer showing ``cm``'s classes at ``mpp`` um/px (pixels when None).
+
+    With ``in_slide_pixels`` (the slide's layer is shown in pixels: its file records no um/px, and
+    ``slide_mpp`` was given for it) the layer is scaled in the slide's level-0 pixels instead of um,
+    so that it lies over the slide; :func:`layer_mpp` still reads its um/px.
+    """
     kwargs: dict[str, Any] = {
         "name": name,
         "colormap": colormap(cm),
@@ -87,9 +94,34 @@ def layer_kwargs(cm: ClassMap, mpp: float | None, slide_mpp: float | None, name:
         "metadata": cm.metadata(slide_mpp),
         "features": {"index": list(range(len(cm.names))), "class": cm.names},
     }
-    if mpp is not None:
+    if mpp is not None and in_slide_pixels and slide_mpp:
+        kwargs.update(scale=(mpp / slide_mpp,) * 2, units=("pixel", "pixel"))
+    elif mpp is not None:
         kwargs.update(scale=(mpp, mpp), units=("um", "um"))
     return kwargs
+
+
+def in_pixels(units: Any) -> bool:
+    """Whether a layer's ``units`` say its world is in pixels rather than a physical length."""
+    return units is not None and len(units) > 0 and str(units[-1]) in ("pixel", "px")
+
+
+def layer_mpp(scale: Any, units: Any, metadata: dict[str, Any] | None) -> float:
+    """um per pixel of a label layer: its scale when in um; over a slide shown in pixels (units
+    ``pixel`` and the slide's ``pbip_slide_mpp`` recorded) its scale times the slide's um/px."""
+    s = float(scale[-1]) if scale is not None and len(scale) else 1.0
+    slide_mpp = (metadata or {}).get("pbip_slide_mpp")
+    return s * float(slide_mpp) if in_pixels(units) and slide_mpp else s
+
+
+def to_slide_pixels(layer: Any) -> None:
+    """Rescale a label layer opened in um (a ``.zarr`` output) to the level-0 pixels of its slide,
+    for a slide layer shown in pixels (no um/px in its file); no change without ``pbip_slide_mpp``."""
+    slide_mpp = (layer.metadata or {}).get("pbip_slide_mpp")
+    if slide_mpp and not in_pixels(layer.units):
+        layer.scale = tuple(s / slide_mpp for s in layer.scale)
+        layer.translate = tuple(t / slide_mpp for t in layer.translate)
+        layer.units = ("pixel",) * len(layer.units)
 
 
 def from_layer(

@@ -106,6 +106,10 @@ class QueueLines:
         return i
 
 
+def _same(path: str | None, resolved: Path) -> bool:
+    return path is not None and Path(path).resolve() == resolved
+
+
 class QueuePanel(QGroupBox):
     """Slides to segment one after another with the owner's model and settings, and a line per slide."""
 
@@ -212,14 +216,14 @@ class QueuePanel(QGroupBox):
             slides = expand_slides(queued)  # the order segment_cohort takes them in, for the lines
         except SlideError as exc:
             return self._error(exc)
-        out, overwrite = self.folder(queued), w.overwrite.isChecked()
+        out, overwrite, slide_mpp = self.folder(queued), w.overwrite.isChecked(), w.given_slide_mpp()
         self._folder = out
         self.lines = QueueLines(slides)
         self._show_all()
         self.set_running(True)
         w.status.info(f"segmenting {len(slides)} slides one after another into {out} ...")
         w.worker = start_job(
-            lambda: segment_cohort(queued, model, out, settings, overwrite=overwrite),
+            lambda: segment_cohort(queued, model, out, settings, overwrite=overwrite, slide_mpp=slide_mpp),
             on_event=self._on_event,
             on_done=self._on_done,
             on_error=lambda exc: report_error(exc, w.status, w.marks),
@@ -242,11 +246,20 @@ class QueuePanel(QGroupBox):
             self.table.setItem(i, j, item)
 
     def open_result(self, row: int) -> list | None:
-        """Open the segmentation of the slide on line ``row`` (when done) as a Labels layer."""
+        """Open the segmentation of the slide on line ``row`` (when done) as a Labels layer, over its
+        slide's layer (in the slide's pixels when that layer is shown in pixels)."""
+        from ._labels import to_slide_pixels
+
         line = self.lines.lines[row] if self.lines and 0 <= row < len(self.lines.lines) else None
         if line is None or not line.output:
             return None
-        return self.owner.viewer.open(str(self._folder / line.output), plugin="napari-pbip")
+        layers = self.owner.viewer.open(str(self._folder / line.output), plugin="napari-pbip")
+        here = Path(line.slide).resolve()
+        slide = next((x for x in self.owner.viewer.layers if _same(x.metadata.get("pbip_slide"), here)), None)
+        if slide is not None and not slide.metadata.get("pbip_mpp"):
+            for layer in layers:
+                to_slide_pixels(layer)
+        return layers
 
     def _on_event(self, event) -> None:
         i = self.lines.update(event) if self.lines else None

@@ -74,6 +74,7 @@ class SegmentWidget(QWidget):
         self._layer_steps: list[Callable[[], None]] = []  # finishing the result layer (add_in_steps)
         self.chunks_done = 0
         self.slide_mpp: float | None = None
+        self._slide_in_pixels = False  # the slide layer is shown in pixels: its file records no um/px
         self._event = None
         self._message: str | None = None
         self._chunks: list[LiveChunk] = []
@@ -128,6 +129,12 @@ class SegmentWidget(QWidget):
         self.mpp.setDecimals(3)
         self.mpp.setValue(1.0)
         self.mpp.setSuffix(" um/px")
+        self.slide_mpp_box = QDoubleSpinBox()
+        self.slide_mpp_box.setRange(0.0, 50.0)
+        self.slide_mpp_box.setDecimals(4)
+        self.slide_mpp_box.setSpecialValueText("from the file")
+        self.slide_mpp_box.setSuffix(" um/px")
+        self.slide_mpp_box.setToolTip("the slides' own um/px, for files that do not record it")
         self.tile = _spin(0, 4096, 0)
         self.tile.setSpecialValueText("model's")
         self.batch = _spin(0, 1024, 0)
@@ -146,6 +153,7 @@ class SegmentWidget(QWidget):
             ("Slide layer", self.slide_layer),
             ("Model", self.model),
             ("Resolution", self.mpp),
+            ("Slide um/px", self.slide_mpp_box),
             ("Tile", self.tile),
             ("Batch", self.batch),
             ("Chunk", self.chunk),
@@ -160,6 +168,7 @@ class SegmentWidget(QWidget):
                 "slide": self.slide_layer,
                 "model": self.model,
                 "mpp": self.mpp,
+                "slide_mpp": self.slide_mpp_box,
                 "tile": self.tile,
                 "batch": self.batch,
                 "chunk": self.chunk,
@@ -208,6 +217,10 @@ class SegmentWidget(QWidget):
         p = Path(slide)
         return p.with_name(p.name.split(".")[0] + ".pbip.zarr")
 
+    def given_slide_mpp(self) -> float | None:
+        """The typed level-0 um/px for slide files that record none (None: "from the file")."""
+        return self.slide_mpp_box.value() or None
+
     # -- running -----------------------------------------------------------------------------------
 
     def settings(self):
@@ -246,10 +259,11 @@ class SegmentWidget(QWidget):
         if settings is None:
             return None
         meta = self.viewer.layers[name].metadata
-        slide, slide_mpp = meta["pbip_slide"], meta.get("pbip_mpp")
+        slide, slide_mpp = meta["pbip_slide"], meta.get("pbip_mpp") or self.given_slide_mpp()
         out = self.out.path() or self._default_out(slide)
         overwrite = self.overwrite.isChecked()
         self.layer, self.chunks_done, self.slide_mpp = None, 0, slide_mpp
+        self._slide_in_pixels = not meta.get("pbip_mpp")
         self._event, self._message, self._chunks = None, None, []
         self._set_running(True)
         self.status.info(f"segmenting {Path(slide).name} at {settings.mpp:g} um/px into {out} ...")
@@ -312,7 +326,9 @@ class SegmentWidget(QWidget):
             or self.layer.data.shape != display.shape
         ):
             data = labels if labels is not None else np.full(display.shape, _labels.UNFILLED, np.uint8)
-            kwargs = _labels.layer_kwargs(display.classmap, display.mpp, self.slide_mpp, name)
+            kwargs = _labels.layer_kwargs(
+                display.classmap, display.mpp, self.slide_mpp, name, self._slide_in_pixels
+            )
             kwargs["metadata"]["pbip_segmentation"] = str(display.path)
             # hidden, finished over the next turns (under software OpenGL adding it whole took
             # 0.30 s with the first draw in it); selected when the job is done (_on_done)
@@ -368,6 +384,7 @@ class SegmentWidget(QWidget):
             "metadata": dict(self.layer.metadata),
             "scale": tuple(self.layer.scale),
             "translate": tuple(self.layer.translate),
+            "units": tuple(self.layer.units),
             "colormap": self.layer.colormap,
         }
         return self.layer.data, attributes
@@ -414,7 +431,7 @@ class SegmentWidget(QWidget):
             return None
         data, attributes = state
         cm, labels = _labels.from_layer(data, attributes["metadata"])
-        mpp = float(attributes["scale"][-1])
+        mpp = _labels.layer_mpp(attributes["scale"], attributes.get("units"), attributes["metadata"])
         pixels = count(labels, cm.names)
         self.show_areas(pixels, mpp)
         return self._export("area table", lambda p: _write_csv(p, pixels, mpp), Path(path))

@@ -1,7 +1,7 @@
 """napari writers: a Labels layer as an OME-Zarr label image, or as GeoJSON polygons for QuPath.
 
 Both read the layer's classes as :mod:`._labels` describes and its physical size from the layer's
-scale (um per pixel). They call the same export functions as ``pbip segment --geojson``.
+scale (um per pixel; over a slide shown in pixels, the scale times the slide's um/px). They call the same export functions as ``pbip segment --geojson``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ MIN_AREA_UM2 = 200.0  # regions and holes smaller than this are dropped, as `pbi
 
 
 def _mpp(attributes: dict[str, Any]) -> float:
-    scale = attributes.get("scale")
-    return float(scale[-1]) if scale is not None and len(scale) else 1.0
+    from ._labels import layer_mpp
+
+    return layer_mpp(attributes.get("scale"), attributes.get("units"), attributes.get("metadata"))
 
 
 def _zarr_target(path: Path) -> None:
@@ -57,6 +58,8 @@ def write_labels_geojson(path: str, data: Any, attributes: dict[str, Any]) -> li
     cm, labels = from_layer(data, metadata, attributes.get("colormap"), attributes.get("properties"))
     mpp = _mpp(attributes)
     slide_mpp = metadata.get("pbip_slide_mpp") or mpp
+    scale = attributes.get("scale")
+    unit_um = mpp / (float(scale[-1]) if scale is not None and len(scale) else 1.0)  # um per world unit
     translate = attributes.get("translate")
     ty, tx = (
         (float(translate[-2]), float(translate[-1]))
@@ -69,7 +72,7 @@ def write_labels_geojson(path: str, data: Any, attributes: dict[str, Any]) -> li
         cm.palette,
         cm.background_index,
         scale=mpp / slide_mpp,
-        offset=(tx / slide_mpp, ty / slide_mpp),
+        offset=(tx * unit_um / slide_mpp, ty * unit_um / slide_mpp),
         min_area_px=MIN_AREA_UM2 / (mpp * mpp),
     )
     out = Path(path)
