@@ -219,7 +219,7 @@ class QueuePanel(QGroupBox):
         self.set_running(True)
         w.status.info(f"segmenting {len(slides)} slides one after another into {out} ...")
         w.worker = start_job(
-            lambda: segment_cohort(queued, model, out, settings, overwrite=overwrite),
+            lambda: segment_cohort(queued, model, out, settings, overwrite=overwrite, slide_mpp=w.file_mpp()),
             on_event=self._on_event,
             on_done=self._on_done,
             on_error=lambda exc: report_error(exc, w.status, w.marks),

@@ -128,6 +128,15 @@ class SegmentWidget(QWidget):
         self.mpp.setDecimals(3)
         self.mpp.setValue(1.0)
         self.mpp.setSuffix(" um/px")
+        self.missing_mpp = QDoubleSpinBox()
+        self.missing_mpp.setRange(0.0, 50.0)
+        self.missing_mpp.setDecimals(4)
+        self.missing_mpp.setSuffix(" um/px")
+        self.missing_mpp.setSpecialValueText("from the file")
+        self.missing_mpp.setToolTip(
+            "level-0 um/px of slides whose files record none (e.g. 0.5 for a 20x scan); "
+            "slides that record one keep theirs"
+        )
         self.tile = _spin(0, 4096, 0)
         self.tile.setSpecialValueText("model's")
         self.batch = _spin(0, 1024, 0)
@@ -146,6 +155,7 @@ class SegmentWidget(QWidget):
             ("Slide layer", self.slide_layer),
             ("Model", self.model),
             ("Resolution", self.mpp),
+            ("Slide um/px", self.missing_mpp),
             ("Tile", self.tile),
             ("Batch", self.batch),
             ("Chunk", self.chunk),
@@ -160,6 +170,7 @@ class SegmentWidget(QWidget):
                 "slide": self.slide_layer,
                 "model": self.model,
                 "mpp": self.mpp,
+                "slide_mpp": self.missing_mpp,
                 "tile": self.tile,
                 "batch": self.batch,
                 "chunk": self.chunk,
@@ -202,6 +213,10 @@ class SegmentWidget(QWidget):
         """Make ``path`` the model (e.g. a segmenter just trained in Train segmenter), with its resolution."""
         self.model.set_path(path)
         self._model_chosen()
+
+    def file_mpp(self) -> float | None:
+        """The "Slide um/px" given for slides whose files record none (None: not given)."""
+        return self.missing_mpp.value() or None
 
     @staticmethod
     def _default_out(slide: str) -> Path:
@@ -246,7 +261,13 @@ class SegmentWidget(QWidget):
         if settings is None:
             return None
         meta = self.viewer.layers[name].metadata
-        slide, slide_mpp = meta["pbip_slide"], meta.get("pbip_mpp")
+        slide, slide_mpp = meta["pbip_slide"], meta.get("pbip_mpp") or self.file_mpp()
+        if slide_mpp is None:
+            return self._field_error(
+                "slide_mpp",
+                f"{Path(slide).name} records no um/px: give its level-0 um/px in 'Slide um/px' "
+                "(e.g. 0.5 for a 20x scan)",
+            )
         out = self.out.path() or self._default_out(slide)
         overwrite = self.overwrite.isChecked()
         self.layer, self.chunks_done, self.slide_mpp = None, 0, slide_mpp
