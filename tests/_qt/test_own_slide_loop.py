@@ -38,6 +38,7 @@ class Loop:
         geojson: the regions come from a QuPath GeoJSON file beside the slide instead of drawn shapes.
         slide_mpp: the "Slide um/px" given for slides that do not record it (0: from the file).
         epochs_stage1, epochs_stage2: tiny-model epochs.
+        outputs: filled in by :func:`drive_loop`: the queue's folder and the single-slide exports.
     """
 
     slides: list[Path]
