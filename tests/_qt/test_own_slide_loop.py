@@ -273,6 +273,12 @@ def drive_loop(viewer, loop: Loop, out: Path, wait_job, qtbot, monkeypatch) -> d
     segment.run_button.click()
     wait_job(segment)
     _ok(segment)
+    result = segment.layer  # over slide A: same corner and the same physical size, to one analysis pixel
+    level0 = slide_a.data[0].shape[:2] if slide_a.multiscale else slide_a.data.shape[:2]
+    np.testing.assert_allclose(result.translate, slide_a.translate)
+    np.testing.assert_allclose(
+        np.array(result.data.shape) * result.scale, np.array(level0) * slide_a.scale, atol=result.scale[0]
+    )
     answers = iter([out / "a-fixed.geojson", out / "a-fixed.csv"])
     monkeypatch.setattr(
         segment_widget.QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(next(answers)), ""))
