@@ -87,11 +87,11 @@ def wait_job(qtbot):
 
 @pytest.fixture(scope="session")
 def segment_output(session_dir):
-    """A ``pbip segment`` output of a 600 x 700 px toy slide at 0.5 um/px (tests/inference/pbip_toy.py's
+    """A ``pbip segment`` output of a 600 x 700 px toy slide at 0.5 um/px (tests/slides/pbip_toy.py's
     colour model), and the slide's ground truth as label values (0 background, classes from 1)."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slides"))  # pbip_toy.py
     import pbip_toy as toy
 
     from napari_pbip.cli.main import main

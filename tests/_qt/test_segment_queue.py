@@ -135,3 +135,45 @@ def test_a_folder_that_is_not_a_queue_output_is_refused_in_one_line_and_left_alo
     assert "new or empty folder" in w.status.text()
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
     assert {v[0] for v in _lines(w).values()} == {"queued"}  # nothing ran
+
+
+def _without_um_per_px(source, path):
+    """A copy of the synthetic slide's pixels as a pyramidal TIFF that records no resolution."""
+    import tifffile
+
+    level = tifffile.imread(source)
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        for i in range(3):
+            tw.write(level, tile=(256, 256), compression="jpeg", photometric="rgb", subfiletype=1 if i else 0)
+            level = level[::2, ::2]
+    return path
+
+
+def test_a_slide_that_records_no_um_px_is_read_at_the_slide_um_px_given(
+    queue_widget, small_slide, tmp_path, wait_job
+):
+    from qtpy.QtCore import Qt
+
+    from napari_pbip.export import open_labels
+
+    w = queue_widget
+    for i in range(w.queue.entries.count()):
+        w.queue.entries.item(i).setCheckState(Qt.CheckState.Unchecked)
+    scan = _without_um_per_px(small_slide.slide, tmp_path / "scan.tif")
+    w.viewer.open(str(scan), plugin="napari-pbip")  # shown in pixels: the file has no um/px
+    w.slide_layer.setCurrentText("scan.tif")
+    assert w.run() is None and list(w.marks.marked) == ["slide_mpp"]  # one Run: refused, the field marked
+    assert "scan.tif records no um/px" in w.status.text()
+
+    w.queue.run()  # the queue: that slide fails alone, and its line says why
+    wait_job(w)
+    status, _, note = _lines(w)["scan.tif"]
+    assert status == "failed" and "does not record its resolution" in note
+
+    w.slide_mpp_box.setValue(0.5)
+    w.queue.run()
+    wait_job(w)
+    assert _lines(w)["scan.tif"][0] == "done", _lines(w)
+    store = open_labels(tmp_path / "cohort" / "scan.zarr")
+    assert store.levels[0].shape[-2:] == (512, 512)  # 1024 px at the 0.5 um/px given, segmented at 1 um/px
+    assert store.attrs["pbip"]["slide_mpp"] == 0.5

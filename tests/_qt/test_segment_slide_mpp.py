@@ -49,9 +49,8 @@ def test_run_without_slide_mpp_says_so_and_with_it_segments_at_that_scale_over_t
 ):
     w = bare_slide_widget
     w.out.set_path(tmp_path / "bare.zarr")
-    w.run()
-    wait_job(w)
-    assert w.status.is_error and "resolution" in w.status.text()
+    assert w.run() is None and list(w.marks.marked) == ["slide_mpp"]  # refused at once, the field marked
+    assert "bare.tif records no um/px" in w.status.text() and not (tmp_path / "bare.zarr").exists()
 
     w.slide_mpp_box.setValue(0.5)  # the scan's um/px, typed in
     w.run()
