@@ -25,13 +25,12 @@ from ..events import Job, Progress
 from . import eligibility as el
 from . import media, store
 from .cache import FeatureCache, image_hash
-from .encode import encode, encoder_info, load_encoder
+from .encode import ENCODE_STAGE, encode, encoder_info, load_encoder
 from .kmeans import select_nearest, spherical_kmeans
 from .settings import BankSettings
 
 OUTPUT_KIND = "bank build"  # the command named in the bank folder's output marker
-SCAN_STAGE, ENCODE_STAGE, KMEANS_STAGE = "scan", "encode", "kmeans"  # the Progress stages, in order
-THUMBNAILS_STAGE = "thumbnails"
+SCAN_STAGE, KMEANS_STAGE, THUMBNAILS_STAGE = "scan", "kmeans", "thumbnails"  # with ENCODE_STAGE
 _SCAN_BATCH = 256
 _FLUSH_EVERY = 512  # features written to a cache shard every this many new images
 
