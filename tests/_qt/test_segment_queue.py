@@ -107,7 +107,9 @@ def test_unticked_layers_are_left_out_and_an_empty_queue_is_refused(queue_widget
 def test_cancel_stops_the_queue_keeps_finished_chunks_and_run_queue_goes_on(queue_widget, tmp_path, wait_job):
     w = queue_widget
     w.mpp.setValue(0.5)  # slide.tif: 1024 x 1024 px, 16 chunks
-    w.queue.run().yielded.connect(lambda ev: ev.stage == "segment" and ev.step >= 1 and w.cancel())
+    from napari_pbip.slides.segment import SEGMENT_STAGE
+
+    w.queue.run().yielded.connect(lambda ev: ev.stage == SEGMENT_STAGE and ev.step >= 1 and w.cancel())
     wait_job(w)
     lines = _lines(w)
     assert lines["slide.tif"][0] == "cancelled" and "Run queue again" in lines["slide.tif"][2]

@@ -115,7 +115,9 @@ def test_exports_of_the_corrected_layer_read_back(widget, tmp_path, wait_job):
 
 def test_cancel_keeps_finished_chunks_and_a_rerun_resumes(widget, tmp_path, wait_job):
     widget.mpp.setValue(0.5)  # 1024 x 1024: 16 chunks
-    widget.run().yielded.connect(lambda ev: ev.step >= 1 and ev.stage == "segment" and widget.cancel())
+    from napari_pbip.slides.segment import SEGMENT_STAGE
+
+    widget.run().yielded.connect(lambda ev: ev.step >= 1 and ev.stage == SEGMENT_STAGE and widget.cancel())
     wait_job(widget)
     assert "cancelled" in widget.status.text() and widget.run_button.isEnabled()
     done = list((tmp_path / "seg.zarr" / "pbip" / "done").glob("*/zarr.json"))
