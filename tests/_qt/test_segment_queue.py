@@ -13,10 +13,9 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def queue_widget(make_napari_viewer, small_slide, trained_model, tmp_path):
+def queue_widget(make_napari_viewer, small_slide, docked_segment_widget, tmp_path):
     """The widget with the session's slide open as a layer and a folder of one good and one broken slide."""
     from napari_pbip._widgets.reader import slide_layer_data
-    from napari_pbip._widgets.segment_widget import SegmentWidget
     from napari_pbip.synthetic.synth_slide import write_synthetic_slide
 
     folder = tmp_path / "more"
@@ -26,13 +25,7 @@ def queue_widget(make_napari_viewer, small_slide, trained_model, tmp_path):
     viewer = make_napari_viewer()
     data, kwargs, _ = slide_layer_data(small_slide.slide)
     viewer.add_image(data, **kwargs)
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.model.set_path(trained_model)
-    w.mpp.setValue(1.0)
-    w.chunk.setValue(256)
-    w.batch.setValue(16)
-    w.device.setCurrentText("cpu")
+    w = docked_segment_widget(viewer)
     w.queue.add_folder(folder)
     w.queue.out.set_path(tmp_path / "cohort")
     return w

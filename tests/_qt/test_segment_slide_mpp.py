@@ -15,10 +15,9 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def bare_slide_widget(make_napari_viewer, small_slide, trained_model, tmp_path):
+def bare_slide_widget(make_napari_viewer, small_slide, docked_segment_widget, tmp_path):
     """Segment slide over a 512 px RGB TIFF without any resolution tag, opened by the plugin's reader."""
     from napari_pbip._widgets.reader import slide_layer_data
-    from napari_pbip._widgets.segment_widget import SegmentWidget
     from napari_pbip.slides import open_slide
 
     pixels = np.asarray(open_slide(small_slide.slide).read_region(0, 0, 512, 512, 0.5))
@@ -28,13 +27,7 @@ def bare_slide_widget(make_napari_viewer, small_slide, trained_model, tmp_path):
     data, kwargs, _ = slide_layer_data(bare)
     assert kwargs["metadata"]["pbip_mpp"] is None  # shown in pixels: the file has no um/px
     viewer.add_image(data, **kwargs)
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.model.set_path(trained_model)
-    w.mpp.setValue(1.0)
-    w.chunk.setValue(256)
-    w.batch.setValue(16)
-    w.device.setCurrentText("cpu")
+    w = docked_segment_widget(viewer)
     return w
 
 
