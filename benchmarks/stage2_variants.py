@@ -10,6 +10,9 @@ For each fold, seed and method whose ``compare_real.py`` run is complete in ``--
 * ``--masks truth``: train it on the ground-truth masks of the same weak tiles (cut from the
   images' masks): the score a segmenter trained on these tiles reaches with perfect labels, the
   ceiling of anything stage 1 can do for stage 2 here;
+* ``--seg-weak-set NAME=VALUE``: stage 2 trains on another tiling of the same training images
+  (e.g. ``max_background=0.8``, which keeps the airy normal-lung tiles the default drops), labelled
+  by the same stage-1 run, so a change of the tiling is screened at stage 2 without stage 1;
 * ``--pseudo-quality``: no training; the pseudo-masks scored against the ground truth of their
   tiles (with and without test-time augmentation). These are the training images, so this
   diagnoses stage 1 and says nothing about unseen images.
@@ -34,7 +37,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_real import DEV, METHODS, parse_changes  # noqa: E402
+from compare_real import DEV, METHODS, parse_changes, prepare_fold, split_folds  # noqa: E402
 
 TILE = re.compile(r"(.+)-y(\d+)-x(\d+)-")  # weak tile names: SOURCE-yY-xX-[labels].png
 
@@ -98,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--weak", default="weak-min_fraction=0.1", help="the folds' weak tile folder (compare_real's)"
     )
+    p.add_argument(
+        "--seg-weak-set",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="stage 2 trains on another tiling of the same training images (WeakSettings changes, e.g. "
+        "max_background=0.8); the stage-1 run makes their pseudo-masks",
+    )
     p.add_argument("--tag", default="variant", help="name of this variant's outputs")
     p.add_argument("--masks", choices=("pseudo", "pseudo-tta", "truth"), default="pseudo")
     p.add_argument("--seg-set", nargs="*", default=[], metavar="NAME=VALUE", help="SegSettings changes")
@@ -129,7 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         fold = int(fold_dir.name.rsplit("fold", 1)[1])
         if args.only_folds is not None and fold not in args.only_folds:
             continue
-        weak = fold_dir / args.weak
+        weak = seg_weak = fold_dir / args.weak
+        if args.seg_weak_set:
+            n_folds = int(fold_dir.name.split("-")[0][1:])
+            folds = split_folds(args.dev, n_folds)
+            seg_weak = prepare_fold(args.work, args.dev, folds, fold, parse_changes(args.seg_weak_set))[
+                "weak"
+            ]
+            print(f"fold {fold}: stage 2 on {seg_weak.name}", flush=True)
         for seed in args.seeds:
             for method in args.methods:
                 name = f"{args.run_tag}-{method}-s{seed}"
@@ -139,10 +157,24 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 label = f"fold {fold} {method} s{seed}"
                 tta = fold_dir / f"{name}-pseudo-tta"
+                if seg_weak != weak:  # the same stage-1 run labels the other tiling's tiles
+                    pseudo = fold_dir / f"{name}-pseudo-{seg_weak.name}"
+                    tta = fold_dir / f"{name}-pseudo-tta-{seg_weak.name}"
+                    if args.masks == "pseudo" and not pseudo.is_dir():
+                        run(
+                            make_pseudo_masks(
+                                stage1, seg_weak, pseudo, settings=CamSettings(tta=False), device="cpu"
+                            )
+                        )
                 if (args.pseudo_quality or args.masks == "pseudo-tta") and not tta.is_dir():
-                    run(make_pseudo_masks(stage1, weak, tta, settings=CamSettings(tta=True), device="cpu"))
+                    run(
+                        make_pseudo_masks(stage1, seg_weak, tta, settings=CamSettings(tta=True), device="cpu")
+                    )
                 if args.pseudo_quality:
-                    plain, averaged = tile_miou(pseudo, weak, args.dev), tile_miou(tta, weak, args.dev)
+                    plain, averaged = (
+                        tile_miou(pseudo, seg_weak, args.dev),
+                        tile_miou(tta, seg_weak, args.dev),
+                    )
                     print(
                         f"{label}: pseudo-masks on their own tiles {plain:.1f}, with TTA {averaged:.1f}",
                         flush=True,
@@ -154,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
                 masks = {
                     "pseudo": pseudo,
                     "pseudo-tta": tta,
-                    "truth": truth_masks(weak, args.dev, fold_dir / "truth-masks")
+                    "truth": truth_masks(
+                        seg_weak,
+                        args.dev,
+                        fold_dir / ("truth-masks" if seg_weak == weak else f"truth-masks-{seg_weak.name}"),
+                    )
                     if args.masks == "truth"
                     else None,
                 }[args.masks]
@@ -162,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 seg, pred = fold_dir / f"{variant}-seg", fold_dir / f"{variant}-pred2{mode}"
                 if not (seg / "model.json").is_file():
                     settings = SegSettings(**({"device": "cpu"} | changes | {"seed": seed}))
-                    run(train_segmenter(settings, weak, masks, seg, overwrite=True))
+                    run(train_segmenter(settings, seg_weak, masks, seg, overwrite=True))
                 if not pred.is_dir():
                     run(
                         predict_images(
@@ -182,7 +218,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{key}: {statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} over {len(values)} runs"
             )
     print(
-        json.dumps({"tag": args.tag, "masks": args.masks, "changes": changes, "tta": args.tta, "rows": rows})
+        json.dumps(
+            {
+                "tag": args.tag,
+                "masks": args.masks,
+                "changes": changes,
+                "seg_weak_changes": parse_changes(args.seg_weak_set),
+                "tta": args.tta,
+                "rows": rows,
+            }
+        )
     )
     return 0
 

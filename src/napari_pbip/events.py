@@ -3,9 +3,12 @@
 The CLI drains a job with :func:`run`, the napari widgets wrap the same generator in
 ``thread_worker`` and tests call :func:`run` directly. What a reader acts on travels as a typed
 ``payload`` (tested with ``isinstance``), never in the message text: a training job's first event
-carries :class:`RunStarted`, its previews :class:`Preview`, its checkpoints :class:`CheckpointSaved`;
-a slide's chunks carry
+carries :class:`RunStarted`, each optimizer step :class:`StepMetrics`, its previews :class:`Preview`,
+its checkpoints :class:`CheckpointSaved`; a slide's chunks carry
 :class:`~napari_pbip.slides.segment.ChunkDone`.
+
+A job's stage names (``Progress.stage``) are constants of the module that yields them (for example
+``slides.segment.SEGMENT_STAGE``); a reader imports them instead of spelling the string.
 """
 
 from __future__ import annotations
@@ -16,18 +19,24 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+LOSS = "loss"  # the loss a training step minimises, among its named parts and in log.jsonl
+VAL_MIOU = "val_miou"  # the name a step's val mIoU is shown and plotted under
+
 
 @dataclass
 class Progress:
     """One progress report from a long job.
 
     Attributes:
-        stage: short name of the job part ("encode", "kmeans", "train", "segment", ...).
+        stage: short name of the job part ("encode", "kmeans", "train", "segment", ...), a constant
+            of the module that yields it.
         step: units done so far within ``stage``.
         total: units in ``stage`` (None when unknown).
         message: one human-readable line.
-        metrics: named scalars (losses, lr, images/s, ...).
-        payload: larger objects for live views (CAM previews, finished chunks); may be None.
+        metrics: named rates and counts shown beside the progress bar (``images/s``, ``tiles/s``);
+            nothing acts on them. A training step's numbers are its :class:`StepMetrics` payload.
+        payload: typed objects for readers and live views (step metrics, previews, finished
+            chunks); may be None.
     """
 
     stage: str
@@ -58,6 +67,57 @@ class RunStarted:
     device: str
     start_step: int
     total_steps: int
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """Payload of the event a training job (either stage) yields after each optimizer step.
+
+    Attributes:
+        step: the step just done (1 after the first).
+        total: steps of the whole run.
+        epoch: epochs done, fractional (``step / steps per epoch``).
+        loss: the loss the step minimised.
+        parts: the stage's other named loss parts (stage 1: ``stage1.losses.CLS``, ``FG``, ``BG``;
+            stage 2: none).
+        lr: the step's learning rate (of the first parameter group).
+        images_per_s: the step's images over its wall time.
+        val_miou: val mIoU of the validation after this step (an epoch's last step, with val
+            masks); None otherwise.
+    """
+
+    step: int
+    total: int
+    epoch: float
+    loss: float
+    parts: dict[str, float] = field(default_factory=dict)
+    lr: float = 0.0
+    images_per_s: float = 0.0
+    val_miou: float | None = None
+
+    def named(self) -> dict[str, float]:
+        """The numbers by name, as the CLI's progress line shows them and the plots pick their
+        curves: ``loss``, the parts, ``lr``, ``epoch``, ``images_per_s`` and, when set, ``val_miou``.
+
+        The one place the fields become the keys of ``log.jsonl`` (see :meth:`log_line`).
+        """
+        named = {
+            LOSS: self.loss,
+            **self.parts,
+            "lr": self.lr,
+            "epoch": self.epoch,
+            "images_per_s": self.images_per_s,
+        }
+        if self.val_miou is not None:
+            named[VAL_MIOU] = self.val_miou
+        return named
+
+    def log_line(self) -> dict[str, float]:
+        """The step's line in ``RUN/log.jsonl``: ``step`` and :meth:`named` without ``val_miou``
+        (a validation writes a line of its own)."""
+        named = self.named()
+        named.pop(VAL_MIOU, None)
+        return {"step": self.step, **named}
 
 
 @dataclass(frozen=True)

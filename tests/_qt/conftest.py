@@ -76,6 +76,26 @@ def small_slide(session_dir):
 
 
 @pytest.fixture
+def docked_segment_widget(trained_model):
+    """Dock a Segment slide widget in a viewer, set as these tests run it: the session's stage-1
+    model at 1 um/px, 256 px chunks, 16 tiles per batch, on the CPU."""
+
+    def dock(viewer):
+        from napari_pbip._widgets.segment_widget import SegmentWidget
+
+        w = SegmentWidget(viewer)
+        viewer.window.add_dock_widget(w)
+        w.model.set_path(trained_model)
+        w.mpp.setValue(1.0)
+        w.chunk.setValue(256)
+        w.batch.setValue(16)
+        w.device.setCurrentText("cpu")
+        return w
+
+    return dock
+
+
+@pytest.fixture
 def wait_job(qtbot):
     """``wait_job(widget)``: wait until the widget's job has finished (its worker is gone)."""
 
@@ -87,11 +107,11 @@ def wait_job(qtbot):
 
 @pytest.fixture(scope="session")
 def segment_output(session_dir):
-    """A ``pbip segment`` output of a 600 x 700 px toy slide at 0.5 um/px (tests/inference/pbip_toy.py's
+    """A ``pbip segment`` output of a 600 x 700 px toy slide at 0.5 um/px (tests/slides/pbip_toy.py's
     colour model), and the slide's ground truth as label values (0 background, classes from 1)."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "slides"))  # pbip_toy.py
     import pbip_toy as toy
 
     from napari_pbip.cli.main import main

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from napari_pbip.events import LOSS, VAL_MIOU
+
 pytestmark = pytest.mark.gui
 
 
@@ -77,8 +79,8 @@ def test_pseudo_masks_preview_training_curves_and_segment_slide_gets_the_model(
     assert w.preview.maps["names"] == shown  # previewed again before training
     assert w.device == "cpu"  # from the run's RunStarted event
     assert "finished at step 10/10" in w.status.text()
-    assert [s for s, _ in w.plot.series["loss"]] == list(range(1, 11))
-    assert [s for s, _ in w.plot.series["val_miou"]] == [5, 10]  # one validation per epoch
+    assert [s for s, _ in w.plot.series[LOSS]] == list(range(1, 11))
+    assert [s for s, _ in w.plot.series[VAL_MIOU]] == [5, 10]  # one validation per epoch
     assert "val mIoU" in w.metrics_label.text()
     assert "device cpu" in w.device_label.text() and "RSS" in w.device_label.text()
     assert "step 10" in w.checkpoint_label.text() and _state_step(tmp_path / "seg") == 10
@@ -112,7 +114,7 @@ def test_stop_keeps_the_step_and_resume_continues_from_the_checkpoint(widgets, t
     wait_job(w)
     assert not w.status.is_error, w.status.text()
     assert "finished at step 40/40" in w.status.text() and _state_step(seg) == 40
-    assert w.plot.series["loss"][0][0] == held + 1  # continued from the checkpoint, not restarted
+    assert w.plot.series[LOSS][0][0] == held + 1  # continued from the checkpoint, not restarted
 
 
 def test_bad_values_mark_their_field_and_start_nothing(widgets, trained_model, tmp_path):

@@ -13,10 +13,9 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def queue_widget(make_napari_viewer, small_slide, trained_model, tmp_path):
+def queue_widget(make_napari_viewer, small_slide, docked_segment_widget, tmp_path):
     """The widget with the session's slide open as a layer and a folder of one good and one broken slide."""
     from napari_pbip._widgets.reader import slide_layer_data
-    from napari_pbip._widgets.segment_widget import SegmentWidget
     from napari_pbip.synthetic.synth_slide import write_synthetic_slide
 
     folder = tmp_path / "more"
@@ -26,13 +25,7 @@ def queue_widget(make_napari_viewer, small_slide, trained_model, tmp_path):
     viewer = make_napari_viewer()
     data, kwargs, _ = slide_layer_data(small_slide.slide)
     viewer.add_image(data, **kwargs)
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.model.set_path(trained_model)
-    w.mpp.setValue(1.0)
-    w.chunk.setValue(256)
-    w.batch.setValue(16)
-    w.device.setCurrentText("cpu")
+    w = docked_segment_widget(viewer)
     w.queue.add_folder(folder)
     w.queue.out.set_path(tmp_path / "cohort")
     return w
@@ -107,7 +100,9 @@ def test_unticked_layers_are_left_out_and_an_empty_queue_is_refused(queue_widget
 def test_cancel_stops_the_queue_keeps_finished_chunks_and_run_queue_goes_on(queue_widget, tmp_path, wait_job):
     w = queue_widget
     w.mpp.setValue(0.5)  # slide.tif: 1024 x 1024 px, 16 chunks
-    w.queue.run().yielded.connect(lambda ev: ev.stage == "segment" and ev.step >= 1 and w.cancel())
+    from napari_pbip.slides.segment import SEGMENT_STAGE
+
+    w.queue.run().yielded.connect(lambda ev: ev.stage == SEGMENT_STAGE and ev.step >= 1 and w.cancel())
     wait_job(w)
     lines = _lines(w)
     assert lines["slide.tif"][0] == "cancelled" and "Run queue again" in lines["slide.tif"][2]
@@ -135,3 +130,45 @@ def test_a_folder_that_is_not_a_queue_output_is_refused_in_one_line_and_left_alo
     assert "new or empty folder" in w.status.text()
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
     assert {v[0] for v in _lines(w).values()} == {"queued"}  # nothing ran
+
+
+def _without_um_per_px(source, path):
+    """A copy of the synthetic slide's pixels as a pyramidal TIFF that records no resolution."""
+    import tifffile
+
+    level = tifffile.imread(source)
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        for i in range(3):
+            tw.write(level, tile=(256, 256), compression="jpeg", photometric="rgb", subfiletype=1 if i else 0)
+            level = level[::2, ::2]
+    return path
+
+
+def test_a_slide_that_records_no_um_px_is_read_at_the_slide_um_px_given(
+    queue_widget, small_slide, tmp_path, wait_job
+):
+    from qtpy.QtCore import Qt
+
+    from napari_pbip.export import open_labels
+
+    w = queue_widget
+    for i in range(w.queue.entries.count()):
+        w.queue.entries.item(i).setCheckState(Qt.CheckState.Unchecked)
+    scan = _without_um_per_px(small_slide.slide, tmp_path / "scan.tif")
+    w.viewer.open(str(scan), plugin="napari-pbip")  # shown in pixels: the file has no um/px
+    w.slide_layer.setCurrentText("scan.tif")
+    assert w.run() is None and list(w.marks.marked) == ["slide_mpp"]  # one Run: refused, the field marked
+    assert "scan.tif records no um/px" in w.status.text()
+
+    w.queue.run()  # the queue: that slide fails alone, and its line says why
+    wait_job(w)
+    status, _, note = _lines(w)["scan.tif"]
+    assert status == "failed" and "does not record its resolution" in note
+
+    w.slide_mpp_box.setValue(0.5)
+    w.queue.run()
+    wait_job(w)
+    assert _lines(w)["scan.tif"][0] == "done", _lines(w)
+    store = open_labels(tmp_path / "cohort" / "scan.zarr")
+    assert store.levels[0].shape[-2:] == (512, 512)  # 1024 px at the 0.5 um/px given, segmented at 1 um/px
+    assert store.attrs["pbip"]["slide_mpp"] == 0.5

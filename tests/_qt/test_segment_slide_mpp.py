@@ -15,10 +15,9 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def bare_slide_widget(make_napari_viewer, small_slide, trained_model, tmp_path):
+def bare_slide_widget(make_napari_viewer, small_slide, docked_segment_widget, tmp_path):
     """Segment slide over a 512 px RGB TIFF without any resolution tag, opened by the plugin's reader."""
     from napari_pbip._widgets.reader import slide_layer_data
-    from napari_pbip._widgets.segment_widget import SegmentWidget
     from napari_pbip.slides import open_slide
 
     pixels = np.asarray(open_slide(small_slide.slide).read_region(0, 0, 512, 512, 0.5))
@@ -28,13 +27,7 @@ def bare_slide_widget(make_napari_viewer, small_slide, trained_model, tmp_path):
     data, kwargs, _ = slide_layer_data(bare)
     assert kwargs["metadata"]["pbip_mpp"] is None  # shown in pixels: the file has no um/px
     viewer.add_image(data, **kwargs)
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.model.set_path(trained_model)
-    w.mpp.setValue(1.0)
-    w.chunk.setValue(256)
-    w.batch.setValue(16)
-    w.device.setCurrentText("cpu")
+    w = docked_segment_widget(viewer)
     return w
 
 
@@ -49,9 +42,8 @@ def test_run_without_slide_mpp_says_so_and_with_it_segments_at_that_scale_over_t
 ):
     w = bare_slide_widget
     w.out.set_path(tmp_path / "bare.zarr")
-    w.run()
-    wait_job(w)
-    assert w.status.is_error and "resolution" in w.status.text()
+    assert w.run() is None and list(w.marks.marked) == ["slide_mpp"]  # refused at once, the field marked
+    assert "bare.tif records no um/px" in w.status.text() and not (tmp_path / "bare.zarr").exists()
 
     w.slide_mpp_box.setValue(0.5)  # the scan's um/px, typed in
     w.run()

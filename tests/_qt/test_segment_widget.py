@@ -13,20 +13,14 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def widget(make_napari_viewer, small_slide, trained_model, tmp_path):
+def widget(make_napari_viewer, small_slide, docked_segment_widget, tmp_path):
     from napari_pbip._widgets.reader import slide_layer_data
-    from napari_pbip._widgets.segment_widget import SegmentWidget
 
     viewer = make_napari_viewer()
     data, kwargs, _ = slide_layer_data(small_slide.slide)
     viewer.add_image(data, **kwargs)
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.model.set_path(trained_model)
-    w.mpp.setValue(1.0)  # 1024 px at 0.5 um/px -> 512 x 512 at 1 um/px
-    w.chunk.setValue(256)  # 4 chunks
-    w.batch.setValue(16)  # by device (49 tiles of 64 px here) the tiny model ran all 4 between two redraws
-    w.device.setCurrentText("cpu")
+    w = docked_segment_widget(viewer)  # 1 um/px: 1024 px at 0.5 um/px -> 512 x 512; 256 px chunks: 4
+    # batch 16: by device (49 tiles of 64 px here) the tiny model ran all 4 chunks between two redraws
     w.out.set_path(tmp_path / "seg.zarr")
     return w
 
@@ -115,7 +109,9 @@ def test_exports_of_the_corrected_layer_read_back(widget, tmp_path, wait_job):
 
 def test_cancel_keeps_finished_chunks_and_a_rerun_resumes(widget, tmp_path, wait_job):
     widget.mpp.setValue(0.5)  # 1024 x 1024: 16 chunks
-    widget.run().yielded.connect(lambda ev: ev.step >= 1 and ev.stage == "segment" and widget.cancel())
+    from napari_pbip.slides.segment import SEGMENT_STAGE
+
+    widget.run().yielded.connect(lambda ev: ev.step >= 1 and ev.stage == SEGMENT_STAGE and widget.cancel())
     wait_job(widget)
     assert "cancelled" in widget.status.text() and widget.run_button.isEnabled()
     done = list((tmp_path / "seg.zarr" / "pbip" / "done").glob("*/zarr.json"))

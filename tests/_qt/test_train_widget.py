@@ -8,6 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from napari_pbip.events import LOSS
+from napari_pbip.stage1 import losses
+
 pytestmark = pytest.mark.gui
 
 CLASSES = ("tumor", "stroma", "lymphocyte", "necrosis")
@@ -49,7 +52,7 @@ def test_training_shows_loss_parts_cams_and_fgbg_and_finishes(widget, tmp_path, 
     qtbot.waitUntil(lambda: not widget.preview.busy)
     assert not widget.status.is_error, widget.status.text()
     assert "finished at step 10/10" in widget.status.text()
-    assert all(len(widget.plot.series[k]) == 10 for k in ("loss", "cls", "fg", "bg"))
+    assert all(len(widget.plot.series[k]) == 10 for k in (LOSS, losses.CLS, losses.FG, losses.BG))
     layers = widget.viewer.layers
     assert len(previews) == 5 and previews[-1].step == 10
     assert previews[-1].layers[0] is None  # layers made in the worker thread, for "strongest class" FG/BG
@@ -104,7 +107,7 @@ def test_pause_holds_training_and_stop_keeps_the_last_step_for_resume(widget, tm
     widget.start()
     wait_job(widget)
     assert "finished at step 20/20" in widget.status.text() and _state_step(run) == 20
-    assert widget.plot.series["loss"][0][0] == held + 1  # the resumed run continued, not restarted
+    assert widget.plot.series[LOSS][0][0] == held + 1  # the resumed run continued, not restarted
 
 
 def test_bad_settings_mark_their_field_and_start_nothing(widget, tmp_path):
@@ -136,6 +139,7 @@ def test_a_failing_job_is_reported_not_swallowed(widget, tmp_path, wait_job):
 def test_preview_layers_are_made_in_the_job_and_closing_still_closes_the_job():
     from napari_pbip._widgets._preview import FG, preview_layers, with_layers
     from napari_pbip.events import Preview, Progress
+    from napari_pbip.stage1.loop import TRAIN_STAGE
 
     rng = np.random.default_rng(0)
     maps = {
@@ -152,10 +156,10 @@ def test_preview_layers_are_made_in_the_job_and_closing_still_closes_the_job():
 
     def job():
         try:
-            yield Progress("train", 1, 4, "step 1")
-            yield Progress("train", 2, 4, "preview", payload=Preview(2, maps))
-            yield Progress("train", 3, 4, "broken preview", payload=Preview(3, {"images": None}))
-            yield Progress("train", 4, 4, "step 4")
+            yield Progress(TRAIN_STAGE, 1, 4, "step 1")
+            yield Progress(TRAIN_STAGE, 2, 4, "preview", payload=Preview(2, maps))
+            yield Progress(TRAIN_STAGE, 3, 4, "broken preview", payload=Preview(3, {"images": None}))
+            yield Progress(TRAIN_STAGE, 4, 4, "step 4")
         except GeneratorExit:
             closed.append("checkpointed")
             raise

@@ -9,6 +9,7 @@ import pytest
 from bank_data import CLASSES, patch, write_dataset
 
 from napari_pbip.bank import build_bank, open_bank
+from napari_pbip.bank.build import KMEANS_STAGE
 from napari_pbip.bank.encode import encode
 from napari_pbip.bank.kmeans import normalise
 from napari_pbip.data.images import read_rgb, write_rgb
@@ -122,7 +123,7 @@ def test_interrupted_build_resumes_without_re_encoding(dataset, settings, encode
     job = build_bank(settings, dataset, tmp_path / "bank", device="cpu", encoder=encoder)
     for event in job:
         assert isinstance(event, Progress)
-        if event.stage == "kmeans":
+        if event.stage == KMEANS_STAGE:
             job.close()  # like Ctrl-C after encoding
             break
     assert not (tmp_path / "bank").exists()

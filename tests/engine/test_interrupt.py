@@ -20,7 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_pbip.events import run  # noqa: E402
+from napari_pbip.events import StepMetrics, run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -184,8 +184,8 @@ def test_an_unreadable_image_mid_epoch_keeps_the_last_completed_step(data, tmp_p
     steps = []
     with pytest.raises(Exception, match="not a png|cannot|image"):
         for event in job:
-            if event.metrics:
-                steps.append(event.step)
+            if isinstance(event.payload, StepMetrics):
+                steps.append(event.payload.step)
     from napari_pbip.engine.checkpoint import read_state
 
     assert steps, "no step completed before the broken image"

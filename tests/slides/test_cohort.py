@@ -10,8 +10,8 @@ import pbip_toy as toy
 import pytest
 
 from napari_pbip.cli.main import main
-from napari_pbip.slides.cohort import output_names, segment_cohort
-from napari_pbip.slides.segment import SegmentSettings
+from napari_pbip.slides.cohort import SLIDE_STAGE, output_names, segment_cohort
+from napari_pbip.slides.segment import SEGMENT_STAGE, SegmentSettings
 
 
 def _slide(path: Path, seed: int) -> Path:
@@ -97,7 +97,7 @@ def test_slide_events_carry_each_slides_status_for_a_progress_line_per_slide(tmp
     seen = [
         (ev.payload.name, ev.payload.status, ev.payload.error)
         for ev in segment_cohort([a, broken], model, tmp_path / "out", settings)
-        if ev.stage == "slide" and isinstance(ev.payload, SlideStatus)
+        if ev.stage == SLIDE_STAGE and isinstance(ev.payload, SlideStatus)
     ]
     assert [s[:2] for s in seen] == [("a", "running"), ("a", "done"), ("c", "running"), ("c", "failed")]
     assert seen[1][2] is None and str(broken) in seen[3][2]  # the failure's one line, naming the slide
@@ -180,9 +180,9 @@ def test_an_interrupted_cohort_resumes_its_cut_off_slide_from_finished_chunks(tm
     job = segment_cohort(slides, model, out, settings)
     lines = []
     for ev in job:
-        if ev.stage == "slide":
+        if ev.stage == SLIDE_STAGE:
             lines.append(ev.message)
-        if ev.stage == "segment" and lines[-1].startswith("slide 2/3") and ev.step >= 4:
+        if ev.stage == SEGMENT_STAGE and lines[-1].startswith("slide 2/3") and ev.step >= 4:
             job.close()  # stop in the middle of q
             break
     assert lines[:3] == ["slide 1/3: p.tif", "slide 1/3: p.tif done", "slide 2/3: q.tif"]

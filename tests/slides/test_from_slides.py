@@ -18,7 +18,7 @@ from napari_pbip.cli.main import main
 from napari_pbip.data.images import read_mask, read_rgb
 from napari_pbip.data.labels import parse_labels
 from napari_pbip.data.layouts import dataset_mpp, open_dataset
-from napari_pbip.errors import DatasetError, OutputExistsError
+from napari_pbip.errors import DatasetError, OutputConflictError, OutputExistsError
 from napari_pbip.events import run
 from napari_pbip.slides import open_slide
 from napari_pbip.slides.annotations import SlideRegions, load_regions, read_geojson, regions_from_features
@@ -254,6 +254,24 @@ def test_an_existing_folder_this_command_did_not_write_is_refused(slide, tmp_pat
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def test_overwrite_never_deletes_the_annotations_it_reads(slide, tmp_path):
+    """A user keeps the GeoJSON inside the data set folder it built; rebuilding with --overwrite
+    would replace the folder and the annotations with it."""
+    out = tmp_path / "ds"
+    _build(slide, out)
+    kept = out / "case-1.geojson"
+    kept.write_bytes(slide.with_suffix(".geojson").read_bytes())
+    item = load_regions(slide, kept, CLASSES)
+    for overwrite in (False, True):
+        with pytest.raises(OutputConflictError, match="annotations"):
+            run(
+                training_data_from_slides(
+                    [item], out, spec_for_classes(CLASSES), SETTINGS, overwrite=overwrite
+                )
+            )
+    assert kept.read_bytes() == slide.with_suffix(".geojson").read_bytes()
+
+
 def test_overwrite_rebuilds_a_previous_output(slide, tmp_path):
     _build(slide, tmp_path / "ds")
     (tmp_path / "ds" / "train" / "stray.png").write_bytes(b"x")
@@ -325,7 +343,8 @@ def test_cli_dataset_json_gives_the_classes_and_colours(slide, tmp_path, capsys)
 
 
 @pytest.mark.parametrize(
-    "case", ["unknown class", "outside", "too small", "not ours", "no mpp", "no geojson"]
+    "case",
+    ["unknown class", "outside", "too small", "not ours", "no mpp", "no geojson", "out is the geojson"],
 )
 def test_cli_bad_input_is_one_line_and_leaves_nothing(slide, tmp_path, capsys, case):
     out, geojson = tmp_path / "ds", slide.with_suffix(".geojson")
@@ -355,6 +374,8 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(slide, tmp_path, capsys, c
     elif case == "no geojson":
         geojson.unlink()
         argv, bad = _cli(slide, out), "case-1.geojson"
+    elif case == "out is the geojson":
+        argv, bad = _cli(slide, geojson, "--overwrite"), geojson
     inputs = [slide] + ([geojson] if geojson.exists() else [])
     _one_line_error(capsys, argv, bad, inputs, [] if case == "not ours" else [out])
     if case == "not ours":

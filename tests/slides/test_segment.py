@@ -12,7 +12,7 @@ from napari_pbip.events import run
 from napari_pbip.export.label_values import to_values
 from napari_pbip.export.ome_zarr import downsample_mode
 from napari_pbip.metrics import confusion_matrix, scores
-from napari_pbip.slides.segment import ChunkDone, SegmentSettings, segment_slide
+from napari_pbip.slides.segment import SEGMENT_STAGE, TISSUE_STAGE, ChunkDone, SegmentSettings, segment_slide
 
 SHAPE = (800, 1300)
 FAST = SegmentSettings(chunk=512, batch=8, tissue_mpp=4.0)
@@ -58,12 +58,12 @@ def test_segmentation_matches_ground_truth_with_pyramid_and_metadata(tmp_path, t
     assert result.chunks["skipped"] == 2 and result.chunks["total"] == 2 * 3
     assert result.tiles["skipped"] > 0
     # one event per chunk, whose payload reads back that chunk's labels
-    chunk_events = [e for e in events if e.stage == "segment" and isinstance(e.payload, ChunkDone)]
+    chunk_events = [e for e in events if e.stage == SEGMENT_STAGE and isinstance(e.payload, ChunkDone)]
     assert len(chunk_events) == 6 and chunk_events[-1].step == chunk_events[-1].total == 6
     done = chunk_events[0].payload
     y0, x0, y1, x1 = done.box
     assert np.array_equal(done.labels(), level0[y0:y1, x0:x1])
-    assert [e.payload.fraction for e in events if e.stage == "tissue" and e.payload is not None][0] > 0.3
+    assert [e.payload.fraction for e in events if e.stage == TISSUE_STAGE and e.payload is not None][0] > 0.3
 
 
 def test_interrupted_run_resumes_and_computes_only_the_rest(tmp_path, toy_slide):
@@ -114,7 +114,7 @@ def test_a_run_that_stops_before_any_chunk_is_finished_leaves_no_stub(tmp_path, 
 
     job = segment_slide(path, toy.ColourPredictor(), out, FAST)
     for event in job:
-        if event.stage == "segment":  # the chunks are about to start: the user cancels
+        if event.stage == SEGMENT_STAGE:  # the chunks are about to start: the user cancels
             job.close()
             break
     assert not out.exists()

@@ -12,9 +12,10 @@ torch = pytest.importorskip("torch")
 
 from napari_pbip.engine.checkpoint import load_tensors  # noqa: E402
 from napari_pbip.errors import BankError, CheckpointError, OutputExistsError  # noqa: E402
-from napari_pbip.events import CheckpointSaved, Preview, RunStarted, run  # noqa: E402
+from napari_pbip.events import CheckpointSaved, Preview, RunStarted, StepMetrics, run  # noqa: E402
 from napari_pbip.stage1 import TrainingDivergedError, TrainSettings, train  # noqa: E402
 from napari_pbip.stage1 import loop as loop_mod  # noqa: E402
+from napari_pbip.stage1.losses import BG, CLS, FG  # noqa: E402
 
 CLASSES = ("tumor", "stroma", "lymphocyte", "necrosis")
 
@@ -77,13 +78,15 @@ def test_events_carry_loss_parts_and_previews_and_run_folder_is_complete(dataset
     out = tmp_path / "run"
     events = []
     result = run(train(tiny(), dataset, fake_bank(), out), events.append)
-    steps = [e for e in events if e.metrics]
+    steps = [e.payload for e in events if isinstance(e.payload, StepMetrics)]
     assert len(steps) == result.step == result.total_steps == 6  # 12 images / batch 4 * 2 epochs
     assert events[0].payload == RunStarted(device="cpu", start_step=0, total_steps=6)
-    assert {"loss", "cls", "fg", "bg", "lr", "images_per_s", "epoch"} <= set(steps[0].metrics)
-    assert steps[0].metrics["fg"] > 0 and steps[0].metrics["bg"] > 0
-    assert steps[-1].metrics["lr"] < steps[0].metrics["lr"]  # poly decay
-    assert "val_miou" in steps[2].metrics and "val_miou" in steps[5].metrics  # one validation per epoch
+    assert [(m.step, m.total, m.epoch) for m in steps] == [(s, 6, s / 3) for s in range(1, 7)]
+    assert all(set(m.parts) == {CLS, FG, BG} and m.images_per_s > 0 for m in steps)
+    assert steps[0].parts[FG] > 0 and steps[0].parts[BG] > 0
+    assert steps[-1].lr < steps[0].lr  # poly decay
+    vals = [entry["val"]["miou"] for entry in result.history]  # one validation per epoch
+    assert [m.val_miou for m in steps] == [None, None, vals[0], None, None, vals[1]]
     previews = [e.payload for e in events if isinstance(e.payload, Preview)]
     assert len(previews) == 3
     p = previews[0].maps
@@ -99,6 +102,9 @@ def test_events_carry_loss_parts_and_previews_and_run_folder_is_complete(dataset
     assert (out / "last" / "optimizer.safetensors").is_file() and (out / "best" / "state.json").is_file()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log if "loss" in e] == list(range(1, 7)) and sum("val" in e for e in log) == 2
+    # the log's keys are a file format: the typed step numbers map onto the names it always had
+    assert list(log[0]) == ["step", "loss", "cls", "fg", "bg", "lr", "epoch", "images_per_s"]
+    assert [e for e in log if "loss" in e] == [m.log_line() for m in steps]
     assert TrainSettings.load(out / "settings.json") == tiny()
 
 
@@ -257,8 +263,8 @@ def test_out_of_memory_halves_the_images_per_pass_and_says_so(dataset, tmp_path,
 def test_baseline_needs_no_bank_and_has_no_similarity_loss(dataset, tmp_path):
     events = []
     run(train(tiny(baseline=True, epochs=1, preview_every=0), dataset, None, tmp_path / "run"), events.append)
-    steps = [e for e in events if e.metrics]
-    assert all(e.metrics["fg"] == 0 and e.metrics["bg"] == 0 for e in steps)
+    steps = [e.payload for e in events if isinstance(e.payload, StepMetrics)]
+    assert steps and all(m.parts[FG] == 0 and m.parts[BG] == 0 for m in steps)
     assert json.loads((tmp_path / "run" / "model.json").read_text())["mode"] == "baseline"
     with pytest.raises(BankError, match="needs an image bank"):
         run(train(tiny(), dataset, None, tmp_path / "run2"))

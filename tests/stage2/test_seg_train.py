@@ -13,7 +13,7 @@ from PIL import Image
 from napari_pbip.cli.main import main
 from napari_pbip.data.images import read_mask, read_rgb, write_mask
 from napari_pbip.errors import CheckpointError, OutputConflictError, OutputExistsError, SettingsError
-from napari_pbip.events import CheckpointSaved, RunStarted, run
+from napari_pbip.events import CheckpointSaved, RunStarted, StepMetrics, run
 from napari_pbip.predict.predictor import DensePredictor, load_predictor
 from napari_pbip.stage2.seg_settings import SegSettings
 from napari_pbip.stage2.seg_train import segmentation_loss, train_segmenter
@@ -188,6 +188,21 @@ def test_predictor_runs_channels_last_and_agrees_with_the_plain_network(trained)
     with torch.no_grad():
         expected = torch.softmax(plain(x), 1).numpy()
     assert np.allclose(predictor.predict(batch), expected, atol=1e-5)
+
+
+def test_each_step_yields_its_numbers_and_logs_them_under_the_names_the_log_always_had(colour_set, tmp_path):
+    data, masks = colour_set
+    out, events = tmp_path / "seg", []
+    result = run(train_segmenter(tiny(epochs=2), data, masks, out), events.append)
+    steps = [e.payload for e in events if isinstance(e.payload, StepMetrics)]
+    assert [(m.step, m.total, m.epoch) for m in steps] == [(s, 8, s / 4) for s in range(1, 9)]  # 16 / 4
+    assert all(m.parts == {} and m.loss > 0 and m.images_per_s > 0 for m in steps)
+    assert steps[-1].lr < steps[0].lr  # poly decay
+    vals = [entry["val"]["miou"] for entry in result.history]  # one validation per epoch
+    assert [m.val_miou for m in steps] == [None, None, None, vals[0], None, None, None, vals[1]]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert list(log[0]) == ["step", "loss", "lr", "epoch", "images_per_s"]  # a file format: unchanged
+    assert [e for e in log if "loss" in e] == [m.log_line() for m in steps]
 
 
 def test_resume_after_closing_ends_where_an_uninterrupted_run_ends(colour_set, tmp_path):

@@ -13,6 +13,8 @@ from napari_pbip.errors import OutputExistsError, SettingsError
 from napari_pbip.events import Progress
 from napari_pbip.synthetic.render import render_tissue
 from napari_pbip.synthetic.synth_slide import (
+    LABELS_STAGE,
+    SLIDE_STAGE,
     SlideField,
     pyramid_shapes,
     synthetic_slide_job,
@@ -118,10 +120,10 @@ def test_job_reports_progress_and_stopping_early_leaves_nothing(tmp_path):
         except StopIteration as stop:
             result = stop.value
             break
-    slide_steps = [e.step for e in events if e.stage == "slide"]
+    slide_steps = [e.step for e in events if e.stage == SLIDE_STAGE]
     assert all(isinstance(e, Progress) for e in events) and slide_steps == sorted(slide_steps)
     assert slide_steps[-1] == sum(-(-h // 128) for h, _ in result.levels)
-    assert [e.stage for e in events][-1] == "labels"
+    assert [e.stage for e in events][-1] == LABELS_STAGE
 
     stopped = synthetic_slide_job(tmp_path / "q.tif", size=512, tile=128)
     next(stopped)

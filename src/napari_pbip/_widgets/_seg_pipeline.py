@@ -84,6 +84,8 @@ def plan(
     """
     from .. import _atomic
     from ..stage1 import pseudo_masks_current
+    from ..stage1.predict import PSEUDO
+    from ..stage2.seg_train import OUTPUT_KIND as SEGMENTER_KIND
 
     if run is None or not (run / "model.json").is_file():
         raise PlanError(
@@ -98,7 +100,7 @@ def plan(
     masks = masks or default_masks(run)
     make = not pseudo_masks_current(masks, run, cam)
     if make and seg is not None and resume:
-        if _atomic.output_kind(masks) != "pseudo":
+        if _atomic.output_kind(masks) != PSEUDO:
             raise PlanError(
                 "masks",
                 f"{masks} holds no finished pseudo-masks to resume the segmenter with; give the folder it "
@@ -112,12 +114,14 @@ def plan(
             f"{masks} holds pseudo-masks made with other settings or from an earlier run; tick 'replace' to "
             "remake them, or choose another folder",
         )
-    _checked("masks", masks, "pseudo", {"run": run, "data set": dataset}, overwrite=True, resume=not make)
+    _checked("masks", masks, PSEUDO, {"run": run, "data set": dataset}, overwrite=True, resume=not make)
     if seg is None:
         return Plan(run, dataset, masks, cam, make, replace_masks, device)
     if out is None:
         raise PlanError("out", "give the segmenter folder to write")
-    _checked("out", out, "train-seg", {"data set": dataset, "masks": masks}, overwrite=replace, resume=resume)
+    _checked(
+        "out", out, SEGMENTER_KIND, {"data set": dataset, "masks": masks}, overwrite=replace, resume=resume
+    )
     return Plan(run, dataset, masks, cam, make, replace_masks, device, seg, out, resume, replace)
 
 
@@ -136,6 +140,7 @@ def pseudo_then_train(p: Plan) -> Job[Any]:
     Returns the segmenter's ``TrainResult``, or the mask folder when ``p.seg`` is None.
     """
     from ..stage1 import make_pseudo_masks
+    from ..stage1.predict import PSEUDO
     from ..stage2 import train_segmenter
 
     if p.make_masks:
@@ -144,7 +149,7 @@ def pseudo_then_train(p: Plan) -> Job[Any]:
         )
     preview = mask_preview(p.dataset, p.masks)
     n = len(preview.maps["names"])
-    yield Progress("pseudo", 1, 1, f"pseudo-masks in {p.masks} (preview of {n})", payload=preview)
+    yield Progress(PSEUDO, 1, 1, f"pseudo-masks in {p.masks} (preview of {n})", payload=preview)
     if p.seg is None:
         return p.masks
     return (

@@ -75,10 +75,11 @@ class QueueLines:
 
     def update(self, event) -> int | None:
         """Apply one event; the index of the line it changed, or None."""
-        from ..slides.cohort import SlideStatus
+        from ..slides.cohort import SLIDE_STAGE, SlideStatus
+        from ..slides.segment import SEGMENT_STAGE
 
         status = event.payload
-        if event.stage == "slide" and isinstance(status, SlideStatus):
+        if event.stage == SLIDE_STAGE and isinstance(status, SlideStatus):
             i = self._index.get(status.slide)
             if i is None:
                 return None
@@ -92,7 +93,7 @@ class QueueLines:
             elif status.status == "failed":
                 line.note = status.error or ""
             return i
-        if event.stage == "segment" and self.current is not None and event.total:
+        if event.stage == SEGMENT_STAGE and self.current is not None and event.total:
             self.lines[self.current].chunks = f"{event.step}/{event.total}"
             return self.current
         return None
@@ -262,10 +263,12 @@ class QueuePanel(QGroupBox):
         return layers
 
     def _on_event(self, event) -> None:
+        from ..slides.cohort import SLIDE_STAGE
+
         i = self.lines.update(event) if self.lines else None
         if i is not None:
             self._show(i)
-        if event.stage == "slide" and event.message and not self.owner.status.is_error:
+        if event.stage == SLIDE_STAGE and event.message and not self.owner.status.is_error:
             self.owner.status.info(event.message)
         show_progress(self.owner.progress, event)
 

@@ -37,6 +37,7 @@ class RegionsInput:
     labels: np.ndarray | None = None
     labels_scale: float = 1.0  # level-0 px per label pixel
     labels_offset: tuple[float, float] = (0.0, 0.0)  # level-0 (x, y) of the label image's corner
+    annotations: Path | None = None  # the GeoJSON file read, an input never to be written over
 
 
 def _to_slide(slide_layer: Any, layer: Any, yx: np.ndarray) -> np.ndarray:
@@ -122,7 +123,9 @@ def regions_input(
     slide = Path(meta["pbip_slide"])
     mpp = None if meta.get("pbip_mpp") else slide_mpp
     if geojson is not None:
-        return RegionsInput(slide, mpp, geojson.name, features=read_geojson(geojson))
+        return RegionsInput(
+            slide, mpp, geojson.name, features=read_geojson(geojson), annotations=Path(geojson)
+        )
     if isinstance(regions, Shapes):
         return RegionsInput(slide, mpp, regions.name, features=shapes_features(slide_layer, regions))
     if isinstance(regions, Labels):
@@ -161,7 +164,8 @@ def slide_regions(given: RegionsInput, classes: Sequence[str]):
             simplify_px=0.5,
         )
     regions, _ = regions_from_features(features, classes, given.source)
-    return SlideRegions(open_slide(given.slide, mpp=given.slide_mpp), tuple(regions), given.source)
+    slide = open_slide(given.slide, mpp=given.slide_mpp)
+    return SlideRegions(slide, tuple(regions), given.source, given.annotations)
 
 
 def build_job(inputs: Sequence[RegionsInput], out: Path, spec, settings, overwrite: bool):

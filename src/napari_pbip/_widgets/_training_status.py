@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QSpinBox
 
 from ..engine.checkpoint import read_state
 from ..errors import CheckpointError
-from ..events import CheckpointSaved
+from ..events import VAL_MIOU, CheckpointSaved, StepMetrics
 
 
 class PausableTraining:
@@ -71,18 +71,16 @@ def memory_text(device: str) -> str:
     return text
 
 
-def metrics_text(step: int, total: int | None, metrics: dict[str, float], last: dict[str, float]) -> str:
+def metrics_text(metrics: StepMetrics, last: dict[str, float]) -> str:
     """``step s/t, epoch e, n images/s[, val mIoU m] | loss parts`` for a training step's metrics.
 
     ``last`` holds the latest value of each plotted series (the loss parts, and val mIoU where plotted).
     """
-    text = (
-        f"step {step}/{total}, epoch {metrics.get('epoch', 0):.2f}, "
-        f"{metrics.get('images_per_s', 0):.1f} images/s"
-    )
-    if "val_miou" in metrics:
-        text += f", val mIoU {metrics['val_miou']:.3f}"
-    parts = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "val_miou")  # shown above
+    m = metrics
+    text = f"step {m.step}/{m.total}, epoch {m.epoch:.2f}, {m.images_per_s:.1f} images/s"
+    if m.val_miou is not None:
+        text += f", val mIoU {m.val_miou:.3f}"
+    parts = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != VAL_MIOU)  # shown above
     return f"{text}  |  {parts}" if parts else text
 
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -299,6 +298,7 @@ class TrainingDataWidget(QWidget):
             name=f"{slide.name} regions",
             scale=slide.scale,
             translate=slide.translate,
+            units=slide.units,  # else napari drops the um of every layer (mixed units) and the scale bar
             features=pd.DataFrame({"class": pd.Categorical([], categories=categories)}),
             face_color="class",
             face_color_cycle=[[*c, 0.25] for c in colours],
@@ -447,11 +447,11 @@ class TrainingDataWidget(QWidget):
 
         if self.summary is None:
             return []
-        targets = [
-            w
-            for w in QApplication.allWidgets()
-            if isinstance(w, BankWidget | TrainWidget) and getattr(w, "viewer", None) is self.viewer
-        ]
+        # this window's docks: widgets docked from the Plugins menu each hold their own proxy of the
+        # viewer, so comparing viewers by identity found none of them
+        window = getattr(self.viewer, "window", None)
+        docked = list(getattr(window, "dock_widgets", {}).values()) if window is not None else []
+        targets = [w for w in docked if isinstance(w, BankWidget | TrainWidget)]
         for w in targets:
             w.dataset.set_path(self.summary["out"])
         if targets:

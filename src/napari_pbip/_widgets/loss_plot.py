@@ -11,12 +11,10 @@ from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QWidget
 
-SERIES = {  # loss part -> colour; the order is the legend's
-    "loss": "#f0f0f0",
-    "cls": "#4aa3ff",
-    "fg": "#5bd16b",
-    "bg": "#ff8c42",
-}
+from ..events import LOSS, StepMetrics
+from ..stage1.losses import BG, CLS, FG
+
+SERIES = {LOSS: "#f0f0f0", CLS: "#4aa3ff", FG: "#5bd16b", BG: "#ff8c42"}  # stage 1's parts, legend order
 MARGIN = (44, 8, 8, 20)  # left, top, right, bottom
 
 
@@ -25,7 +23,8 @@ class LossPlot(QWidget):
 
     Args:
         parent: the parent widget.
-        series: metric name -> colour of each curve, in legend order (default :data:`SERIES`).
+        series: name in :meth:`~napari_pbip.events.StepMetrics.named` -> colour of each curve, in
+            legend order (default :data:`SERIES`).
         empty_text: shown before the first point.
         dots: series also drawn as a dot per point (sparse ones, such as val mIoU once per epoch).
     """
@@ -44,11 +43,12 @@ class LossPlot(QWidget):
         self.dots = dots
         self.series: dict[str, list[tuple[int, float]]] = {name: [] for name in self.colours}
 
-    def add(self, step: int, metrics: dict[str, float], repaint: bool = True) -> None:
-        """Append the loss parts found in ``metrics`` at ``step``; schedule a repaint unless told not to."""
+    def add(self, metrics: StepMetrics, repaint: bool = True) -> None:
+        """Append the curves' values found in a step's ``metrics``; schedule a repaint unless told not to."""
+        named = metrics.named()
         for name in self.colours:
-            if name in metrics:
-                self.series[name].append((int(step), float(metrics[name])))
+            if name in named:
+                self.series[name].append((metrics.step, float(named[name])))
         if repaint:
             self.update()
 

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import SettingsError
-from ..events import CheckpointSaved, Preview, Progress, RunStarted
+from ..events import LOSS, VAL_MIOU, CheckpointSaved, Preview, Progress, RunStarted, StepMetrics
 from . import _seg_pipeline
 from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import napari
 
 DEFAULT_BACKBONE = "segmenter's default"
-CURVES = {"loss": "#f0f0f0", "val_miou": "#5bd16b"}  # the plot's series and colours
+CURVES = {LOSS: "#f0f0f0", VAL_MIOU: "#5bd16b"}  # the plot's series and colours
 
 
 class SegTrainWidget(PausableTraining, QWidget):
@@ -61,7 +61,7 @@ class SegTrainWidget(PausableTraining, QWidget):
         self.result: Any = None
         self.checkpoint = CheckpointWatch()
         self._event: Progress | None = None
-        self._metrics_event: Progress | None = None  # the last event with numbers
+        self._metrics: StepMetrics | None = None  # the last step's numbers
         self._message: str | None = None
         self._training = False
         self.view = Throttled(self._refresh_view, self)
@@ -76,7 +76,7 @@ class SegTrainWidget(PausableTraining, QWidget):
             label.setWordWrap(True)
         for w in (self.progress, self.status, self.metrics_label, self.device_label, self.checkpoint_label):
             lay.addWidget(w)
-        self.plot = LossPlot(self, CURVES, "loss and val mIoU appear here once training runs", ("val_miou",))
+        self.plot = LossPlot(self, CURVES, "loss and val mIoU appear here once training runs", (VAL_MIOU,))
         lay.addWidget(self.plot, stretch=1)
         self.marks = FieldMarks(
             {
@@ -304,7 +304,7 @@ class SegTrainWidget(PausableTraining, QWidget):
         if plan is None:
             return None
         self.out, self.step, self.device, self.result = plan.out, 0, "", None
-        self._event = self._metrics_event = self._message = None
+        self._event = self._metrics = self._message = None
         self._training = False
         self.checkpoint.reset(plan.out)
         self.checkpoint_label.setText("")
@@ -333,8 +333,9 @@ class SegTrainWidget(PausableTraining, QWidget):
     def _on_event(self, ev: Progress) -> None:
         """Keep the event's state; the preview is shown at once, the rest by :meth:`_refresh_view`."""
         self._event = ev
-        if ev.metrics:  # a later event without numbers (a checkpoint) keeps the line
-            self._metrics_event = ev
+        if isinstance(ev.payload, StepMetrics):  # later events without numbers keep the line
+            self._metrics = ev.payload
+            self.plot.add(ev.payload, repaint=False)
         if isinstance(ev.payload, Preview) and "masks" in ev.payload.maps:
             self.preview = ev.payload
             show_mask_preview(self.viewer, ev.payload)
@@ -346,8 +347,6 @@ class SegTrainWidget(PausableTraining, QWidget):
             self.step = ev.step
         if isinstance(ev.payload, CheckpointSaved):
             self.checkpoint.saw(ev.payload)
-        if ev.metrics:
-            self.plot.add(ev.step, ev.metrics, repaint=False)
         if ev.message:
             self._message = ev.message
         self.view.poke()
@@ -358,11 +357,8 @@ class SegTrainWidget(PausableTraining, QWidget):
         if ev is None:
             return
         show_progress(self.progress, ev)
-        numbers = self._metrics_event
-        if numbers is not None:
-            self.metrics_label.setText(
-                metrics_text(numbers.step, numbers.total, numbers.metrics, self.plot.last())
-            )
+        if self._metrics is not None:
+            self.metrics_label.setText(metrics_text(self._metrics, self.plot.last()))
         if self._message and not self.status.is_error:
             self.status.info(self._message)
         self._message = None

@@ -134,7 +134,10 @@ class SegmentWidget(QWidget):
         self.slide_mpp_box.setDecimals(4)
         self.slide_mpp_box.setSpecialValueText("from the file")
         self.slide_mpp_box.setSuffix(" um/px")
-        self.slide_mpp_box.setToolTip("the slides' own um/px, for files that do not record it")
+        self.slide_mpp_box.setToolTip(
+            "level-0 um/px of slides whose files record none (e.g. 0.5 for a 20x scan); "
+            "slides that record one keep theirs"
+        )
         self.tile = _spin(0, 4096, 0)
         self.tile.setSpecialValueText("model's")
         self.batch = _spin(0, 1024, 0)
@@ -260,6 +263,12 @@ class SegmentWidget(QWidget):
             return None
         meta = self.viewer.layers[name].metadata
         slide, slide_mpp = meta["pbip_slide"], meta.get("pbip_mpp") or self.given_slide_mpp()
+        if slide_mpp is None:
+            return self._field_error(
+                "slide_mpp",
+                f"{Path(slide).name} records no um/px: give its level-0 um/px in 'Slide um/px' "
+                "(e.g. 0.5 for a 20x scan)",
+            )
         out = self.out.path() or self._default_out(slide)
         overwrite = self.overwrite.isChecked()
         self.layer, self.chunks_done, self.slide_mpp = None, 0, slide_mpp

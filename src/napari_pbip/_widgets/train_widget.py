@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import DatasetError, SettingsError
-from ..events import CheckpointSaved, Preview, RunStarted
+from ..events import CheckpointSaved, Preview, RunStarted, StepMetrics
 from ._dock import scrolling_body
 from ._forms import FieldMarks, PathEdit, StatusLine, Throttled, progress_bar, report_error, show_progress
 from ._preview import PreviewLayers, with_layers
@@ -56,7 +56,8 @@ class TrainWidget(PausableTraining, QWidget):
         self.last_preview: Preview | None = None
         self.checkpoint_step: int | None = None
         self.checkpoint = CheckpointWatch()
-        self._event = self._metrics_event = None
+        self._event = None
+        self._metrics: StepMetrics | None = None  # the last step's numbers
         self._message: str | None = None
         self.preview = PreviewLayers(napari_viewer)
         self._fgbg_choice: int | None = None  # FG/BG class picked, None: each pixel's strongest
@@ -280,7 +281,7 @@ class TrainWidget(PausableTraining, QWidget):
         bank = None if settings.baseline else self.bank.path()
         self.run_dir, self.step, self.device, self.checkpoint_step = out, 0, "", None
         self.checkpoint.reset(out)
-        self._event = self._metrics_event = self._message = None
+        self._event = self._metrics = self._message = None
         self.plot.clear()
         if not resume:
             self._set_classes([])
@@ -317,8 +318,9 @@ class TrainWidget(PausableTraining, QWidget):
     def _on_event(self, ev) -> None:
         """Keep the event's state; previews are queued at once, the rest is drawn by :meth:`_refresh_view`."""
         self.step, self._event = ev.step, ev
-        if ev.metrics:  # a later event without numbers (a checkpoint) keeps the line
-            self._metrics_event = ev
+        if isinstance(ev.payload, StepMetrics):  # later events without numbers keep the line
+            self._metrics = ev.payload
+            self.plot.add(ev.payload, repaint=False)
         if isinstance(ev.payload, RunStarted):
             self.device = ev.payload.device
             if ev.payload.start_step:  # resumed: the checkpoint it goes on from
@@ -326,8 +328,6 @@ class TrainWidget(PausableTraining, QWidget):
         if isinstance(ev.payload, CheckpointSaved):
             self.checkpoint.saw(ev.payload)
             self.checkpoint_step = ev.payload.step
-        if ev.metrics:
-            self.plot.add(ev.step, ev.metrics, repaint=False)
         if ev.message:
             self._message = ev.message
         if isinstance(ev.payload, Preview):
@@ -345,11 +345,8 @@ class TrainWidget(PausableTraining, QWidget):
         if ev is None:
             return
         show_progress(self.progress, ev)
-        numbers = self._metrics_event
-        if numbers is not None:
-            self.metrics_label.setText(
-                metrics_text(numbers.step, numbers.total, numbers.metrics, self.plot.last())
-            )
+        if self._metrics is not None:
+            self.metrics_label.setText(metrics_text(self._metrics, self.plot.last()))
         if self._message and not self.status.is_error:
             self.status.info(self._message)
         self._message = None

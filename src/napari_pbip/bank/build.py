@@ -25,11 +25,12 @@ from ..events import Job, Progress
 from . import eligibility as el
 from . import media, store
 from .cache import FeatureCache, image_hash
-from .encode import encode, encoder_info, load_encoder
+from .encode import ENCODE_STAGE, encode, encoder_info, load_encoder
 from .kmeans import select_nearest, spherical_kmeans
 from .settings import BankSettings
 
 OUTPUT_KIND = "bank build"  # the command named in the bank folder's output marker
+SCAN_STAGE, KMEANS_STAGE, THUMBNAILS_STAGE = "scan", "kmeans", "thumbnails"  # with ENCODE_STAGE
 _SCAN_BATCH = 256
 _FLUSH_EVERY = 512  # features written to a cache shard every this many new images
 
@@ -150,7 +151,7 @@ def _scan(candidates: list[tuple[str, Path]]) -> Job[list[int | None]]:
     sides: list[int | None] = []
     for start in range(0, len(candidates), _SCAN_BATCH):
         sides.extend(el.image_side(p) for _, p in candidates[start : start + _SCAN_BATCH])
-        yield Progress("scan", len(sides), len(candidates), f"read {len(sides)} image headers")
+        yield Progress(SCAN_STAGE, len(sides), len(candidates), f"read {len(sides)} image headers")
     return sides
 
 
@@ -191,7 +192,7 @@ def _encode_pool(candidates, sides, reference, settings: BankSettings, enc, cach
             pending_hashes, pending_feats = [], []
         rate = stats["encoded"] / stats["encode_seconds"] if stats["encode_seconds"] else 0.0
         done = min(start + bs, len(candidates))
-        yield Progress("encode", done, len(candidates), f"{done} images checked", {"images/s": rate})
+        yield Progress(ENCODE_STAGE, done, len(candidates), f"{done} images checked", {"images/s": rate})
     if pending_hashes:
         cache.add(pending_hashes, np.concatenate(pending_feats))
     return pool, skipped, stats
@@ -247,7 +248,7 @@ def _cluster(pool, cache: FeatureCache, settings: BankSettings):
         kept = np.bincount(result.labels[selected], minlength=settings.k)
         clusters[cls] = {"sizes": sizes.tolist(), "selected": kept.tolist()}
         yield Progress(
-            "kmeans", i + 1, len(pool), f"{cls}: {len(items)} images -> sub-clusters {sizes.tolist()}"
+            KMEANS_STAGE, i + 1, len(pool), f"{cls}: {len(items)} images -> sub-clusters {sizes.tolist()}"
         )
     return store.Draft(tuple(pool), tuple(centres), tuple(members)), clusters, seconds
 
@@ -259,7 +260,7 @@ def _thumbnails(root: Path, draft: store.Draft, settings: BankSettings) -> Job[N
     for start in range(0, len(chosen), 64):
         for m in chosen[start : start + 64]:
             media.write_thumbnail(root, m.hash, read_rgb(m.path), settings.thumb_size)
-        yield Progress("thumbnails", min(start + 64, len(chosen)), len(chosen))
+        yield Progress(THUMBNAILS_STAGE, min(start + 64, len(chosen)), len(chosen))
 
 
 def _summary(ds: Any, settings: BankSettings, draft: store.Draft) -> str:

@@ -22,7 +22,7 @@ from ..events import Job, Progress, run
 from . import eligibility as el
 from . import media, store
 from .cache import image_hash
-from .encode import encode
+from .encode import ENCODE_STAGE, encode
 from .kmeans import normalise, select_nearest, spherical_kmeans
 
 Item = np.ndarray | str | os.PathLike
@@ -347,5 +347,5 @@ def _encode_missing(bank: store.Bank, items: list[tuple[str, np.ndarray]], devic
     feats = []
     for start in range(0, len(hashes), bs):
         feats.append(encode(enc, [todo[h] for h in hashes[start : start + bs]]))
-        yield Progress("encode", min(start + bs, len(hashes)), len(hashes))
+        yield Progress(ENCODE_STAGE, min(start + bs, len(hashes)), len(hashes))
     bank.cache.add(hashes, np.concatenate(feats))

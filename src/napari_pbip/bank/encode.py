@@ -10,6 +10,8 @@ import numpy as np
 
 from ..errors import BankError
 
+ENCODE_STAGE = "encode"  # the Progress stage of encoding images (building a bank, adding to one)
+
 
 def load_encoder(name: str, device: str = "auto") -> Any:
     """The frozen encoder ``name`` (see ``models.create_encoder``) on ``device``."""

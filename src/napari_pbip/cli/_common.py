@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..events import Job, Progress, run
+from ..events import Job, Progress, StepMetrics, run
 
 
 @contextlib.contextmanager
@@ -69,8 +69,9 @@ def _with_bars(job: Job, after_event: Callable[[], None]) -> Any:
         if ev.total is not None and bar.total != ev.total:
             bar.total = ev.total
         bar.n = ev.step
-        if ev.metrics:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in ev.metrics.items()}, refresh=False)
+        numbers = ev.payload.named() if isinstance(ev.payload, StepMetrics) else ev.metrics
+        if numbers:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in numbers.items()}, refresh=False)
         bar.refresh()
         after_event()
 

@@ -217,9 +217,10 @@ def _with_slide_lines(job, quiet: bool):
     """``job`` with a line on stderr as each slide starts and ends, instead of a bar (the slide's own
     stages have theirs)."""
     from ..events import relay
+    from ..slides.cohort import SLIDE_STAGE
 
     def line(event) -> bool:
-        if event.stage != "slide":
+        if event.stage != SLIDE_STAGE:
             return False
         if not quiet:
             from tqdm import tqdm

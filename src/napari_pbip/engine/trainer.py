@@ -7,8 +7,9 @@ a validation, the extra fields of its checkpoint state and its ``model.json`` me
 
 * a new run empties and marks ``out`` and saves the settings; ``resume`` restores ``out/last``
   (weights, optimizer, step, best) and cuts the log back to that step;
-* the step loop, one :class:`~napari_pbip.events.Progress` per optimizer step, with the poly
-  learning-rate schedule, previews every ``preview_every`` steps and ``settings.max_minutes``;
+* the step loop, one :class:`~napari_pbip.events.Progress` with a
+  :class:`~napari_pbip.events.StepMetrics` per optimizer step, with the poly learning-rate
+  schedule, previews every ``preview_every`` steps and ``settings.max_minutes``;
 * after each epoch a validation, ``best/`` kept by val mIoU, and a checkpoint;
 * Stop (closing the generator), Ctrl-C or an error checkpoints the last completed step, unless
   the model was caught mid-update (then the previous checkpoint stands);
@@ -23,12 +24,12 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .. import _atomic
-from ..events import CheckpointSaved, Job, Preview, Progress, RunStarted
+from ..events import LOSS, CheckpointSaved, Job, Preview, Progress, RunStarted, StepMetrics
 from . import checkpoint
 from .model_meta import MODEL_FILE, read_model_json
 from .runlog import append_log, truncate_log
@@ -72,7 +73,7 @@ class TrainingStage:
     below. The engine keeps ``step``, ``saved_step``, ``best``, ``history`` and ``notes`` on it.
     """
 
-    event: ClassVar[str]  # the Progress stage of its steps ("train", "train-seg")
+    event: ClassVar[str]  # the Progress stage of its events, a constant of the stage's module
     output_kind: ClassVar[str]  # the command named in the run folder's output marker
     model_kind: ClassVar[str]  # stamped in model.json and the checkpoints' weights
     preview_every: int = 0  # steps between previews (0: none)
@@ -105,7 +106,8 @@ class TrainingStage:
         """Load batch ``step``, call :meth:`begin_update`, forward, backward, update.
 
         Returns:
-            The named loss parts (``loss`` first) and the number of images in the batch.
+            The named loss parts (:data:`~napari_pbip.events.LOSS`, the one minimised, and any
+            others) and the number of images in the batch.
         """
         raise NotImplementedError
 
@@ -156,10 +158,11 @@ def run_training(stage: TrainingStage, resume: bool) -> Job[TrainResult]:
     """Train ``stage`` until its last step or its time limit; checkpoint on every exit.
 
     Yields ``Progress(stage.event, ...)``: first the start, with a
-    :class:`~napari_pbip.events.RunStarted` payload, then one per optimizer step with ``metrics``
-    (the loss parts, ``lr``, ``epoch``, ``images_per_s``, and ``val_miou`` after a validation)
-    and, when due, a :class:`~napari_pbip.events.Preview` payload; after each checkpoint (epoch
-    ends, the run's end) an event with a :class:`~napari_pbip.events.CheckpointSaved` payload.
+    :class:`~napari_pbip.events.RunStarted` payload, then one per optimizer step with a
+    :class:`~napari_pbip.events.StepMetrics` payload (``val_miou`` set after a validation),
+    followed, when due, by one with a :class:`~napari_pbip.events.Preview` payload; after each
+    checkpoint (epoch ends, the run's end) one with a :class:`~napari_pbip.events.CheckpointSaved`
+    payload.
     """
     out, settings = stage.out, stage.settings
     if resume:
@@ -177,26 +180,18 @@ def run_training(stage: TrainingStage, resume: bool) -> Job[TrainResult]:
         while stage.step < stage.total:
             epoch, index = divmod(stage.step, stage.steps_per_epoch)
             saved_before = stage.saved_step
-            t0 = time.perf_counter()
-            parts, n_images = stage.train_step(stage.step)
-            stage.step += 1
-            stage.dirty = False
-            metrics = {
-                **parts,
-                "lr": stage.optimizer.param_groups[0]["lr"],
-                "epoch": stage.step / stage.steps_per_epoch,
-            }
-            metrics["images_per_s"] = n_images / max(time.perf_counter() - t0, 1e-9)
-            append_log(out, {"step": stage.step, **metrics})
+            metrics = _step(stage)
+            append_log(out, metrics.log_line())
             if index == stage.steps_per_epoch - 1:
-                metrics.update(_end_epoch(stage))
+                metrics = replace(metrics, val_miou=_end_epoch(stage))
+            message = f"epoch {epoch + 1}/{settings.epochs}" + "".join(f"; {n}" for n in stage.notes)
+            stage.notes.clear()
+            yield Progress(stage.event, stage.step, stage.total, message, payload=metrics)
             every = stage.preview_every
             due = bool(every) and (stage.step % every == 0 or stage.step == stage.total)
             maps = stage.preview() if due else None  # the last step too: short runs show their end
-            payload = None if maps is None else Preview(stage.step, maps)
-            message = f"epoch {epoch + 1}/{settings.epochs}" + "".join(f"; {n}" for n in stage.notes)
-            stage.notes.clear()
-            yield Progress(stage.event, stage.step, stage.total, message, metrics, payload)
+            if maps is not None:
+                yield Progress(stage.event, stage.step, stage.total, payload=Preview(stage.step, maps))
             if stage.saved_step > saved_before:
                 yield _checkpoint_event(stage)
             if (
@@ -218,6 +213,25 @@ def run_training(stage: TrainingStage, resume: bool) -> Job[TrainResult]:
     return TrainResult(out, stage.step, stage.total, stopped, stage.best, stage.history)
 
 
+def _step(stage: TrainingStage) -> StepMetrics:
+    """Run the stage's next optimizer step and return its numbers."""
+    t0 = time.perf_counter()
+    parts, n_images = stage.train_step(stage.step)
+    stage.step += 1
+    stage.dirty = False
+    parts = dict(parts)
+    loss = parts.pop(LOSS)
+    return StepMetrics(
+        step=stage.step,
+        total=stage.total,
+        epoch=stage.step / stage.steps_per_epoch,
+        loss=loss,
+        parts=parts,
+        lr=stage.optimizer.param_groups[0]["lr"],
+        images_per_s=n_images / max(time.perf_counter() - t0, 1e-9),
+    )
+
+
 def _checkpoint_event(stage: TrainingStage) -> Progress:
     folder = stage.out / "last"
     best = None if stage.best is None else stage.best.get("step")
@@ -234,21 +248,18 @@ def _start_message(stage: TrainingStage, resume: bool) -> str:
     return head + what + val + f", device {stage.device}"
 
 
-def _end_epoch(stage: TrainingStage) -> dict[str, float]:
-    """Validate (best by val mIoU) and checkpoint; the metrics to add to the step's event."""
-    metrics: dict[str, float] = {}
+def _end_epoch(stage: TrainingStage) -> float | None:
+    """Validate (best by val mIoU) and checkpoint; the val mIoU (None without val masks)."""
     result = stage.validate()
     if result is not None:
         entry = {"step": stage.step, "epoch": stage.step // stage.steps_per_epoch, "val": result}
         stage.history.append(entry)
         append_log(stage.out, entry)
-        if result["miou"] is not None:
-            metrics["val_miou"] = result["miou"]
         if stage.best is None or (result["miou"] or 0) > (stage.best.get("miou") or 0):
             stage.best = {**result, "step": stage.step}
             checkpoint.save_checkpoint(stage.out / "best", stage.model, stage.state(), kind=stage.model_kind)
     _save(stage)
-    return metrics
+    return None if result is None else result["miou"]
 
 
 def _save(stage: TrainingStage) -> None:

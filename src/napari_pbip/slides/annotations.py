@@ -62,11 +62,14 @@ class SlideRegions:
         slide: the opened slide.
         regions: class regions and ``val`` areas.
         source: where the regions came from (a GeoJSON file, a napari layer), for messages.
+        annotations: the GeoJSON file they were read from, if any: an input the job must never
+            write over or delete.
     """
 
     slide: Slide
     regions: tuple[ClassRegion, ...]
     source: str = "annotations"
+    annotations: Path | None = None
 
     @property
     def name(self) -> str:
@@ -248,4 +251,4 @@ def load_regions(
     from .readers import open_slide
 
     regions, _ = regions_from_features(read_geojson(geojson), classes, source=Path(geojson).name)
-    return SlideRegions(open_slide(slide, mpp=slide_mpp), tuple(regions), Path(geojson).name)
+    return SlideRegions(open_slide(slide, mpp=slide_mpp), tuple(regions), Path(geojson).name, Path(geojson))

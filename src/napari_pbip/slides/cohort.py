@@ -36,6 +36,7 @@ from .segment import SegmentResult, segment_slide
 from .segment_settings import SegmentSettings
 
 OUTPUT_KIND = "segment-cohort"  # the command named in the cohort folder's marker
+SLIDE_STAGE = "slide"  # the Progress stage of a slide's start and end (between them segment_slide's)
 TABLE = "cohort.csv"
 RECORD = "cohort.json"
 TABLE_COLUMNS = ("slide", "class", "area_mm2", "percent_of_tissue")
@@ -48,7 +49,7 @@ _GLOB_CHARS = frozenset("*?[")
 class SlideStatus:
     """One slide of a cohort: its outputs' ``name`` in the folder, ``status`` ("pending", "running",
     "done" or "failed"; only finished ones are recorded) and, when failed, the one-line ``error``.
-    A copy is the payload of each ``"slide"`` event of :func:`segment_cohort`."""
+    A copy is the payload of each :data:`SLIDE_STAGE` event of :func:`segment_cohort`."""
 
     slide: str
     name: str
@@ -232,7 +233,7 @@ def segment_cohort(
         slide_mpp: level-0 um/px for slides whose files lack it.
 
     Yields:
-        ``Progress("slide", i, n, "slide i+1/n: NAME ...")`` before each slide and when it ends,
+        ``Progress(SLIDE_STAGE, i, n, "slide i+1/n: NAME ...")`` before each slide and when it ends,
         with a copy of its :class:`SlideStatus` (``running``, then ``done`` or ``failed``) as the
         payload, and each slide's own events (:func:`segment_slide`) between the two.
 
@@ -259,7 +260,7 @@ def segment_cohort(
     n = len(paths)
     for i, (p, status) in enumerate(zip(paths, result.slides, strict=True)):
         status.status = "running"
-        yield Progress("slide", i, n, f"slide {i + 1}/{n}: {p.name}", payload=replace(status))
+        yield Progress(SLIDE_STAGE, i, n, f"slide {i + 1}/{n}: {p.name}", payload=replace(status))
         was_done = before.get(status.name, {}).get("status") == "done"
         try:
             job = _one_slide(p, model, out_dir, status.name, s, slide_mpp, was_done)
@@ -271,7 +272,7 @@ def segment_cohort(
             result.results[status.name] = seg
         _write_summary(result, paths[: i + 1], before)
         word = "skipped (finished before)" if status.finished_before else status.status
-        yield Progress("slide", i + 1, n, f"slide {i + 1}/{n}: {p.name} {word}", payload=replace(status))
+        yield Progress(SLIDE_STAGE, i + 1, n, f"slide {i + 1}/{n}: {p.name} {word}", payload=replace(status))
     return result
 
 

@@ -46,6 +46,10 @@ from .segment_store import (
 )
 from .tissue import TissueMask, TissueSettings, detect_tissue
 
+COMPILE_STAGE = "compile"  # the Progress stages of segment_slide, in order
+TISSUE_STAGE = "tissue"
+SEGMENT_STAGE = "segment"
+
 
 @dataclass
 class ChunkTask:
@@ -258,8 +262,8 @@ def segment_slide(
             export it, instead of refusing.
 
     Yields:
-        ``Progress("tissue")`` once with the :class:`TissueMask` as payload, then
-        ``Progress("segment")`` per finished chunk with a :class:`ChunkDone` payload.
+        ``Progress(TISSUE_STAGE)`` once with the :class:`TissueMask` as payload, then
+        ``Progress(SEGMENT_STAGE)`` per finished chunk with a :class:`ChunkDone` payload.
 
     Returns:
         :class:`SegmentResult`. Closing the generator early stops after the running chunks'
@@ -314,21 +318,23 @@ def _segment(
     """The work of :func:`segment_slide` once its output is ready: tissue, chunks, summary."""
     compile_seconds = None
     if s.compile and not s.distributed:  # on a cluster each worker compiles its own copy
-        yield Progress("compile", 0, 1, "compiling the model (once per process; can take a minute)")
+        yield Progress(COMPILE_STAGE, 0, 1, "compiling the model (once per process; can take a minute)")
         t = time.perf_counter()
         if model_path:
             predictor = _cached_predictor(model_path, s.device, (s.batch, s.tile), content)
         else:
             predictor = _compiled(predictor, s.batch, s.tile)
         compile_seconds = time.perf_counter() - t
-        yield Progress("compile", 1, 1, f"model compiled in {compile_seconds:.0f} s")
+        yield Progress(COMPILE_STAGE, 1, 1, f"model compiled in {compile_seconds:.0f} s")
 
     tissue = None
     if s.skip_background:
-        yield Progress("tissue", 0, 1, "detecting tissue")
+        yield Progress(TISSUE_STAGE, 0, 1, "detecting tissue")
         tissue = detect_tissue(slide, TissueSettings(mpp=s.tissue_mpp), unreadable=[])
         save_tissue(out, tissue)
-        yield Progress("tissue", 1, 1, f"tissue covers {tissue.fraction:.1%} of the slide", payload=tissue)
+        yield Progress(
+            TISSUE_STAGE, 1, 1, f"tissue covers {tissue.fraction:.1%} of the slide", payload=tissue
+        )
 
     boxes = _chunk_boxes(shape, s.chunk)
     halo = (s.tile + s.overlap) * s.mpp
@@ -350,7 +356,7 @@ def _segment(
     summaries = dict(done)
     t_run = time.perf_counter()
     tiles_now = 0
-    yield Progress("segment", len(summaries), len(boxes), f"{len(done)} chunks already done")
+    yield Progress(SEGMENT_STAGE, len(summaries), len(boxes), f"{len(done)} chunks already done")
     if s.distributed:
         results = _scheduling.run_distributed(run_chunk, tasks, s.scheduler)
     else:
@@ -364,7 +370,7 @@ def _segment(
             rate = tiles_now / max(time.perf_counter() - t_run, 1e-9)
             payload = ChunkDone(summary.index, summary.core, s.mpp, out, summary.skipped)
             msg = f"chunk {summary.index} {'skipped (no tissue)' if summary.skipped else 'done'}"
-            yield Progress("segment", len(summaries), len(boxes), msg, {"tiles/s": rate}, payload)
+            yield Progress(SEGMENT_STAGE, len(summaries), len(boxes), msg, {"tiles/s": rate}, payload)
     result = _finish(
         out, slide, predictor, s, shape, tissue, summaries, len(done), time.perf_counter() - t_start
     )

@@ -372,8 +372,10 @@ def training_data_from_slides(
     settings = settings or FromSlidesSettings()
     out = Path(out)
     check_regions(items, settings)
-    inputs = {
-        "slide" if len(items) == 1 else f"slide {n}": i.slide.path for n, i in enumerate(items, start=1)
+    one = len(items) == 1
+    inputs = {"slide" if one else f"slide {n}": i.slide.path for n, i in enumerate(items, start=1)}
+    inputs |= {
+        "annotations" if one else f"annotations {n}": i.annotations for n, i in enumerate(items, start=1)
     }
     target, update = _prepare(out, inputs, overwrite)
     old = {r["file"]: r for r in read_provenance(out)} if update else {}

@@ -26,6 +26,8 @@ from .. import _atomic
 from ..events import Job, Progress
 from .presence import DEFAULT_THRESHOLD, PRESENCE_FILE, weights_digest
 
+CALIBRATE_STAGE = "calibrate"  # the Progress stage of fitting the presence thresholds
+
 
 def best_threshold(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """The threshold on ``probs`` that maximises F1 against binary ``labels``, and that F1.
@@ -59,7 +61,7 @@ def calibrate_presence(
         batch_size: images per forward pass.
 
     Returns:
-        A job yielding ``Progress("calibrate", ...)`` and returning what it wrote.
+        A job yielding ``Progress(CALIBRATE_STAGE, ...)`` and returning what it wrote.
     """
     import torch
 
@@ -87,7 +89,7 @@ def calibrate_presence(
                 probs.append(presence_probabilities(out["logits"], predictor.weights).cpu().numpy())
             labels += [part[i].labels for i in idx]
         done += len(part)
-        yield Progress("calibrate", done, len(samples), "fitting presence thresholds on training labels")
+        yield Progress(CALIBRATE_STAGE, done, len(samples), "fitting presence thresholds on training labels")
     p, y = np.concatenate(probs), np.asarray(labels, bool)
     fitted = [best_threshold(p[:, c], y[:, c]) for c in range(p.shape[1])]
     record = {

@@ -1,9 +1,11 @@
 """The stage-1 training job: a generator of :class:`~napari_pbip.events.Progress` events.
 
-One event per optimizer step (``stage="train"``): ``metrics`` holds ``loss``, ``cls``, ``fg``,
-``bg``, ``lr``, ``images_per_s`` and ``epoch`` (fractional), plus ``val_miou`` after a validation;
-every ``preview_every`` steps (and at the last step) ``payload`` is a preview dict (see :func:`.preview.preview_payload`) with the
-CAMs and FG/BG maps of a fixed set of training images. A GUI pauses the job by not asking for the
+One event per optimizer step (stage :data:`TRAIN_STAGE`) with a
+:class:`~napari_pbip.events.StepMetrics` payload: the loss, its parts :data:`.losses.CLS`,
+:data:`.losses.FG` and :data:`.losses.BG`, lr, images/s and the fractional epoch, plus val mIoU
+after a validation; every ``preview_every`` steps (and at the last step) one with a
+:class:`~napari_pbip.events.Preview` (see :func:`.preview.preview_payload`) of the CAMs and FG/BG
+maps of a fixed set of training images. A GUI pauses the job by not asking for the
 next event and stops it by closing the generator: the last completed step is checkpointed, and
 ``resume=True`` continues exactly where it stopped (batch order, augmentation and per-step seeds
 are functions of ``(seed, step)``, so a resumed run equals an uninterrupted one).
@@ -25,13 +27,14 @@ from ..engine import augment
 from ..engine.resume import resolve_settings, saved_settings
 from ..engine.trainer import VAL_FIELDS, TrainingStage, TrainResult, masked_val_samples, run_training
 from ..errors import BankError, CheckpointError, DatasetError, SettingsError, TrainingDivergedError
-from ..events import Job
+from ..events import LOSS, Job
 from .preview import preview_payload, shown_mpp
 from .region_preview import RegionPixels, region_maps
 from .run_folder import FORMAT_VERSION, MODEL_KIND
 from .settings import RESUMABLE_FIELDS, TrainSettings
 
 OUTPUT_KIND = "train"  # the command named in the run folder's output marker
+TRAIN_STAGE = "train"  # the Progress stage of the training events (then calibrate.CALIBRATE_STAGE)
 
 
 def train(
@@ -63,9 +66,10 @@ def train(
             be made, ``"region_note"`` says why (a preview never stops training).
 
     Returns:
-        A job yielding one ``Progress("train", ...)`` per step and returning a :class:`TrainResult`;
-        then ``Progress("calibrate", ...)`` while the presence thresholds for unlabelled images are
-        fitted on the training labels (``RUN/presence.json``, see :mod:`napari_pbip.stage1.calibrate`).
+        A job yielding ``Progress(TRAIN_STAGE, ...)`` events (see
+        :func:`~napari_pbip.engine.trainer.run_training`) and returning a :class:`TrainResult`;
+        then ``Progress(calibrate.CALIBRATE_STAGE, ...)`` while the presence thresholds for
+        unlabelled images are fitted on the training labels (``RUN/presence.json``, see :mod:`napari_pbip.stage1.calibrate`).
 
     Raises:
         BankError: the bank's classes differ from the data set's.
@@ -128,7 +132,7 @@ def _open_bank(bank, settings: TrainSettings, ds):
 class _Trainer(TrainingStage):
     """Stage 1 on the training engine: ClassNet (+ ImgMatchNet with a bank) on image labels."""
 
-    event = "train"
+    event = TRAIN_STAGE
     output_kind = OUTPUT_KIND
     model_kind = MODEL_KIND
     view: Callable[[float, int], RegionPixels | None] | None = None  # a region to preview too (train's view)
@@ -237,10 +241,10 @@ class _Trainer(TrainingStage):
     def _accumulate(self, x, y) -> dict[str, float]:
         import torch
 
-        from .losses import pbip_loss
+        from .losses import BG, CLS, FG, pbip_loss
         from .matching import encode_pairs, fg_bg_images
 
-        totals = {"loss": 0.0, "cls": 0.0, "fg": 0.0, "bg": 0.0}
+        totals = dict.fromkeys((LOSS, CLS, FG, BG), 0.0)
         n = x.shape[0]
         for lo in range(0, n, self.images_per_pass):
             xc, yc = x[lo : lo + self.images_per_pass], y[lo : lo + self.images_per_pass]
@@ -265,7 +269,7 @@ class _Trainer(TrainingStage):
             if not all(math.isfinite(v) for v in values.values()):
                 self.optimizer.zero_grad(set_to_none=True)
                 raise TrainingDivergedError(self._nan_message(values))
-            (parts["loss"] * (xc.shape[0] / n)).backward()
+            (parts[LOSS] * (xc.shape[0] / n)).backward()
             for k, v in values.items():
                 totals[k] += v * xc.shape[0] / n
         return totals

@@ -23,6 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..events import LOSS
+
+CLS, FG, BG = "cls", "fg", "bg"  # the parts of pbip_loss beside LOSS: log.jsonl keys, plot curves
+
 
 def classification_loss(logits: Sequence, labels, weights: Sequence[float]):
     """Eq. 7-8: ``sum_i w_i * BCE-with-logits(logits_i, labels)`` (mean over images and classes)."""
@@ -96,14 +100,15 @@ def pbip_loss(logits: Sequence, labels, settings, fg_feat=None, bg_feat=None, cl
         model: the ClassNet holding the ``prototypes`` / ``proto_valid`` buffers.
 
     Returns:
-        ``{"loss", "cls", "fg", "bg"}`` scalar tensors (``loss`` carries the gradient).
+        ``{LOSS, CLS, FG, BG}`` (``"loss"``, ``"cls"``, ``"fg"``, ``"bg"``) scalar tensors
+        (``loss`` carries the gradient).
     """
     cls = classification_loss(logits, labels, settings.level_weights)
     if fg_feat is None:
         zero = cls.new_zeros(())
-        return {"loss": settings.alpha * cls, "cls": cls, "fg": zero, "bg": zero}
+        return {LOSS: settings.alpha * cls, CLS: cls, FG: zero, BG: zero}
     l_fg, l_bg = similarity_losses(
         fg_feat, bg_feat, class_index, model.prototypes, model.proto_valid, settings.tau_s
     )
     loss = settings.alpha * cls + settings.beta * (settings.theta1 * l_fg + settings.theta2 * l_bg)
-    return {"loss": loss, "cls": cls, "fg": l_fg, "bg": l_bg}
+    return {LOSS: loss, CLS: cls, FG: l_fg, BG: l_bg}

@@ -34,6 +34,8 @@ from .pseudo import probabilities as normalise
 if TYPE_CHECKING:
     from ..data.layouts import DatasetSpec
 
+PSEUDO = "pseudo"  # make_pseudo_masks' command: the kind of its output marker, the stage of its events
+PREDICT = "predict"  # predict_folder's command, likewise
 SETTINGS_FILE = "cam_settings.json"  # written beside the masks so any mask folder can be reproduced
 
 
@@ -209,7 +211,7 @@ def make_pseudo_masks(
             split that has masks but no image labels, such as the synthetic val split.
 
     Returns:
-        A job yielding ``Progress("pseudo", ...)`` per batch and returning ``out``.
+        A job yielding ``Progress(PSEUDO, ...)`` per batch and returning ``out``.
 
     Raises:
         CheckpointError: the run was trained on other classes.
@@ -220,7 +222,7 @@ def make_pseudo_masks(
     from ..data.layouts import Dataset, open_dataset
 
     inputs = {"run": run, "data set": dataset}
-    _atomic.check_output(out, "pseudo", inputs, overwrite=overwrite)
+    _atomic.check_output(out, PSEUDO, inputs, overwrite=overwrite)
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     predictor = _with_tta(load_stage1_predictor(run, device, settings), default=PSEUDO_TTA)
     _check_run_classes(predictor, ds.spec, run)
@@ -236,7 +238,7 @@ def make_pseudo_masks(
     paths = [s.image for s in samples]
     labels = [s.labels for s in samples]
     return (
-        yield from _write_masks(predictor, paths, labels, Path(out), overwrite, batch_size, "pseudo", inputs)
+        yield from _write_masks(predictor, paths, labels, Path(out), overwrite, batch_size, PSEUDO, inputs)
     )
 
 
@@ -258,7 +260,7 @@ def pseudo_masks_current(
     import dataclasses
 
     out, run = Path(out), Path(run)
-    if _atomic.output_kind(out) != "pseudo":
+    if _atomic.output_kind(out) != PSEUDO:
         return False
     want = settings or CamSettings()
     if want.tta is None:
@@ -306,7 +308,7 @@ def predict_folder(
         batch_size: images per forward pass (same-size images are batched together).
 
     Returns:
-        A job yielding ``Progress("predict", ...)`` per batch and returning ``out``.
+        A job yielding ``Progress(PREDICT, ...)`` per batch and returning ``out``.
 
     Raises:
         OutputConflictError: ``out`` is, contains or lies inside the model or the image folder.
@@ -315,7 +317,7 @@ def predict_folder(
     from ..data.images import list_images
 
     inputs = {"model": model, "images": images}
-    _atomic.check_output(out, "predict", inputs, overwrite=overwrite)
+    _atomic.check_output(out, PREDICT, inputs, overwrite=overwrite)
     paths = list_images(images)
     if not paths:
         raise DatasetError(
@@ -323,7 +325,7 @@ def predict_folder(
         )
     predictor = _with_tta(load_stage1_predictor(model, device, settings), default=True)
     return (
-        yield from _write_masks(predictor, paths, None, Path(out), overwrite, batch_size, "predict", inputs)
+        yield from _write_masks(predictor, paths, None, Path(out), overwrite, batch_size, PREDICT, inputs)
     )
 
 

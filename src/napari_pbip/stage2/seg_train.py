@@ -21,12 +21,13 @@ from .. import _atomic
 from ..data.layouts import dataset_mpp
 from ..engine.resume import resolve_settings, saved_settings
 from ..engine.trainer import VAL_FIELDS, TrainingStage, TrainResult, masked_val_samples, run_training
-from ..events import Job
+from ..events import LOSS, Job
 from .seg_data import IGNORE, BatchLoader, class_pixel_shares, class_weights, pair_masks
 from .seg_settings import RESUMABLE_FIELDS, SegSettings
 from .segmenter_predictor import FORMAT_VERSION, MODEL_KIND, SegmenterPredictor, build_from_meta, read_meta
 
 OUTPUT_KIND = "train-seg"  # the command named in the segmenter folder's output marker
+TRAIN_SEG_STAGE = "train-seg"  # the Progress stage of its events
 
 
 SegResult = TrainResult  # the name stage-2 results had before both stages shared one type
@@ -55,7 +56,9 @@ def train_segmenter(
             ``resume``).
 
     Returns:
-        A job yielding ``Progress("train-seg", ...)`` per step and returning a :class:`~napari_pbip.engine.trainer.TrainResult`.
+        A job yielding ``Progress(TRAIN_SEG_STAGE, ...)`` events (see
+        :func:`~napari_pbip.engine.trainer.run_training`) and returning a
+        :class:`~napari_pbip.engine.trainer.TrainResult`.
 
     Raises:
         DatasetError: a training image has no mask, or a mask holds a value outside the palette.
@@ -109,7 +112,7 @@ def segmentation_loss(logits, target, weight=None):
 class _Trainer(TrainingStage):
     """Stage 2 on the training engine: a segmenter on pseudo-masks."""
 
-    event = "train-seg"
+    event = TRAIN_SEG_STAGE
     output_kind = OUTPUT_KIND
     model_kind = MODEL_KIND
 
@@ -209,7 +212,7 @@ class _Trainer(TrainingStage):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"loss": value}, len(images)
+        return {LOSS: value}, len(images)
 
     def validate(self) -> dict[str, Any] | None:
         """Predict the val images and score them (mIoU, FwIoU, Dice, pixel accuracy; no bIoU)."""

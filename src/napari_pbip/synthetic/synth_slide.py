@@ -36,6 +36,7 @@ MIN_LEVELS = 3
 _COARSE = 16  # the class/tissue field is sampled every _COARSE pixels and interpolated
 _CHUNK = 2048  # level-0 pixels rendered per call along a row of tiles (bounds temporaries)
 _JPEG_QUALITY = 90
+SLIDE_STAGE, LABELS_STAGE = "slide", "labels"  # the Progress stages: the slide's tiles, then its labels
 
 
 @dataclass(frozen=True)
@@ -282,7 +283,7 @@ class _Pyramid:
         done = iter(range(1, total + 1))
 
         def tick(level: int) -> None:
-            report(Progress("slide", next(done), total, f"level {level}"))
+            report(Progress(SLIDE_STAGE, next(done), total, f"level {level}"))
 
         with contextlib.ExitStack() as stack:
             tif = stack.enter_context(tifffile.TiffWriter(path, bigtiff=True))
@@ -358,7 +359,7 @@ def _write_labels(path: Path, truth: _RowFile, tile: int, meta: dict, report) ->
 
     def tiles() -> Iterator[np.ndarray]:
         for r, y in enumerate(range(0, height, tile)):
-            report(Progress("labels", r + 1, rows))
+            report(Progress(LABELS_STAGE, r + 1, rows))
             yield from _tiles(_pad_rows(truth.read(y, y + tile), tile, fill), tile, width, fill)
 
     res = 1e4 / meta["mpp"]
