@@ -6,6 +6,7 @@ Usage::
     python scripts/screenshots.py --quick        # tiny test models: checks the flow, pictures less telling
     python scripts/screenshots.py --out /tmp/shots
     python scripts/screenshots.py --only training-data   # one picture (names: see SHOTS)
+    python scripts/screenshots.py --slides ../shared/data/slides   # the real slides (slides-*.png)
 
 The script starts its own Xvfb (a fixed screen, so pictures do not depend on the desktop), opens
 napari, docks each widget through the plugin manifest (Plugins menu entries) and drives it with its
@@ -13,7 +14,8 @@ own buttons on data the package makes offline: the synthetic slide and patch set
 class regions drawn on the slide and built into a data set in "Training data", a bank built in the
 "Image bank" widget, a stage-1 run trained in "Train PBIP", a segmenter trained on that run's
 pseudo-masks in "Train segmenter", and that run segmenting the slide in "Segment slide". Each PNG
-shows the whole window, scaled to ``--width``.
+shows the whole window, scaled to ``--width``. With ``--slides DIR`` it runs the same loop on two
+real slides instead (scripts/slide_shots.py says which and how).
 """
 
 from __future__ import annotations
@@ -276,8 +278,13 @@ def new_viewer():
 def run(args: argparse.Namespace) -> None:
     """Take every screenshot; later shots use what the earlier ones made (bank, then trained run)."""
     os.environ.setdefault("PBIP_DEVICE", "cpu")
-    work = Path(tempfile.mkdtemp(prefix="pbip-shots-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="pbip-shots-"))
     try:
+        if args.slides:
+            from slide_shots import run as run_on_slides
+
+            run_on_slides(args, work)
+            return
         prep = prepare(work, args.quick)
         shots = {
             "training-data": lambda viewer, app: shoot_training_data(viewer, app, work, args.out, args.width),
@@ -299,7 +306,8 @@ def run(args: argparse.Namespace) -> None:
             viewer.close()
             settle(app, 0.5)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,6 +323,14 @@ def main(argv: list[str] | None = None) -> int:
         help="take only these shots (training-data, bank, train, train-slide, seg-train, "
         "segment; train needs bank, the later ones need train)",
     )
+    p.add_argument(
+        "--slides",
+        type=Path,
+        metavar="DIR",
+        help="take the slides-*.png shots on the real slides in DIR instead (only names: training-data, "
+        "bank, train, seg-train, segment)",
+    )
+    p.add_argument("--work", type=Path, help="keep the intermediate data here (default: a temporary folder)")
     p.add_argument("--use-display", action="store_true", help="use $DISPLAY instead of a private Xvfb")
     args = p.parse_args(argv)
     if not (os.environ.get("PBIP_SHOTS_XVFB") or (args.use_display and os.environ.get("DISPLAY"))):

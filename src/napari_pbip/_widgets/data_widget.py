@@ -274,6 +274,7 @@ class TrainingDataWidget(QWidget):
 
     def new_regions_layer(self) -> Any:
         """Add a Shapes layer over the selected slide whose shapes carry a class, coloured by class."""
+        import numpy as np
         import pandas as pd
 
         from ..slides.training_data import spec_for_classes
@@ -307,6 +308,10 @@ class TrainingDataWidget(QWidget):
                 2.0, max(slide.data[0].shape[:2] if slide.multiscale else slide.data.shape[:2]) / 300
             ),
         )
+        # napari hands out cycle colours in the order classes are first drawn: pin each to its own
+        pinned = dict(zip(categories, colours, strict=True))
+        layer.face_color_cycle_map = {c: np.array([*rgb, 0.25]) for c, rgb in pinned.items()}
+        layer.edge_color_cycle_map = {c: np.array([*rgb, 1.0]) for c, rgb in pinned.items()}
         self.set_regions(slide.name, layer.name)
         self.table.selectRow(row)
         self._fill_draw_classes()
