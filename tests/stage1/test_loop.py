@@ -303,3 +303,14 @@ def test_presence_thresholds_follow_the_weights_they_were_fitted_for(dataset, tm
         run(train(tiny(epochs=4, preview_every=0), data, fake_bank(), out, resume=True))  # finished: refitted
     refit = json.loads((out / PRESENCE_FILE).read_text())
     assert load_stage1_predictor(out, "cpu").presence_thresholds == tuple(refit["thresholds"])
+
+
+def test_model_records_the_um_per_px_its_resized_images_show(dataset, tmp_path):
+    """The synthetic 64 px patches are drawn at 0.5 um/px; trained at image size 32 the network sees
+    them at 1 um/px, which is the resolution a slide must be read at to show it the same tissue."""
+    from napari_pbip.predict.predictor import load_predictor
+
+    run(train(tiny(baseline=True, epochs=1, preview_every=0, image_size=32), dataset, None, tmp_path / "run"))
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["mpp"] == pytest.approx(1.0)
+    pred = load_predictor(tmp_path / "run", device="cpu")
+    assert pred.tile == 32 and pred.mpp == pytest.approx(1.0)

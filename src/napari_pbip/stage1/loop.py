@@ -174,6 +174,14 @@ class _Trainer(TrainingStage):
         )
         self.meta = self._meta()
 
+    def _seen_mpp(self) -> float | None:
+        """um/px of the training images as the network sees them (resized to ``image_size``): the
+        resolution a slide is read at to show it the same tissue. The data set's um/px when the
+        images differ in size (each is scaled differently) or are not square."""
+        mpp = dataset_mpp(self.ds.root)
+        seen = shown_mpp(mpp, [sample.image for sample in self.samples], self.settings.image_size)
+        return mpp if seen is None else seen
+
     # -- what the engine asks ------------------------------------------------------------------
 
     def inputs(self) -> dict[str, Any]:
@@ -366,7 +374,7 @@ class _Trainer(TrainingStage):
             "encoder": None,
             "bank_hash": None,
             "bank_version": None,
-            "mpp": dataset_mpp(self.ds.root),
+            "mpp": self._seen_mpp(),
             "dataset": str(self.ds.root),
             "settings": self.settings.to_dict(),
         }
