@@ -176,11 +176,11 @@ class _Trainer(TrainingStage):
 
     def _seen_mpp(self) -> float | None:
         """um/px of the training images as the network sees them (resized to ``image_size``): the
-        resolution a slide is read at to show it the same tissue. The data set's um/px when the
-        images differ in size (each is scaled differently) or are not square."""
-        mpp = dataset_mpp(self.ds.root)
-        seen = shown_mpp(mpp, [sample.image for sample in self.samples], self.settings.image_size)
-        return mpp if seen is None else seen
+        resolution a slide is read at to show it the same tissue. Read from the preview images
+        (spread over the data set; every image is not opened, so an unreadable one fails at its
+        step, after the steps before it are kept); the data set's um/px when they differ in size
+        (each is scaled differently) or are not square."""
+        return self.preview_mpp if self.preview_mpp is not None else dataset_mpp(self.ds.root)
 
     # -- what the engine asks ------------------------------------------------------------------
 
