@@ -91,8 +91,12 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ): "trains stage-2 segmenters on compare_real.py's real-data runs (hours)",
     (
         "docs/benchmarks.md",
-        "stage2_variants.py --masks pseudo-tta",
+        "stage2_variants.py --masks pseudo-tta --tag ptta",
     ): "trains 12 stage-2 segmenters on compare_real.py's real-data runs (hours)",
+    (
+        "docs/benchmarks.md",
+        "--seg-weak-set",
+    ): "tiles the real WSSS4LUAD images again and trains 3 stage-2 segmenters on compare_real.py's runs (1 hour)",
     ("docs/benchmarks.md", "fill_match.py"): "encodes the real WSSS4LUAD images in ../shared/data (minutes)",
     (
         "docs/benchmarks.md",
