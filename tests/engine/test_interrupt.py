@@ -190,3 +190,19 @@ def test_an_unreadable_image_mid_epoch_keeps_the_last_completed_step(data, tmp_p
 
     assert steps, "no step completed before the broken image"
     assert read_state(out / "last")["step"] == steps[-1]  # the last completed step is on disk, resumable
+
+
+def test_a_ctrl_c_after_the_command_has_returned_prints_no_traceback():
+    """CI once sent the interrupt while a finished `pbip train-seg` was shutting down: torch's exit
+    handler printed a KeyboardInterrupt traceback. The `pbip` entry point ignores Ctrl-C once the
+    command has returned (its outputs are written by then)."""
+    code = (
+        "import os, signal, time\n"
+        "from napari_pbip.cli.main import entry\n"
+        "code = entry(['models'])\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(0.2)\n"
+        "raise SystemExit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, timeout=120)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr.decode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import traceback
 
@@ -70,5 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry(argv: list[str] | None = None) -> int:
+    """The ``pbip`` command: :func:`main`, then Ctrl-C ignored while Python shuts down. Everything is
+    written by then; a Ctrl-C landing in torch's exit handlers printed a traceback after a finished
+    run (seen in CI)."""
+    code = main(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
