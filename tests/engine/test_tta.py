@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_pbip.engine.tta import SYMMETRIES, DihedralTTA, undo, view, with_tta
+from napari_pbip.engine.tta import SYMMETRIES, DihedralTTA, ScaleTTA, undo, view, with_tta
 
 
 class _PositionBiased:
@@ -61,3 +61,71 @@ def test_wrapper_keeps_the_predictors_description_and_is_not_stacked():
     assert with_tta(wrapped, True) is wrapped and with_tta(inner, False) is inner
     with pytest.raises(TypeError, match="no image labels"):
         wrapped.predict_masks(np.zeros((1, 8, 8, 3), np.uint8), np.ones((1, 2)))
+
+
+class _SeesItsInputSize:
+    """A toy segmenter whose class-1 probability is the height of the batch it was given / 100, so
+    an average over scales shows which sizes reached it and how often."""
+
+    classes = ("a",)
+    palette = ((255, 255, 255), (200, 0, 0))
+    background_index = 0
+    mpp = 1.0
+    tile = 64
+
+    def __init__(self):
+        self.sizes = []
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        assert batch.dtype == np.uint8 and batch.shape[-1] == 3  # what a real predictor accepts
+        b, h, w, _ = batch.shape
+        self.sizes.append((h, w))
+        p1 = np.full((b, 1, h, w), h / 100, np.float32)
+        return np.concatenate([1 - p1, p1], axis=1)
+
+
+class _RedIsClassOne:
+    """A pointwise toy segmenter: class 1 where the pixel is red."""
+
+    classes = ("red",)
+    palette = ((255, 255, 255), (200, 0, 0))
+    background_index = 0
+    mpp = 1.0
+    tile = 64
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        p1 = (batch[..., 0].astype(np.float32) / 255.0)[:, None]
+        return np.concatenate([1 - p1, p1], axis=1)
+
+
+def test_scale_average_gives_each_scale_to_the_model_once_at_its_own_size():
+    inner = _SeesItsInputSize()
+    scaled = ScaleTTA(inner, (0.5, 1.0, 1.5))
+    probs = scaled.predict(np.zeros((2, 40, 30, 3), np.uint8))
+    assert sorted(inner.sizes) == [(20, 15), (40, 30), (60, 45)]
+    assert probs.shape == (2, 2, 40, 30)  # back on the batch's pixels
+    assert np.allclose(probs[:, 1], (0.2 + 0.4 + 0.6) / 3)  # the mean over the three sizes
+    assert scaled.scales == (0.5, 1.0, 1.5) and (scaled.classes, scaled.tile) == (inner.classes, inner.tile)
+
+
+def test_scale_averaged_masks_land_on_the_images_pixels():
+    image = np.zeros((1, 48, 64, 3), np.uint8)
+    image[:, 10:30, 20:50, 0] = 255  # a red box
+    image[..., 2] = 255 - image[..., 0]
+    plain = _RedIsClassOne().predict(image).argmax(axis=1)
+    masks = DihedralTTA(ScaleTTA(_RedIsClassOne())).predict_masks(image)
+    assert masks.shape == plain.shape and masks.dtype == np.uint8
+    differ = masks != plain
+    box_edge = np.zeros_like(differ)
+    box_edge[:, 8:32, 18:52] = True
+    box_edge[:, 12:28, 22:48] = False
+    assert not (differ & ~box_edge).any()  # only within 2 px of the box's edge, if anywhere
+    assert differ.mean() < 0.01
+
+
+def test_scale_average_is_refused_for_a_stage1_predictor():
+    class Stage1Like(_RedIsClassOne):
+        def channels(self, batch, presence=None): ...
+
+    with pytest.raises(TypeError, match="segmenters"):
+        ScaleTTA(Stage1Like())

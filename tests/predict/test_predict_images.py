@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 
 from napari_pbip.cli.main import main  # noqa: E402
 from napari_pbip.data.images import read_rgb, write_mask  # noqa: E402
-from napari_pbip.engine.tta import DihedralTTA  # noqa: E402
+from napari_pbip.engine.tta import SCALES, DihedralTTA, ScaleTTA  # noqa: E402
 from napari_pbip.evaluate import evaluate_folder  # noqa: E402
 from napari_pbip.events import run  # noqa: E402
 from napari_pbip.predict.predictor import load_predictor  # noqa: E402
@@ -95,7 +95,7 @@ def test_predict_with_a_segmenter_folder_gives_its_masks_for_images_of_any_size(
         mask = np.array(written)
         assert mask.shape == image.shape[:2], path.name
         assert set(np.unique(mask).tolist()) <= {0, 1, 2}
-        own = DihedralTTA(predictor).predict_masks(image[None])[0]  # its own passes over the whole image
+        own = DihedralTTA(ScaleTTA(predictor)).predict_masks(image[None])[0]  # its own passes, whole image
         if max(image.shape[:2]) <= predictor.tile:
             assert np.array_equal(mask, own), path.name
         else:
@@ -103,6 +103,7 @@ def test_predict_with_a_segmenter_folder_gives_its_masks_for_images_of_any_size(
     settings = json.loads((out / "predict_settings.json").read_text())
     assert settings["tile"] == 128 and settings["overlap"] == 32 and settings["model"] == str(seg.resolve())
     assert settings["tta"] is True  # averaged over the 8 turns and mirrors unless --no-tta
+    assert settings["scales"] == list(SCALES) == [0.75, 1.0, 1.25]  # and over three sizes of the image
     result = evaluate_folder(data, "val", out)
     assert result["background_index"] == BACKGROUND and result["miou"] > 0.8, result["per_class"]
 
@@ -119,6 +120,36 @@ def test_no_tta_gives_the_segmenters_single_pass(segmenter, tmp_path):
                 np.array(Image.open(out / path.name)), predictor.predict_masks(image[None])[0]
             )
     assert json.loads((out / "predict_settings.json").read_text())["tta"] is False
+    assert json.loads((out / "predict_settings.json").read_text())["scales"] == [1.0]
+
+
+def test_scales_1_gives_the_turns_and_mirrors_only(segmenter, tmp_path):
+    seg, data = segmenter
+    images, out = data / "val" / "img", tmp_path / "pred"
+    assert _predict("--model", str(seg), "--images", str(images), "--out", str(out), "--scales", "1") == 0
+    predictor = load_predictor(seg, device="cpu")
+    image = read_rgb(images / "v000.png")
+    assert np.array_equal(
+        np.array(Image.open(out / "v000.png")), DihedralTTA(predictor).predict_masks(image[None])[0]
+    )
+    assert json.loads((out / "predict_settings.json").read_text())["scales"] == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--no-tta", "--scales", "0.75", "1"], "leave out --no-tta or --scales"),
+        (["--scales", "0", "1"], "factors in (0, 4]"),
+    ],
+)
+def test_scales_that_cannot_apply_are_refused_in_one_line(segmenter, tmp_path, capsys, extra, message):
+    seg, data = segmenter
+    out = tmp_path / "pred"
+    args = ["--model", str(seg), "--images", str(data / "val" / "img"), "--out", str(out), *extra]
+    assert _predict(*args) != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
 
 
 def test_predict_with_a_segmenter_keeps_the_overwrite_rules_and_refuses_cam_options(

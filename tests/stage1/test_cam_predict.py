@@ -171,3 +171,22 @@ def test_unlabelled_predictions_and_pseudo_masks_average_over_symmetries_by_defa
         image = read_rgb(sample.image)[None]
         expected = DihedralTTA(predictor).predict_masks(image, np.asarray([sample.labels], np.float32))[0]
         assert np.array_equal(read_mask(tmp_path / "pseudo" / sample.image.name, spec), expected)
+
+
+def test_predict_refuses_scales_for_a_stage1_run_in_one_line(tiny_run, tiny_dataset, tmp_path, capsys):
+    from napari_pbip.cli.main import main
+
+    out = tmp_path / "pred"
+    args = [
+        "predict",
+        "--model",
+        str(tiny_run),
+        "--images",
+        str(tiny_dataset / "val" / "img"),
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--scales", "0.75", "1", "1.25", "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "only apply to a segmenter folder" in err and "leave --scales out" in err
+    assert len(err.splitlines()) == 1 and not out.exists()

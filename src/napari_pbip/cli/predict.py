@@ -20,7 +20,8 @@ def register(subparsers) -> None:
         "most probable class always), their CAMs are fused and white regions become background. With a "
         "stage-2 segmenter (pbip train-seg) every pixel gets the segmenter's most probable class or "
         "background; images larger than its tile are predicted tile by tile with blended overlaps. Either way each "
-        "mask is averaged over the 8 turns and mirrors of the image unless --no-tta. The CAM "
+        "mask is averaged over the 8 turns and mirrors of the image unless --no-tta, and a segmenter's also "
+        "over the image at 0.75, 1 and 1.25 times its size (--scales). The CAM "
         "options (--threshold, --background, --white-level, --bg-power) are for stage-1 runs only. Writes palette "
         "PNGs named like the images into OUT; score them with `pbip evaluate`.",
     )
@@ -38,6 +39,14 @@ def register(subparsers) -> None:
         "on the run's training labels, or 0.5 for runs without them)",
     )
     add_cam_args(p)
+    p.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        metavar="S",
+        help="segmenters: average the masks over the image resized by each factor (default 0.75 1 1.25 with "
+        "TTA; --scales 1 for the turns and mirrors only)",
+    )
     p.set_defaults(func=run_predict)
 
 
@@ -50,7 +59,15 @@ def run_predict(args: argparse.Namespace) -> int:
     given = any(getattr(args, name) is not None for name in _CAM_FIELDS)
     settings = cam_settings(args) if given else None  # None: a segmenter folder accepts it
     job = predict_images(
-        args.model, args.images, args.out, settings, args.device, args.overwrite, args.batch_size, args.tta
+        args.model,
+        args.images,
+        args.out,
+        settings,
+        args.device,
+        args.overwrite,
+        args.batch_size,
+        args.tta,
+        args.scales,
     )
     out = drain(job, quiet=args.quiet)
     print(f"masks written to {out}")

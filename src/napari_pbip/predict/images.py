@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import _atomic
-from ..engine.tta import DihedralTTA, with_tta
+from ..engine.tta import SCALES, DihedralTTA, ScaleTTA, with_tta
 from ..errors import DatasetError, SettingsError
 from ..events import Job, Progress
 from .predictor import DensePredictor, load_predictor, model_kind
@@ -50,6 +50,7 @@ def predict_images(
     overwrite: bool = False,
     batch_size: int = 8,
     tta: bool | None = None,
+    scales: Sequence[float] | None = None,
 ) -> Job[Path]:
     """Masks for the images in a folder with a stage-1 run or a stage-2 segmenter folder.
 
@@ -67,6 +68,9 @@ def predict_images(
         tta: average each mask's probabilities over the 8 symmetries of the square
             (:mod:`~napari_pbip.engine.tta`, 8 forward passes). None: on, unless ``settings.tta``
             says otherwise for a stage-1 run.
+        scales: a segmenter's probabilities are also averaged over the image resized by each of
+            these factors (:class:`~napari_pbip.engine.tta.ScaleTTA`). None: ``SCALES`` (0.75, 1,
+            1.25) with TTA, none without; ``(1,)`` for the symmetries only. Segmenters only.
 
     Returns:
         A job yielding ``Progress("predict", ...)`` per batch and returning ``out``.
@@ -75,7 +79,8 @@ def predict_images(
         OutputExistsError: ``out`` exists and ``overwrite`` is false.
         DatasetError: ``images`` holds no image, or two images would give masks of the same name.
         CheckpointError: ``model`` is neither a stage-1 run nor a segmenter folder.
-        SettingsError: ``settings`` given with a segmenter folder.
+        SettingsError: ``settings`` given with a segmenter folder; ``scales`` given with a stage-1
+            run, with ``tta`` false, or not positive.
     """
     from ..data.images import list_images
 
@@ -86,6 +91,8 @@ def predict_images(
             f"no images (.png, .jpg, .tif, ...) in {images}; give the folder holding the images"
         )
     kind = model_kind(model)
+    if scales is not None:
+        _check_scales(scales, kind, tta)
     if kind == STAGE1_KIND:
         from ..stage1 import CamSettings, predict_folder
 
@@ -98,8 +105,26 @@ def predict_images(
             f"only apply to a stage-1 run, but {model} is a {kind!r} folder, which predicts every class and "
             "background itself; leave them out"
         )
-    predictor = with_tta(load_predictor(model, device=device), tta is None or tta)
+    predictor = load_predictor(model, device=device)
+    tta = tta is None or tta
+    if tta and tuple(SCALES if scales is None else scales) != (1.0,):
+        predictor = ScaleTTA(predictor, SCALES if scales is None else scales)
+    predictor = with_tta(predictor, tta)
     return (yield from write_dense_masks(predictor, paths, Path(out), overwrite, batch_size, model))
+
+
+def _check_scales(scales: Sequence[float], kind: str, tta: bool | None) -> None:
+    if kind == STAGE1_KIND:
+        raise SettingsError(
+            f"scales {list(scales)} only apply to a segmenter folder, but the model is a stage-1 run, whose "
+            "CAMs are made at the scale it was trained at; leave --scales out"
+        )
+    if tta is False:
+        raise SettingsError(
+            f"scales {list(scales)} are a test-time augmentation; leave out --no-tta or --scales"
+        )
+    if not scales or not all(0 < float(s) <= 4 for s in scales):
+        raise SettingsError(f"scales {list(scales)} must be factors in (0, 4], e.g. 0.75 1 1.25")
 
 
 def write_dense_masks(
@@ -136,6 +161,7 @@ def write_dense_masks(
         "overlap": overlap,
         "batch_size": chunk,
         "tta": isinstance(predictor, DihedralTTA),
+        "scales": list(getattr(predictor, "scales", (1.0,))),
     }
     total = len(paths)
     inputs = {"model": model, **{f"image {p.name}": p for p in paths}}
