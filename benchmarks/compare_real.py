@@ -16,8 +16,9 @@ the rarest class, "normal" in 4 images, spread over the folds first). Each fold 
    as ``pbip pseudo``), stage 2 on them (``train_segmenter``, ``SegSettings`` plus ``--seg-set``);
 4. scored on the held-out whole images only, each through ``predict_images`` as ``pbip predict``
    does: stage 1 where the classifier decides the classes (presence thresholds from
-   ``RUN/presence.json``) and the stage-2 masks; both averaged over the 8 symmetries by default
-   (``--no-tta``: one pass, predictions and scores kept apart from the TTA ones).
+   ``RUN/presence.json``) and the stage-2 masks; both averaged over the 8 symmetries by default,
+   stage 2 also over ``pbip predict``'s image scales (``--scales``; ``--no-tta``: one pass;
+   predictions and scores of each mode kept apart, so changing it rescores without retraining).
 
 Every step is reused when its output is complete, so a killed run continues where it stopped;
 the folds' weak sets (one per ``--weak-set``) and banks (one per ``--bank-set`` on each) are shared
@@ -132,10 +133,13 @@ def prepare_fold(work: Path, dev: Path, folds: list[list[str]], i: int, changes:
             _links(root / sub / kind, names, dev / "val" / kind)
     if not (root / "held-out" / "dataset.json").is_file():
         write_spec(root / "held-out", spec, name=f"wsss4luad-dev val, fold {i} of {len(folds)}")
-    weak = root / f"weak-{_key(changes)}"
+    weak, settings = root / f"weak-{_key(changes)}", WeakSettings(**changes)
     if not weak.is_dir():
         src = root / "train-src"
-        run(weak_dataset(src / "img", src / "mask", weak, WeakSettings(**changes), spec=spec))
+        run(weak_dataset(src / "img", src / "mask", weak, settings, spec=spec))
+    made = WeakSettings.load(weak / "weak_settings.json")
+    if made != settings:  # tiled before a package default changed
+        raise SystemExit(f"{weak} was tiled with {made}, not {settings}; delete it or use another --work")
     summary = json.loads((weak / "summary.json").read_text())
     tile_sources = {p.name.split("-y")[0] for p in (weak / "train").iterdir()}
     leaked = tile_sources & {Path(n).stem for n in held}
@@ -171,12 +175,29 @@ def fold_bank(fold: dict, changes: dict) -> tuple[Path, float]:
     return bank, json.loads(scores.read_text())["macro_f1"]
 
 
-def _names(fold: dict, tag: str, method: str, seed: int, tta: bool) -> dict[str, Path]:
+def scoring_mode(tta: bool, scales: tuple[float, ...] = (1.0,)) -> str:
+    """Suffix of a stage-2 prediction or score: "-tta" or "-1pass", plus the segmenter's scales
+    when they are more than 1 ("-tta-x0.75-1-1.25"). Stage-1 predictions take the bare mode."""
     mode = "-tta" if tta else "-1pass"
+    return mode if tuple(scales) == (1.0,) else mode + "-x" + "-".join(f"{s:g}" for s in scales)
+
+
+def _names(
+    fold: dict, tag: str, method: str, seed: int, tta: bool, scales: tuple[float, ...]
+) -> dict[str, Path]:
     names = {k: fold["root"] / f"{tag}-{method}-s{seed}{suffix}" for k, suffix in OUTPUTS.items()}
     for k in SCORING:
+        mode = scoring_mode(tta) if k == "pred1" else scoring_mode(tta, scales)
         names[k] = names[k].with_name(names[k].name + mode + (".json" if k == "scores" else ""))
     return names
+
+
+def _stale(paths: dict[str, Path], name: str) -> list[Path]:
+    """``name``'s outputs of a run, in every scoring mode."""
+    if name not in SCORING:
+        return [paths[name]]
+    base = paths["stage1"].name + OUTPUTS[name]
+    return [p for mode in ("-tta", "-1pass") for p in paths[name].parent.glob(f"{base}{mode}*")]
 
 
 def _remove(path: Path) -> None:
@@ -202,9 +223,9 @@ def train_run(task: dict, threads: int) -> dict:
             continue
         child = {k: str(v) if isinstance(v, Path) else v for k, v in task.items() if k != "paths"}
         child |= {"stage": stage, "threads": threads, "paths": {k: str(v) for k, v in paths.items()}}
-        for name in STALE[stage]:  # made from a run that is trained again, in either scoring mode
-            for mode in ("-tta", "-1pass"):
-                _remove(paths[name].with_name(re.sub(r"-(tta|1pass)", mode, paths[name].name)))
+        for name in STALE[stage]:  # made from a run that is trained again, in every scoring mode
+            for path in _stale(paths, name):
+                _remove(path)
         t = time.perf_counter()
         subprocess.run([sys.executable, __file__, "--child", json.dumps(child)], check=True, env=env)
         times[stage] = round(time.perf_counter() - t, 1)
@@ -259,7 +280,12 @@ def score_run(task: dict) -> dict:
     for stage in STAGES:  # as `pbip predict --model RUN|SEG` does, TTA by default
         model, pred = paths["stage1" if stage == "stage1" else "stage2"], paths["pred" + stage[-1]]
         if not pred.is_dir():
-            run(predict_images(model, held / "val" / "img", pred, device="cpu", tta=task["tta"]))
+            scales = task["scales"] if stage == "stage2" and task["tta"] else None
+            run(
+                predict_images(
+                    model, held / "val" / "img", pred, device="cpu", tta=task["tta"], scales=scales
+                )
+            )
     scores = {s: _metrics(evaluate_folder(held, "val", paths["pred" + s[-1]])) for s in STAGES}
     for s in STAGES:
         assert scores[s]["n_images"] == len(task["held"]), (s, scores[s]["n_images"], task["held"])
@@ -308,7 +334,8 @@ def report(args, changes: dict, folds: list[list[str]], fold_info: list[dict], r
     print(
         f"\nWSSS4LUAD dev val, {len(folds)}-fold CV by image, folds {[f['index'] for f in fold_info]} "
         f"({held} held-out images), seeds {args.seeds}; {given or 'defaults'}; "
-        f"{'TTA' if args.tta else 'one pass'}; % mean ± sd over folds x seeds"
+        f"{'TTA' if args.tta else 'one pass'}, stage 2 at scales {list(args.scales)}; "
+        "% mean ± sd over folds x seeds"
     )
     print(f"{'measure':<20}{'method':<10}" + "".join(f"{h:>15}" for h in HEADS) + f"{'seed sd':>9}")
     rows = [summarise(results, stage, method) for stage in STAGES for method in args.methods]
@@ -327,16 +354,37 @@ def report(args, changes: dict, folds: list[list[str]], fold_info: list[dict], r
         f["index"]: f["summary"]["single_class_counts"] | {"tiles": f["summary"]["tiles"]} for f in fold_info
     }
     out = {"dev": str(args.dev), "folds": folds, "seeds": args.seeds, "tag": args.tag, "changes": changes}
-    out["tta"] = args.tta
+    out["tta"], out["scales"] = args.tta, list(args.scales)
     print(json.dumps(out | {"weak_tiles": weak, "rows": rows, "bank_macro_f1": bank, "runs": results}))
 
 
-def check_tag(work: Path, tag: str, settings: dict) -> None:
-    """A tag names one combination of changes: refuse to mix runs made with other ones."""
+def resolved(changes: dict) -> dict:
+    """The settings a combination of changes gives with the package's defaults now (JSON values)."""
+    from napari_pbip.bank import BankSettings
+    from napari_pbip.data.weak import WeakSettings
+    from napari_pbip.stage1.settings import TrainSettings
+    from napari_pbip.stage2.seg_settings import SegSettings
+
+    kinds = {"set": TrainSettings, "seg_set": SegSettings, "bank_set": BankSettings, "weak_set": WeakSettings}
+    return json.loads(json.dumps({k: kinds[k](**changes[k]).to_dict() for k in kinds}))
+
+
+def check_tag(work: Path, tag: str, changes: dict) -> None:
+    """A tag names one set of settings: refuse to mix runs made with others, also when a package
+    default has changed since the tag's runs were made."""
     path = work / f"tag-{tag}.json"
-    saved = _read_json(path)
-    if saved is not None and saved != settings:
-        raise SystemExit(f"--tag {tag} was used in {work} with {saved}, not {settings}; pick another --tag")
+    saved, settings = _read_json(path), changes | {"resolved": resolved(changes)}
+    if saved is not None and saved.get("resolved") != settings["resolved"]:
+        differ = {
+            f"{k}.{f}": (v, settings["resolved"][k].get(f))
+            for k, fields in (saved.get("resolved") or {}).items()
+            for f, v in fields.items()
+            if settings["resolved"][k].get(f) != v
+        }
+        raise SystemExit(
+            f"--tag {tag} was used in {work} with other settings ({differ or 'not recorded'}: then, now); "
+            "pick another --tag"
+        )
     _write_json(path, settings)
 
 
@@ -363,6 +411,13 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="score as `pbip predict` does by default: masks averaged over the 8 symmetries (--no-tta: one pass)",
     )
+    p.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        help="stage 2 with TTA: the image scales its masks are averaged over (default: `pbip predict`'s, "
+        "0.75 1 1.25; --scales 1 for the symmetries only)",
+    )
     p.add_argument("--tag", default="default", help="run name prefix, one per combination of changes")
     p.add_argument("--jobs", type=int, default=2, help="trainings at once (worker processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per training")
@@ -378,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    from napari_pbip.engine.tta import SCALES
+
     torch.set_num_threads(args.jobs * args.threads)
+    scales = args.scales = tuple(SCALES if args.scales is None else args.scales) if args.tta else (1.0,)
     args.work.mkdir(parents=True, exist_ok=True)
     changes = {k: parse_changes(getattr(args, k)) for k in ("set", "seg_set", "bank_set", "weak_set")}
     check_tag(args.work, args.tag, changes)
@@ -400,8 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         common = {"fold": i, "weak": fold["weak"], "bank": bank, "held_out": fold["root"] / "held-out"}
         common |= {"held": fold["held"], "set": changes["set"], "seg_set": changes["seg_set"]}
         for seed, method in ((s, m) for s in args.seeds for m in args.methods):
-            paths = _names(fold, args.tag, method, seed, args.tta)
-            tasks.append(common | {"seed": seed, "method": method, "paths": paths, "tta": args.tta})
+            paths = _names(fold, args.tag, method, seed, args.tta, scales)
+            tasks.append(
+                common | {"seed": seed, "method": method, "paths": paths, "tta": args.tta, "scales": scales}
+            )
     with ThreadPoolExecutor(args.jobs) as pool:  # each thread runs its trainings in worker processes
         times = list(pool.map(lambda t: train_run(t, args.threads), tasks))
     results = [

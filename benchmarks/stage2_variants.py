@@ -18,7 +18,7 @@ For each fold, seed and method whose ``compare_real.py`` run is complete in ``--
   diagnoses stage 1 and says nothing about unseen images.
 
 Each segmenter is scored on the fold's held-out images as ``pbip predict`` does (TTA by default,
-``--no-tta`` one pass) and the table gives mean ± sd over the runs beside the same runs' stage 2
+over its image scales unless ``--scales`` says others, ``--no-tta`` one pass) and the table gives mean ± sd over the runs beside the same runs' stage 2
 from ``compare_real.py``. Outputs are kept in ``--work`` under ``--tag`` and reused.
 
     python benchmarks/compare_real.py                                  # first: the runs
@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_real import DEV, METHODS, parse_changes, prepare_fold, split_folds  # noqa: E402
+from compare_real import DEV, METHODS, parse_changes, prepare_fold, scoring_mode, split_folds  # noqa: E402
 
 TILE = re.compile(r"(.+)-y(\d+)-x(\d+)-")  # weak tile names: SOURCE-yY-xX-[labels].png
 
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--scales", type=float, nargs="+", help="with TTA (default `pbip predict`'s; 1: symmetries only)"
+    )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     if not (args.dev / "val" / "mask").is_dir():
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    from napari_pbip.engine.tta import SCALES
     from napari_pbip.evaluate import evaluate_folder
     from napari_pbip.events import run
     from napari_pbip.predict.images import predict_images
@@ -134,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     changes = parse_changes(args.seg_set)
-    mode = "-tta" if args.tta else "-1pass"
+    scales = tuple(SCALES if args.scales is None else args.scales) if args.tta else (1.0,)
+    mode = scoring_mode(args.tta, scales)
     rows = []
     for fold_dir in sorted(args.work.glob("k*-fold*")):
         fold = int(fold_dir.name.rsplit("fold", 1)[1])
@@ -202,7 +207,12 @@ def main(argv: list[str] | None = None) -> int:
                 if not pred.is_dir():
                     run(
                         predict_images(
-                            seg, fold_dir / "held-out" / "val" / "img", pred, device="cpu", tta=args.tta
+                            seg,
+                            fold_dir / "held-out" / "val" / "img",
+                            pred,
+                            device="cpu",
+                            tta=args.tta,
+                            scales=scales if args.tta else None,
                         )
                     )
                 score = 100 * evaluate_folder(fold_dir / "held-out", "val", pred)["miou"]
@@ -225,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 "changes": changes,
                 "seg_weak_changes": parse_changes(args.seg_weak_set),
                 "tta": args.tta,
+                "scales": list(scales),
                 "rows": rows,
             }
         )

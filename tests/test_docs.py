@@ -95,8 +95,12 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ): "trains 12 stage-2 segmenters on compare_real.py's real-data runs (hours)",
     (
         "docs/benchmarks.md",
-        "--seg-weak-set",
+        "max_background=0.8 --tag mb0.8 --seeds 0",
     ): "tiles the real WSSS4LUAD images again and trains 3 stage-2 segmenters on compare_real.py's runs (1 hour)",
+    (
+        "docs/benchmarks.md",
+        "--seeds 0 1 --scales 1",
+    ): "scores the 21 stage-2 segmenters of the runs above on real data, at two scale settings (1 hour)",
     ("docs/benchmarks.md", "fill_match.py"): "encodes the real WSSS4LUAD images in ../shared/data (minutes)",
     (
         "docs/benchmarks.md",
