@@ -153,6 +153,32 @@ def test_stain_jitter_leaves_masks_alone(dataset):
     assert np.array_equal(slabels, labels) and not np.array_equal(stained, images)
 
 
+def test_scale_jitter_shows_tissue_at_other_sizes_with_the_mask_still_on_it(dataset):
+    from napari_pbip.stage2.seg_data import random_scale
+
+    ds, masks = dataset
+    pairs = pair_masks(ds, masks)
+    image, mask = np.asarray(Image.open(pairs[0].image)), read_pseudo_mask(pairs[0].mask, ds.spec)
+    sides = set()
+    for i in range(40):
+        big, bmask = random_scale(image, mask, 0.25, np.random.default_rng(i))
+        assert big.shape[:2] == bmask.shape and 24 <= bmask.shape[0] <= 40  # 32 px x 0.75 .. 1.25
+        sides.add(bmask.shape[0])
+        distance = np.abs(big[:, :, None].astype(int) - np.asarray(PALETTE)[None, None]).max(axis=3)
+        pure = distance.min(axis=2) <= 2  # pixels not blended across a block edge
+        agree = (distance.argmin(axis=2) == bmask)[pure].mean()
+        assert pure.mean() > 0.5 and agree > 0.97, (pure.mean(), agree)  # the mask is on its tissue
+        assert set(np.unique(bmask)) <= set(np.unique(mask))  # nearest: no invented labels
+    assert len(sides) > 5  # not one size
+    assert random_scale(image, mask, 0.0, np.random.default_rng(0))[0] is image
+    plain = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0)
+    scaled = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0, scale=0.25)
+    assert np.array_equal(plain[0], make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0, scale=0)[0])
+    assert not np.array_equal(plain[0], scaled[0])  # off by default, on when asked
+    again = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0, scale=0.25)
+    assert np.array_equal(scaled[0], again[0]) and np.array_equal(scaled[1], again[1])  # resumable
+
+
 def test_class_shares_count_labelled_pixels_and_weights_favour_rare_classes(tmp_path):
     data, masks = write_set(tmp_path, n=0)
     mask = np.full((10, 10), 0, np.uint8)

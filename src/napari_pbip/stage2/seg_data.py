@@ -4,7 +4,7 @@ Pseudo-masks are palette (or grey) PNGs named exactly like the training images, 
 indices of the data set's palette (background = ``spec.background_index``) and :data:`IGNORE`
 for unlabelled pixels, which the loss skips. RGB masks are mapped to the nearest palette colour.
 
-Every random choice (crop, symmetry, colour jitter) is drawn from a generator keyed by
+Every random choice (scale, crop, symmetry, colour jitter) is drawn from a generator keyed by
 ``(seed, epoch, batch, image)``, so a resumed run sees exactly the batches of an uninterrupted one.
 """
 
@@ -126,6 +126,21 @@ def class_weights(shares: np.ndarray, power: float) -> np.ndarray:
     return weights / max(float((weights * shares).sum()), 1e-12)
 
 
+def random_scale(
+    image: np.ndarray, mask: np.ndarray, strength: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask resized by one factor drawn from ``1 ± strength`` (bilinear / nearest)."""
+    if strength <= 0:
+        return image, mask
+    from PIL import Image
+
+    factor = float(rng.uniform(1 - strength, 1 + strength))
+    h, w = mask.shape
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    return image, np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
+
+
 def crop_or_pad(
     image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -182,12 +197,13 @@ def make_batch(
     epoch: int,
     index: int,
     stain: float = 0.0,
+    scale: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augmented batch ``index`` of ``epoch``: images ``uint8 (B, S, S, 3)`` and masks ``uint8 (B, S, S)``."""
     images, masks = [], []
     for slot, pair in enumerate(pairs):
         rng = np.random.default_rng([seed, epoch, index, slot, 2])
-        image, mask = crop_or_pad(*load_pair(pair, spec), size, rng)
+        image, mask = crop_or_pad(*random_scale(*load_pair(pair, spec), scale, rng), size, rng)
         code = int(rng.integers(0, 8))
         image = colour_jitter(augment.dihedral(image, code), jitter, rng)
         images.append(stain_jitter(image, stain, rng))
@@ -204,6 +220,7 @@ class BatchLoader:
         batch_size, size, jitter, seed: as in :class:`~napari_pbip.stage2.seg_settings.SegSettings`.
         workers: threads; 0 loads in the caller's thread.
         stain: ``SegSettings.stain_jitter``.
+        scale: ``SegSettings.scale_jitter``.
     """
 
     def __init__(
@@ -216,8 +233,9 @@ class BatchLoader:
         seed: int,
         workers: int,
         stain: float = 0.0,
+        scale: float = 0.0,
     ):
-        self.pairs, self.spec, self.stain = pairs, spec, stain
+        self.pairs, self.spec, self.stain, self.scale = pairs, spec, stain, scale
         self.batch_size, self.size, self.jitter, self.seed = batch_size, size, jitter, seed
         self.steps_per_epoch = augment.steps_per_epoch(len(pairs), batch_size)
         self.workers = workers
@@ -228,7 +246,9 @@ class BatchLoader:
         epoch, index = divmod(step, self.steps_per_epoch)
         idx = augment.batch_indices(len(self.pairs), self.batch_size, self.seed, epoch, index)
         chosen = [self.pairs[i] for i in idx]
-        return make_batch(chosen, self.spec, self.size, self.jitter, self.seed, epoch, index, self.stain)
+        return make_batch(
+            chosen, self.spec, self.size, self.jitter, self.seed, epoch, index, self.stain, self.scale
+        )
 
     def get(self, step: int, last: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch of global ``step``; queues the following ones up to ``last`` (exclusive)."""

@@ -38,6 +38,9 @@ class SegSettings(Settings):
         stain_jitter: strength of the stain jitter: each of haematoxylin, eosin and DAB optical
             density scaled by 1 ± this and shifted by ± this (HED perturbation,
             :func:`~napari_pbip.stage2.seg_data.stain_jitter`); 0 turns it off.
+        scale_jitter: each training image and its mask are resized by a factor drawn uniformly
+            from ``1 ± scale_jitter`` before the crop (bilinear; nearest for the mask), so the
+            segmenter sees each structure at more than one size; 0 turns it off.
         class_balance: exponent ``p`` of the cross-entropy's class weights: each class weighs its
             share of the training masks' labelled pixels to the power ``-p`` (0: every pixel counts
             the same; 0.5: inverse square root; 1: inverse frequency), scaled so that a labelled
@@ -67,6 +70,7 @@ class SegSettings(Settings):
     crop_size: int = 224
     jitter: float = 0.1
     stain_jitter: float = 0.0
+    scale_jitter: float = 0.0
     class_balance: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -131,6 +135,13 @@ class SegSettings(Settings):
             self.stain_jitter,
             "a value in [0, 0.5]",
             "e.g. 0.05",
+        )
+        check(
+            0 <= self.scale_jitter <= 0.5,
+            "scale_jitter",
+            self.scale_jitter,
+            "a value in [0, 0.5]",
+            "e.g. 0.25 (factors 0.75 to 1.25)",
         )
         check(
             0 <= self.class_balance <= 1,

@@ -130,7 +130,15 @@ class _Trainer(TrainingStage):
         self.device = resolve_device(s.device)
         self.cuda = self.device.type == "cuda"
         self.loader = BatchLoader(
-            self.pairs, self.spec, s.batch_size, s.crop_size, s.jitter, s.seed, s.num_workers, s.stain_jitter
+            self.pairs,
+            self.spec,
+            s.batch_size,
+            s.crop_size,
+            s.jitter,
+            s.seed,
+            s.num_workers,
+            s.stain_jitter,
+            s.scale_jitter,
         )
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.class_weight = None
