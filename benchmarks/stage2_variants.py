@@ -13,6 +13,8 @@ For each fold, seed and method whose ``compare_real.py`` run is complete in ``--
 * ``--seg-weak-set NAME=VALUE``: stage 2 trains on another tiling of the same training images
   (e.g. ``max_background=0.8``, which keeps the airy normal-lung tiles the default drops), labelled
   by the same stage-1 run, so a change of the tiling is screened at stage 2 without stage 1;
+* ``--pseudo-set NAME=VALUE``: the TTA pseudo-masks made with these ``CamSettings`` changes
+  (e.g. ``ignore_margin=0.1``: unsure pixels left for stage 2 to ignore), kept beside the others;
 * ``--pseudo-quality``: no training; the pseudo-masks scored against the ground truth of their
   tiles (with and without test-time augmentation). These are the training images, so this
   diagnoses stage 1 and says nothing about unseen images.
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--weak", default="weak-min_fraction=0.1", help="the folds' weak tile folder (compare_real's)"
     )
+    p.add_argument("--pseudo-set", nargs="*", default=[], metavar="NAME=VALUE", help="CamSettings changes")
     p.add_argument(
         "--seg-weak-set",
         nargs="*",
@@ -165,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                 if seg_weak != weak:  # the same stage-1 run labels the other tiling's tiles
                     pseudo = fold_dir / f"{name}-pseudo-{seg_weak.name}"
                     tta = fold_dir / f"{name}-pseudo-tta-{seg_weak.name}"
+                cam_changes = parse_changes(args.pseudo_set)
+                if cam_changes:
+                    key = ",".join(f"{k}={v}" for k, v in sorted(cam_changes.items()))
+                    tta = tta.with_name(f"{tta.name}-{key}")
                     if args.masks == "pseudo" and not pseudo.is_dir():
                         run(
                             make_pseudo_masks(
@@ -173,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                         )
                 if (args.pseudo_quality or args.masks == "pseudo-tta") and not tta.is_dir():
                     run(
-                        make_pseudo_masks(stage1, seg_weak, tta, settings=CamSettings(tta=True), device="cpu")
+                        make_pseudo_masks(
+                            stage1, seg_weak, tta, settings=CamSettings(tta=True, **cam_changes), device="cpu"
+                        )
                     )
                 if args.pseudo_quality:
                     plain, averaged = (
@@ -234,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 "masks": args.masks,
                 "changes": changes,
                 "seg_weak_changes": parse_changes(args.seg_weak_set),
+                "pseudo_changes": parse_changes(args.pseudo_set),
                 "tta": args.tta,
                 "scales": list(scales),
                 "rows": rows,

@@ -190,3 +190,29 @@ def test_predict_refuses_scales_for_a_stage1_run_in_one_line(tiny_run, tiny_data
     err = capsys.readouterr().err.strip()
     assert "only apply to a segmenter folder" in err and "leave --scales out" in err
     assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_pseudo_masks_can_leave_unsure_pixels_to_be_ignored_by_stage2(tiny_run, tiny_dataset, tmp_path):
+    from napari_pbip.data.images import read_rgb
+    from napari_pbip.engine.tta import DihedralTTA, channel_scores
+    from napari_pbip.stage1 import load_stage1_predictor
+    from napari_pbip.stage2.seg_data import IGNORE, read_pseudo_mask
+
+    run(make_pseudo_masks(tiny_run, tiny_dataset, tmp_path / "all", device="cpu"))
+    settings = CamSettings(ignore_margin=0.2)
+    run(make_pseudo_masks(tiny_run, tiny_dataset, tmp_path / "sure", settings=settings, device="cpu"))
+    assert json.loads((tmp_path / "sure" / "cam_settings.json").read_text())["ignore_margin"] == 0.2
+    spec = open_dataset(tiny_dataset).spec
+    predictor = DihedralTTA(load_stage1_predictor(tiny_run, device="cpu"))
+    ignored = 0
+    for sample in open_dataset(tiny_dataset).samples("train"):
+        full = read_mask(tmp_path / "all" / sample.image.name, spec)
+        sure = read_pseudo_mask(tmp_path / "sure" / sample.image.name, spec)  # as stage 2 reads it
+        kept = sure != IGNORE
+        assert np.array_equal(sure[kept], full[kept])  # the same labels where sure...
+        gate = np.asarray([sample.labels], np.float32)
+        scores = np.sort(channel_scores(predictor, read_rgb(sample.image)[None], gate)[0], axis=0)
+        margin = scores[-1] - scores[-2]
+        assert np.array_equal(~kept, margin < 0.2)  # ...and ignored exactly where the top two are close
+        ignored += (~kept).sum()
+    assert ignored > 0

@@ -133,6 +133,15 @@ class ScaleTTA:
         return self.predict(batch).argmax(axis=1).astype(np.uint8)
 
 
+def channel_scores(predictor, batch: np.ndarray, presence: np.ndarray | None = None) -> np.ndarray:
+    """A stage-1 predictor's channel scores ``float32 (B, C, H, W)``, averaged over the symmetries
+    when it is wrapped in :class:`DihedralTTA` (the maps its ``predict_masks`` takes the argmax of)."""
+    batch = np.asarray(batch)
+    if isinstance(predictor, DihedralTTA):
+        return averaged(predictor.inner.channels, batch, presence)
+    return np.asarray(predictor.channels(batch, presence), dtype=np.float32)
+
+
 def with_tta(predictor, tta: bool):
     """``predictor`` wrapped in :class:`DihedralTTA` when ``tta`` is true (never wrapped twice)."""
     if not tta or isinstance(predictor, DihedralTTA):

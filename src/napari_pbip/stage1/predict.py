@@ -28,6 +28,7 @@ from .pseudo import (
     label_map,
     mask_channels,
     presence_probabilities,
+    with_ignore_colour,
 )
 from .pseudo import probabilities as normalise
 
@@ -162,9 +163,12 @@ def _write_masks(
     inputs: dict[str, Any],
 ) -> Job[Path]:
     from ..data.images import mask_file_names, read_rgb, same_size_runs, write_mask
+    from ..engine.tta import channel_scores
 
     names = mask_file_names(paths)
     total = len(paths)
+    margin = predictor.settings.ignore_margin if stage == PSEUDO else 0.0
+    palette = with_ignore_colour(predictor.palette) if margin > 0 else predictor.palette
     with _atomic.atomic_dir(out, overwrite=overwrite, kind=stage, inputs=inputs) as tmp:
         predictor.settings.save(tmp / SETTINGS_FILE)
         done = 0
@@ -175,8 +179,12 @@ def _write_masks(
             for run in same_size_runs([im.shape for im in images], chunk):
                 batch = np.stack([images[j] for j in run])
                 gate = None if labels is None else np.asarray([labels[idx[j]] for j in run], dtype=np.float32)
-                for j, mask in zip(run, predictor.predict_masks(batch, gate), strict=True):
-                    write_mask(tmp / names[idx[j]], mask, predictor.palette)
+                if margin > 0:  # pseudo-masks with unsure pixels left out
+                    masks = [label_map(c, margin) for c in channel_scores(predictor, batch, gate)]
+                else:
+                    masks = predictor.predict_masks(batch, gate)
+                for j, mask in zip(run, masks, strict=True):
+                    write_mask(tmp / names[idx[j]], mask, palette)
                 done += len(run)
                 yield Progress(stage, done, total, f"{done}/{total} masks")
     return Path(out)

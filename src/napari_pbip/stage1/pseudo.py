@@ -41,6 +41,9 @@ class CamSettings(Settings):
             for unlabelled image folders (``pbip predict``) and for pseudo-masks (``pbip pseudo``;
             the stage-2 segmenter trained on them generalises better, docs/benchmarks.md). Slides
             do not read it.
+        ignore_margin: pseudo-masks only: a pixel whose two highest channel scores differ by less
+            than this is written as 255, which stage 2 ignores, instead of a guess between two
+            classes; 0 labels every pixel.
     """
 
     background: str = "white"
@@ -51,6 +54,7 @@ class CamSettings(Settings):
     presence_threshold: float | None = None
     fusion_weights: tuple[float, ...] | None = None
     tta: bool | None = None
+    ignore_margin: float = 0.0
 
     def __post_init__(self) -> None:
         check(
@@ -80,6 +84,12 @@ class CamSettings(Settings):
             "None (the run's) or one non-negative weight per level",
         )
         check(self.tta in (None, True, False), "tta", self.tta, "None (by use), true or false")
+        check(
+            0 <= self.ignore_margin < 1,
+            "ignore_margin",
+            self.ignore_margin,
+            "a score difference in [0, 1), e.g. 0.1 (0: label every pixel)",
+        )
 
 
 def fuse_levels(
@@ -211,9 +221,23 @@ def mask_channels(
     return out
 
 
-def label_map(channels: np.ndarray) -> np.ndarray:
-    """Argmax over mask indices -> ``uint8 (H, W)``."""
-    return channels.argmax(axis=0).astype(np.uint8)
+IGNORE = 255  # a pseudo-mask pixel stage 2 does not learn from (stage2.seg_data.IGNORE)
+
+
+def label_map(channels: np.ndarray, ignore_margin: float = 0.0) -> np.ndarray:
+    """Argmax over mask indices -> ``uint8 (H, W)``; pixels whose two highest scores differ by less
+    than ``ignore_margin`` become :data:`IGNORE`."""
+    labels = channels.argmax(axis=0).astype(np.uint8)
+    if ignore_margin > 0 and len(channels) > 1:
+        top2 = np.partition(channels, -2, axis=0)[-2:]
+        labels[top2[1] - top2[0] < ignore_margin] = IGNORE
+    return labels
+
+
+def with_ignore_colour(palette) -> list[tuple[int, ...]]:
+    """``palette`` padded to 256 colours, :data:`IGNORE` grey, so a mask with ignored pixels can be written."""
+    colours = [tuple(c) for c in palette]
+    return colours + [(0, 0, 0)] * (IGNORE - len(colours)) + [(128, 128, 128)]
 
 
 def probabilities(channels: np.ndarray) -> np.ndarray:
