@@ -5,10 +5,10 @@ Its images are split into ``--folds`` folds (sorted names, a fixed shuffle, and 
 the rarest class, "normal" in 4 images, spread over the folds first). Each fold is held out in turn:
 
 1. ``weak_dataset`` tiles the other folds' images into weakly labelled tiles (a held-out image
-   never reaches a tile: asserted), ``WeakSettings`` defaults plus ``--weak-set``, which is
-   ``min_fraction=0.1`` unless given (``--weak-set`` alone: the package's defaults): with the package's 0.05, a tile is single-class tumor only
-   where tumor fills 95% of it, and the fold that holds out image 29 (the source of 10 of the 12
-   such tiles) keeps one, too few for a bank of k=3 sub-clusters;
+   never reaches a tile: asserted), ``WeakSettings`` defaults plus ``--weak-set`` (the defaults
+   were 0.05 / 0.5 for min_fraction / max_background before 2026-12-06; runs made then used
+   ``--weak-set min_fraction=0.1``, tag "default", and ``min_fraction=0.1 max_background=0.8``,
+   tag "mb0.8", the defaults now);
 2. one image bank from those tiles (``BankSettings`` defaults plus ``--bank-set``), also scored as
    a nearest-prototype classifier of the held-out images' single-class patches (``evaluate_bank``);
 3. per seed and method (pbip, baseline): stage 1 (``train``, ``TrainSettings`` defaults plus
@@ -371,21 +371,26 @@ def resolved(changes: dict) -> dict:
 
 def check_tag(work: Path, tag: str, changes: dict) -> None:
     """A tag names one set of settings: refuse to mix runs made with others, also when a package
-    default has changed since the tag's runs were made."""
+    default has changed since the tag's runs were made. A field added since then is not a change
+    (a new option's default keeps the old behaviour)."""
     path = work / f"tag-{tag}.json"
-    saved, settings = _read_json(path), changes | {"resolved": resolved(changes)}
-    if saved is not None and saved.get("resolved") != settings["resolved"]:
+    saved, now = _read_json(path), resolved(changes)
+    if saved is not None:
+        then = saved.get("resolved")
+        if then is None:
+            raise SystemExit(f"--tag {tag} in {work} does not record its settings; pick another --tag")
         differ = {
-            f"{k}.{f}": (v, settings["resolved"][k].get(f))
-            for k, fields in (saved.get("resolved") or {}).items()
+            f"{k}.{f}": (v, now[k].get(f, "removed"))
+            for k, fields in then.items()
             for f, v in fields.items()
-            if settings["resolved"][k].get(f) != v
+            if now[k].get(f, "removed") != v
         }
-        raise SystemExit(
-            f"--tag {tag} was used in {work} with other settings ({differ or 'not recorded'}: then, now); "
-            "pick another --tag"
-        )
-    _write_json(path, settings)
+        if differ:
+            raise SystemExit(
+                f"--tag {tag} was used in {work} with other settings ({differ}: then, now); pick another --tag"
+            )
+        now = {k: then[k] | now[k] for k in now}
+    _write_json(path, changes | {"resolved": now})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         ("set", "TrainSettings", []),
         ("seg-set", "SegSettings", []),
         ("bank-set", "BankSettings", []),
-        ("weak-set", "WeakSettings", ["min_fraction=0.1"]),
+        ("weak-set", "WeakSettings", []),
     ):
         p.add_argument(
             f"--{flag}", nargs="*", default=default, metavar="NAME=VALUE", help=f"{what} changes {default}"
