@@ -95,7 +95,7 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ): "trains 12 stage-2 segmenters on compare_real.py's real-data runs (hours)",
     (
         "docs/benchmarks.md",
-        "max_background=0.8 --tag mb0.8 --seeds 0",
+        "stage2_variants.py --masks pseudo-tta --seg-weak-set",
     ): "tiles the real WSSS4LUAD images again and trains 3 stage-2 segmenters on compare_real.py's runs (1 hour)",
     (
         "docs/benchmarks.md",

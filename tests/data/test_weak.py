@@ -87,12 +87,28 @@ def test_lower_min_fraction_adds_the_minor_class(tmp_path):
     assert (tmp_path / "out/train/img-y0-x0-[1 1].png").exists()  # b covers 2/8 = 0.25 >= 0.2
 
 
+def test_defaults_keep_airy_tissue_and_drop_glass(tmp_path):
+    """Normal lung is mostly white airspace: a tile that is 3/4 white with class a in the rest is kept
+    and labelled a by default; one that is 7/8 white is dropped; a class covering 1/16 labels nothing."""
+    mask = np.full((16, 48), SPEC.background_index, np.uint8)
+    mask[:4, :16] = 0  # tile x=0: class a in 1/4 (the rest background, white)
+    mask[:2, 16:32] = 0  # tile x=16: class a in 1/8
+    mask[:4, 32:48] = 1  # tile x=32: class b in 1/4 ...
+    mask[:1, 32:48] = 0  # ... class a in 1/16 of it
+    _annotated(tmp_path, mask)
+    settings = WeakSettings(tile=16, stride=16)
+    summary = run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "out", settings, SPEC))
+    names = sorted(p.name for p in (tmp_path / "out" / "train").iterdir())
+    assert names == ["img-y0-x0-[1 0].png", "img-y0-x32-[0 1].png"]
+    assert summary["dropped"]["background"] == 1
+
+
 def test_white_pixels_count_as_background_even_if_labelled(tmp_path):
     mask = np.zeros((8, 16), np.uint8)
     white = np.zeros((8, 16), bool)
     white[:5, :8] = True  # 5/8 of the left tile is white glass labelled as class a
     _annotated(tmp_path, mask, white=white)
-    settings = WeakSettings(tile=8, stride=8)
+    settings = WeakSettings(tile=8, stride=8, max_background=0.5)
     summary = run(weak_dataset(tmp_path / "img", tmp_path / "mask", tmp_path / "out", settings, SPEC))
     assert summary["dropped"]["background"] == 1
     assert [p.name for p in (tmp_path / "out" / "train").iterdir()] == ["img-y0-x8-[1 0].png"]
@@ -175,6 +191,7 @@ def test_cli_weak_and_info_print_json(tmp_path, capsys):
     write_spec(tmp_path / "spec", SPEC)
     argv = ["data", "weak", "--images", str(tmp_path / "img"), "--masks", str(tmp_path / "mask")]
     argv += ["--out", str(tmp_path / "out"), "--tile", "8", "--stride", "4", "--min-fraction", "0.3"]
+    argv += ["--max-background", "0.5"]
     argv += ["--dataset-json", str(tmp_path / "spec" / "dataset.json"), "--json", "--quiet"]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["tiles"] == 2
@@ -202,7 +219,7 @@ def test_wsss4luad_val_gives_a_usable_training_set(shared_data, tmp_path):
         y, x = int(y[1:]), int(x[1:])
         with Image.open(val / "mask" / f"{stem}.png") as m:
             crop = np.asarray(m)[y : y + 224, x : x + 224]
-        tissue = [(crop == c).sum() / 224**2 >= 0.05 for c in range(3)]
+        tissue = [(crop == c).sum() / 224**2 >= settings.min_fraction for c in range(3)]
         assert sample.labels == tuple(int(t) for t in tissue) == parse_labels(sample.image.name, 3)
         source = read_rgb(val / "img" / f"{stem}.png")[y : y + 224, x : x + 224]
         np.testing.assert_array_equal(read_rgb(sample.image)[: source.shape[0], : source.shape[1]], source)
