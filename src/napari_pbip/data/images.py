@@ -213,6 +213,15 @@ def read_mask(path: str | os.PathLike, spec: DatasetSpec) -> np.ndarray:
     return nearest_palette_indices(np.asarray(image), spec.palette)
 
 
+IGNORE = 255  # a mask pixel no loss learns from: unsure pseudo-mask pixels, padding of small crops
+
+
+def with_ignore_colour(palette: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """``palette`` padded to 256 colours, :data:`IGNORE` grey, so :func:`write_mask` can write ignored pixels."""
+    colours = [tuple(c) for c in palette]
+    return colours + [(0, 0, 0)] * (IGNORE - len(colours)) + [(128, 128, 128)]
+
+
 def write_mask(path: str | os.PathLike, mask: np.ndarray, palette: Sequence[Sequence[int]]) -> None:
     """Write mask indices as a palette PNG atomically.
 

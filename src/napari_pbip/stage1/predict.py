@@ -28,7 +28,6 @@ from .pseudo import (
     label_map,
     mask_channels,
     presence_probabilities,
-    with_ignore_colour,
 )
 from .pseudo import probabilities as normalise
 
@@ -162,7 +161,7 @@ def _write_masks(
     stage: str,
     inputs: dict[str, Any],
 ) -> Job[Path]:
-    from ..data.images import mask_file_names, read_rgb, same_size_runs, write_mask
+    from ..data.images import mask_file_names, read_rgb, same_size_runs, with_ignore_colour, write_mask
     from ..engine.tta import channel_scores
 
     names = mask_file_names(paths)

@@ -221,23 +221,16 @@ def mask_channels(
     return out
 
 
-IGNORE = 255  # a pseudo-mask pixel stage 2 does not learn from (stage2.seg_data.IGNORE)
-
-
 def label_map(channels: np.ndarray, ignore_margin: float = 0.0) -> np.ndarray:
     """Argmax over mask indices -> ``uint8 (H, W)``; pixels whose two highest scores differ by less
-    than ``ignore_margin`` become :data:`IGNORE`."""
+    than ``ignore_margin`` become ``IGNORE`` (255, :mod:`napari_pbip.data.images`)."""
+    from ..data.images import IGNORE
+
     labels = channels.argmax(axis=0).astype(np.uint8)
     if ignore_margin > 0 and len(channels) > 1:
         top2 = np.partition(channels, -2, axis=0)[-2:]
         labels[top2[1] - top2[0] < ignore_margin] = IGNORE
     return labels
-
-
-def with_ignore_colour(palette) -> list[tuple[int, ...]]:
-    """``palette`` padded to 256 colours, :data:`IGNORE` grey, so a mask with ignored pixels can be written."""
-    colours = [tuple(c) for c in palette]
-    return colours + [(0, 0, 0)] * (IGNORE - len(colours)) + [(128, 128, 128)]
 
 
 def probabilities(channels: np.ndarray) -> np.ndarray:

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..data.images import IGNORE
 from ..engine import augment
 from ..errors import DatasetError
 
 if TYPE_CHECKING:
     from ..data.layouts import Dataset, DatasetSpec
 
-IGNORE = 255
 PAD_RGB = 255  # padding of images smaller than the crop: white glass, ignored by the loss
 
 
