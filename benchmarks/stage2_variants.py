@@ -69,6 +69,22 @@ def truth_masks(weak: Path, dev: Path, out: Path) -> Path:
     return out
 
 
+def check_reuse(seg: Path, weak: Path, masks: Path) -> None:
+    """Refuse to reuse a segmenter folder trained on other tiles or masks than this call's.
+
+    A variant's folder is named by ``--tag``, ``--masks``, method and seed only, so the same tag
+    with another ``--run-tag``, ``--weak`` or ``--seg-weak-set`` would otherwise score the old
+    segmenter as the new variant.
+    """
+    meta = json.loads((seg / "model.json").read_text())
+    for key, wanted in (("dataset", weak), ("masks", masks)):
+        if Path(meta[key]).resolve() != wanted.resolve():
+            raise SystemExit(
+                f"{seg.name} was trained on {key} {meta[key]}, not {wanted}; choose another --tag "
+                "for this variant"
+            )
+
+
 def tile_miou(masks: Path, weak: Path, dev: Path) -> float:
     """mIoU (%) of a pseudo-mask folder against the ground truth of its tiles (background excluded)."""
     import numpy as np
@@ -200,17 +216,15 @@ def main(argv: list[str] | None = None) -> int:
                 masks = {
                     "pseudo": pseudo,
                     "pseudo-tta": tta,
-                    "truth": truth_masks(
-                        seg_weak,
-                        args.dev,
-                        fold_dir / ("truth-masks" if seg_weak == weak else f"truth-masks-{seg_weak.name}"),
-                    )
+                    "truth": truth_masks(seg_weak, args.dev, fold_dir / f"truth-masks-{seg_weak.name}")
                     if args.masks == "truth"
                     else None,
                 }[args.masks]
                 variant = f"{args.tag}-{args.masks}-{method}-s{seed}"
                 seg, pred = fold_dir / f"{variant}-seg", fold_dir / f"{variant}-pred2{mode}"
-                if not (seg / "model.json").is_file():
+                if (seg / "model.json").is_file():
+                    check_reuse(seg, seg_weak, masks)
+                else:
                     settings = SegSettings(**({"device": "cpu"} | changes | {"seed": seed}))
                     run(train_segmenter(settings, seg_weak, masks, seg, overwrite=True))
                 if not pred.is_dir():
