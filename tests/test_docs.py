@@ -101,6 +101,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "docs/benchmarks.md",
         "--seeds 0 1 --scales 1",
     ): "scores the 21 stage-2 segmenters of the runs above on real data, at two scale settings (1 hour)",
+    (
+        "docs/benchmarks.md",
+        "--masks truth --tag oracle0.8",
+    ): "trains 3 stage-2 segmenters on the true masks of compare_real.py's real-data tiles (30 min)",
     ("docs/benchmarks.md", "fill_match.py"): "encodes the real WSSS4LUAD images in ../shared/data (minutes)",
     (
         "docs/benchmarks.md",
