@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..data.images import IGNORE
 from ..settings import Settings, check
 from .background import power_background, white_mask
 
@@ -223,9 +224,7 @@ def mask_channels(
 
 def label_map(channels: np.ndarray, ignore_margin: float = 0.0) -> np.ndarray:
     """Argmax over mask indices -> ``uint8 (H, W)``; pixels whose two highest scores differ by less
-    than ``ignore_margin`` become ``IGNORE`` (255, :mod:`napari_pbip.data.images`)."""
-    from ..data.images import IGNORE
-
+    than ``ignore_margin`` become :data:`~napari_pbip.data.images.IGNORE`."""
     labels = channels.argmax(axis=0).astype(np.uint8)
     if ignore_margin > 0 and len(channels) > 1:
         top2 = np.partition(channels, -2, axis=0)[-2:]
