@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 if (seg / "model.json").is_file():
                     check_reuse(seg, seg_weak, masks)
                 else:
-                    settings = SegSettings(**({"device": "cpu"} | changes | {"seed": seed}))
+                    settings = SegSettings(**({"device": "cpu", "seed": seed} | changes))
                     run(train_segmenter(settings, seg_weak, masks, seg, overwrite=True))
                 if not pred.is_dir():
                     run(
