@@ -24,9 +24,8 @@ class SegSettings(Settings):
         segmenter_config: further keyword arguments of the segmenter factory (e.g. ``{"width": 96}``).
         pretrained: start from pretrained backbone weights.
         epochs: passes over the training images. 20 by default: on a few hundred real H&E tiles
-            the segmenter trained twice as long as before generalises better to unseen images
-            (measured by image cross-validation, docs/benchmarks.md); scale it down for data sets of
-            thousands of tiles.
+            20 epochs generalised better to unseen images than 10 (image cross-validation,
+            docs/benchmarks.md); fewer suit data sets of thousands of tiles.
         batch_size: images per optimizer step.
         lr: AdamW learning rate of the backbone at step 0 (poly decay to 0). 1e-3 suits the
             EfficientNet-Lite0 default on a few hundred patches; use 1e-4 or less for DeepLab-v2 and
