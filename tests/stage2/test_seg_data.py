@@ -18,6 +18,7 @@ from napari_pbip.stage2.seg_data import (
     class_pixel_shares,
     class_weights,
     crop_or_pad,
+    cutmix,
     make_batch,
     pair_masks,
     read_pseudo_mask,
@@ -177,6 +178,44 @@ def test_scale_jitter_shows_tissue_at_other_sizes_with_the_mask_still_on_it(data
     assert not np.array_equal(plain[0], scaled[0])  # off by default, on when asked
     again = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0, scale=0.25)
     assert np.array_equal(scaled[0], again[0]) and np.array_equal(scaled[1], again[1])  # resumable
+
+
+def test_cutmix_pastes_a_box_of_another_image_with_its_own_mask():
+    n, side = 8, 40
+    images = (
+        np.repeat(np.arange(n, dtype=np.uint8)[:, None, None, None], side, 1).repeat(side, 2).repeat(3, 3)
+    )
+    masks = images[..., 0].copy()  # pixel value = the image it came from
+    before = images.copy(), masks.copy()
+    out, out_masks = cutmix(images, masks, 1.0, np.random.default_rng([3, 1, 0, 3]))
+    assert np.array_equal(images, before[0]) and np.array_equal(masks, before[1])  # inputs untouched
+    assert np.array_equal(out[..., 0], out_masks) and (out == out[..., :1]).all()  # mask moves with its box
+    mixed = 0
+    for i in range(n):
+        foreign = out_masks[i] != i
+        if not foreign.any():
+            continue
+        mixed += 1
+        assert len(np.unique(out_masks[i][foreign])) == 1  # one donor
+        rows, cols = np.flatnonzero(foreign.any(1)), np.flatnonzero(foreign.any(0))
+        assert foreign.sum() == rows.size * cols.size  # one box
+        assert 0.3 * side - 1 <= rows.size <= 0.7 * side and 0.3 * side - 1 <= cols.size <= 0.7 * side
+    assert mixed >= n - 2  # probability 1: all but images drawn as their own donor
+    again = cutmix(images, masks, 1.0, np.random.default_rng([3, 1, 0, 3]))
+    assert np.array_equal(again[0], out) and np.array_equal(again[1], out_masks)  # keyed: resumable
+    assert cutmix(images, masks, 0.0, np.random.default_rng(0))[0] is images
+    alone = cutmix(images[:1], masks[:1], 1.0, np.random.default_rng(0))
+    assert np.array_equal(alone[0], images[:1]) and np.array_equal(alone[1], masks[:1])  # no other image
+
+
+def test_cutmixed_batches_keep_every_pixel_on_its_own_label(dataset):
+    ds, masks = dataset
+    pairs = pair_masks(ds, masks)
+    plain = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0)
+    mixed = make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0, mix=1.0)
+    assert not np.array_equal(mixed[1], plain[1])  # boxes were pasted...
+    assert (np.asarray(PALETTE, np.uint8)[mixed[1]] == mixed[0]).all()  # ...each with its own labels
+    assert np.array_equal(make_batch(pairs, ds.spec, 24, 0.0, seed=3, epoch=1, index=0, mix=0.0)[1], plain[1])
 
 
 def test_class_shares_count_labelled_pixels_and_weights_favour_rare_classes(tmp_path):

@@ -275,9 +275,23 @@ def test_settings_reject_bad_values_by_name():
         SegSettings(stain_jitter=0.8)
     with pytest.raises(SettingsError, match=r"class_balance=2 .*\[0, 1\]"):
         SegSettings(class_balance=2)
+    with pytest.raises(SettingsError, match=r"cutmix=1\.5 .*\[0, 1\]"):
+        SegSettings(cutmix=1.5)
     assert SegSettings.from_dict(SegSettings(segmenter_config={"width": 32}).to_dict()).segmenter_config == {
         "width": 32
     }
+
+
+def test_cli_turns_cutmix_off_and_names_a_bad_probability(colour_set, tmp_path, capsys):
+    data, masks = colour_set
+    out = tmp_path / "seg"
+    common = ["train-seg", "--dataset", str(data), "--masks", str(masks), "--out", str(out), "--quiet",
+              "--backbone", "tiny-backbone", "--crop-size", "64", "--workers", "0", "--device", "cpu"]  # fmt: skip
+    assert main([*common, "--cutmix", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "cutmix=2.0 is invalid" in err and "Traceback" not in err and not out.exists()
+    assert main([*common, "--cutmix", "0", "--max-minutes", "0.000001"]) == 0
+    assert SegSettings.load(out / "settings.json").cutmix == 0.0
 
 
 def test_cli_trains_and_resumes(colour_set, tmp_path, capsys):

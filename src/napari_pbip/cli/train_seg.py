@@ -14,6 +14,7 @@ _FIELDS = {
     "batch": "batch_size",
     "lr": "lr",
     "crop_size": "crop_size",
+    "cutmix": "cutmix",
     "seed": "seed",
     "device": "device",
     "max_minutes": "max_minutes",
@@ -63,6 +64,12 @@ def register(subparsers) -> None:
         "--lr", type=float, help=f"backbone learning rate; head x{d.head_lr_mult:g} (default {d.lr:g})"
     )
     p.add_argument("--crop-size", type=int, help=f"training crop side in px (default {d.crop_size})")
+    p.add_argument(
+        "--cutmix",
+        type=float,
+        help="probability that a training image gets a box of another image with its mask (CutMix; "
+        f"default {d.cutmix:g}, 0: off)",
+    )
     p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     p.add_argument("--mpp", type=float, help="um/px of the training patches (recorded for slide inference)")
     p.add_argument("--max-minutes", type=float, help="stop cleanly after this many minutes (resumable)")

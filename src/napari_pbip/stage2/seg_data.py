@@ -4,7 +4,7 @@ Pseudo-masks are palette (or grey) PNGs named exactly like the training images, 
 indices of the data set's palette (background = ``spec.background_index``) and :data:`IGNORE`
 for unlabelled pixels, which the loss skips. RGB masks are mapped to the nearest palette colour.
 
-Every random choice (scale, crop, symmetry, colour jitter) is drawn from a generator keyed by
+Every random choice (scale, crop, symmetry, colour jitter, CutMix boxes) is drawn from a generator keyed by
 ``(seed, epoch, batch, image)``, so a resumed run sees exactly the batches of an uninterrupted one.
 """
 
@@ -188,6 +188,29 @@ def stain_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -
     return np.clip(255.0 * np.exp(-density), 0, 255).round().astype(np.uint8)
 
 
+def cutmix(
+    images: np.ndarray, masks: np.ndarray, probability: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """CutMix (Yun et al. 2019) within a batch: with ``probability`` each image gets a box of
+    another image of the batch (sides 30-70% of the crop, at the same place), its mask with it.
+
+    ``images`` ``(B, S, S, 3)`` and ``masks`` ``(B, S, S)`` are not modified; new arrays are returned.
+    """
+    if probability <= 0 or len(images) < 2:
+        return images, masks
+    mixed_images, mixed_masks = images.copy(), masks.copy()
+    n, h, w = masks.shape
+    donors = rng.permutation(n)
+    for i, donor in enumerate(donors):
+        if donor == i or rng.random() >= probability:
+            continue
+        bh, bw = int(h * rng.uniform(0.3, 0.7)), int(w * rng.uniform(0.3, 0.7))
+        y, x = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+        mixed_images[i, y : y + bh, x : x + bw] = images[donor, y : y + bh, x : x + bw]
+        mixed_masks[i, y : y + bh, x : x + bw] = masks[donor, y : y + bh, x : x + bw]
+    return mixed_images, mixed_masks
+
+
 def make_batch(
     pairs: list[Pair],
     spec: DatasetSpec,
@@ -198,8 +221,13 @@ def make_batch(
     index: int,
     stain: float = 0.0,
     scale: float = 0.0,
+    mix: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Augmented batch ``index`` of ``epoch``: images ``uint8 (B, S, S, 3)`` and masks ``uint8 (B, S, S)``."""
+    """Augmented batch ``index`` of ``epoch``: images ``uint8 (B, S, S, 3)`` and masks ``uint8 (B, S, S)``.
+
+    Each image is scaled, cropped, turned, colour- and stain-jittered on its own, then the batch is
+    CutMixed with probability ``mix`` (:func:`cutmix`).
+    """
     images, masks = [], []
     for slot, pair in enumerate(pairs):
         rng = np.random.default_rng([seed, epoch, index, slot, 2])
@@ -208,7 +236,7 @@ def make_batch(
         image = colour_jitter(augment.dihedral(image, code), jitter, rng)
         images.append(stain_jitter(image, stain, rng))
         masks.append(augment.dihedral(mask, code))
-    return np.stack(images), np.stack(masks)
+    return cutmix(np.stack(images), np.stack(masks), mix, np.random.default_rng([seed, epoch, index, 3]))
 
 
 class BatchLoader:
@@ -221,6 +249,7 @@ class BatchLoader:
         workers: threads; 0 loads in the caller's thread.
         stain: ``SegSettings.stain_jitter``.
         scale: ``SegSettings.scale_jitter``.
+        mix: ``SegSettings.cutmix``.
     """
 
     def __init__(
@@ -234,8 +263,9 @@ class BatchLoader:
         workers: int,
         stain: float = 0.0,
         scale: float = 0.0,
+        mix: float = 0.0,
     ):
-        self.pairs, self.spec, self.stain, self.scale = pairs, spec, stain, scale
+        self.pairs, self.spec, self.stain, self.scale, self.mix = pairs, spec, stain, scale, mix
         self.batch_size, self.size, self.jitter, self.seed = batch_size, size, jitter, seed
         self.steps_per_epoch = augment.steps_per_epoch(len(pairs), batch_size)
         self.workers = workers
@@ -247,7 +277,16 @@ class BatchLoader:
         idx = augment.batch_indices(len(self.pairs), self.batch_size, self.seed, epoch, index)
         chosen = [self.pairs[i] for i in idx]
         return make_batch(
-            chosen, self.spec, self.size, self.jitter, self.seed, epoch, index, self.stain, self.scale
+            chosen,
+            self.spec,
+            self.size,
+            self.jitter,
+            self.seed,
+            epoch,
+            index,
+            self.stain,
+            self.scale,
+            self.mix,
         )
 
     def get(self, step: int, last: int) -> tuple[np.ndarray, np.ndarray]:

@@ -43,6 +43,9 @@ class SegSettings(Settings):
         scale_jitter: each training image and its mask are resized by a factor drawn uniformly
             from ``1 ± scale_jitter`` before the crop (bilinear; nearest for the mask), so the
             segmenter sees each structure at more than one size; 0 turns it off.
+        cutmix: probability that a training image gets a box cut from another image of its
+            batch, with the box's mask (CutMix, Yun et al. 2019; box sides 30-70% of the crop);
+            0 turns it off.
         class_balance: exponent ``p`` of the cross-entropy's class weights: each class weighs its
             share of the training masks' labelled pixels to the power ``-p`` (0: every pixel counts
             the same; 0.5: inverse square root; 1: inverse frequency), scaled so that a labelled
@@ -73,6 +76,7 @@ class SegSettings(Settings):
     jitter: float = 0.1
     stain_jitter: float = 0.0
     scale_jitter: float = 0.0
+    cutmix: float = 0.0
     class_balance: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -145,6 +149,7 @@ class SegSettings(Settings):
             "a value in [0, 0.5]",
             "e.g. 0.25 (factors 0.75 to 1.25)",
         )
+        check(0 <= self.cutmix <= 1, "cutmix", self.cutmix, "a probability in [0, 1]", "e.g. 0.5; 0: off")
         check(
             0 <= self.class_balance <= 1,
             "class_balance",

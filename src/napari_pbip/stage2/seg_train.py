@@ -2,8 +2,9 @@
 
 Cross-entropy over mask indices (background is a class of its own: the model must find glass on
 slides), pixels marked 255 in the pseudo-masks ignored; AdamW with a poly schedule; flips,
-90-degree rotations and light colour jitter. With val masks the best checkpoint by val mIoU is
-kept. The folder layout is described in :mod:`napari_pbip.stage2.segmenter_predictor`.
+90-degree rotations, light colour jitter and (``cutmix``) boxes pasted between the images of a
+batch. With val masks the best checkpoint by val mIoU is kept. The folder layout is described in
+:mod:`napari_pbip.stage2.segmenter_predictor`.
 
 Every random draw is keyed by the seed and the step, so a run that is stopped (Ctrl-C, closing the
 job, ``max_minutes``) and resumed ends with the same weights as one that ran straight through.
@@ -139,6 +140,7 @@ class _Trainer(TrainingStage):
             s.num_workers,
             s.stain_jitter,
             s.scale_jitter,
+            s.cutmix,
         )
         self.steps_per_epoch = self.loader.steps_per_epoch
         self.class_weight = None
