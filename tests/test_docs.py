@@ -107,6 +107,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ): "trains 12 stage-2 segmenters of 20 epochs on compare_real.py's real-data runs (2-3 hours)",
     (
         "docs/benchmarks.md",
+        "--seg-set cutmix=0.5 --tag cm0.5",
+    ): "trains 12 stage-2 segmenters on compare_real.py's real-data runs (2-3 hours)",
+    (
+        "docs/benchmarks.md",
         "--masks truth --tag oracle0.8",
     ): "trains 3 stage-2 segmenters on the true masks of compare_real.py's real-data tiles (30 min)",
     ("docs/benchmarks.md", "fill_match.py"): "encodes the real WSSS4LUAD images in ../shared/data (minutes)",
