@@ -207,7 +207,7 @@ def test_each_step_yields_its_numbers_and_logs_them_under_the_names_the_log_alwa
 
 def test_resume_after_closing_ends_where_an_uninterrupted_run_ends(colour_set, tmp_path):
     data, masks = colour_set
-    s = tiny(epochs=2)
+    s = tiny(epochs=2, cutmix=0.5)  # every random draw, CutMix's boxes too, repeats when resumed
     straight = run(train_segmenter(s, data, masks, tmp_path / "straight"))
     job = train_segmenter(s, data, masks, tmp_path / "stopped")
     for event in job:

@@ -4,8 +4,9 @@ Pseudo-masks are palette (or grey) PNGs named exactly like the training images, 
 indices of the data set's palette (background = ``spec.background_index``) and :data:`IGNORE`
 for unlabelled pixels, which the loss skips. RGB masks are mapped to the nearest palette colour.
 
-Every random choice (scale, crop, symmetry, colour jitter, CutMix boxes) is drawn from a generator keyed by
-``(seed, epoch, batch, image)``, so a resumed run sees exactly the batches of an uninterrupted one.
+Every random choice (scale, crop, symmetry, colour jitter) is drawn from a generator keyed by
+``(seed, epoch, batch, image)``, and the CutMix boxes from one keyed by ``(seed, epoch, batch)``,
+so a resumed run sees exactly the batches of an uninterrupted one.
 """
 
 from __future__ import annotations
