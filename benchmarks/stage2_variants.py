@@ -9,7 +9,7 @@ For each fold, seed and method whose ``compare_real.py`` run is complete in ``--
   (``CamSettings(tta=True)``), made once per run;
 * ``--masks truth``: train it on the ground-truth masks of the same weak tiles (cut from the
   images' masks): the score a segmenter trained on these tiles reaches with perfect labels, the
-  ceiling of anything stage 1 can do for stage 2 here;
+  ceiling of anything stage 1 can do for stage 2 here (needs the fold's tiles, not a stage-1 run);
 * ``--seg-weak-set NAME=VALUE``: stage 2 trains on another tiling of the same training images
   (e.g. ``max_background=0.8``, which keeps the airy normal-lung tiles the default drops), labelled
   by the same stage-1 run, so a change of the tiling is screened at stage 2 without stage 1;
@@ -34,8 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,8 +56,8 @@ def truth_masks(weak: Path, dev: Path, out: Path) -> Path:
     if out.is_dir():
         return out
     spec = open_dataset(dev).spec
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    # A folder of its own per call: two variants started at once on the same fold both write it.
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent))
     for tile in sorted((weak / "train").glob("*.png")):
         source, y, x = TILE.match(tile.name).groups()
         h, w = read_rgb(tile).shape[:2]
@@ -65,7 +67,10 @@ def truth_masks(weak: Path, dev: Path, out: Path) -> Path:
         mask = np.full((h, w), spec.background_index, np.uint8)
         mask[: cut.shape[0], : cut.shape[1]] = cut
         write_mask(tmp / tile.name, mask, spec.palette)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:  # another call finished the same masks first
+        shutil.rmtree(tmp)
     return out
 
 
@@ -176,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods:
                 name = f"{args.run_tag}-{method}-s{seed}"
                 stage1, pseudo = fold_dir / name, fold_dir / f"{name}-pseudo"
-                if not (stage1 / "presence.json").is_file() or not pseudo.is_dir():
+                finished = (stage1 / "presence.json").is_file() and pseudo.is_dir()
+                if not finished and (args.masks != "truth" or args.pseudo_quality):
                     print(f"fold {fold} {name}: no finished compare_real.py run, skipped", flush=True)
                     continue
                 label = f"fold {fold} {method} s{seed}"
