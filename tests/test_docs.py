@@ -113,6 +113,14 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "docs/benchmarks.md",
         "--masks truth --tag oracle0.8",
     ): "trains 3 stage-2 segmenters on the true masks of compare_real.py's real-data tiles (30 min)",
+    (
+        "docs/benchmarks.md",
+        "--masks truth --tag oracle20 --seeds 1 2",
+    ): "trains 12 stage-2 segmenters on the true masks of compare_real.py's real-data tiles (2 hours)",
+    (
+        "docs/benchmarks.md",
+        "--seg-set backbone=efficientnet_lite1 --tag lite1",
+    ): "trains 3 stage-2 segmenters on compare_real.py's real-data runs (45 min)",
     ("docs/benchmarks.md", "fill_match.py"): "encodes the real WSSS4LUAD images in ../shared/data (minutes)",
     (
         "docs/benchmarks.md",
