@@ -69,8 +69,10 @@ def truth_masks(weak: Path, dev: Path, out: Path) -> Path:
         write_mask(tmp / tile.name, mask, spec.palette)
     try:
         tmp.rename(out)
-    except OSError:  # another call finished the same masks first
+    except OSError:
         shutil.rmtree(tmp)
+        if not out.is_dir():  # not another call finishing the same masks first: a real failure
+            raise
     return out
 
 
